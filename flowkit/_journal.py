@@ -1,0 +1,259 @@
+"""Where a run's checkpoints go: nowhere, a CrewAI-style backend, or a durable one.
+
+A durable journal (a backend with runs, compare-and-set and history) records the
+execution position with every checkpoint and holds a lease on the run while it executes,
+so only one writer can ever append to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import LeaseLostError, PersistenceError, UnserializableStateError
+
+if TYPE_CHECKING:
+    from ._secrets import SecretCipher as Cipher
+    from ._scheduler import Scheduler
+    from ._state import StateAdapter
+    from .persistence import FlowPersistence
+
+__all__ = ["BasicJournal", "DurableJournal", "Journal", "new_owner"]
+
+log = logging.getLogger("flowkit")
+
+
+def new_owner() -> str:
+    """A lease owner id: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Journal:
+    """No persistence: nothing is stored."""
+
+    durable = False
+
+    def __init__(self, persist_all: bool = True, methods: Iterable[str] = ()) -> None:
+        self.persist_all = persist_all
+        self.methods = frozenset(methods)
+
+    def wants(self, method: str) -> bool:
+        return self.persist_all or method in self.methods
+
+    async def checkpoint(
+        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
+    ) -> None:
+        return None
+
+    async def set_status(self, status: str, info: dict[str, Any] | None = None) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class _EncodeCtx:
+    adapter: StateAdapter
+    cipher: Cipher | None
+
+
+class BasicJournal(Journal):
+    """A backend with only ``save_state`` / ``load_state`` (e.g. a CrewAI-style class)."""
+
+    def __init__(
+        self,
+        backend: FlowPersistence,
+        run_id: str,
+        adapter: StateAdapter,
+        cipher: Cipher | None,
+        *,
+        persist_all: bool,
+        methods: Iterable[str],
+        verbose: bool,
+    ) -> None:
+        super().__init__(persist_all, methods)
+        self.backend = backend
+        self.run_id = run_id
+        self.adapter = adapter
+        self.cipher = cipher
+        self.verbose = verbose
+        #: the last state stored, encoded (what an interrupted method rolls back to)
+        self.committed: dict[str, Any] | None = None
+
+    def encode_state(self, state: Any) -> dict[str, Any]:
+        from ._codec import encode
+
+        data: dict[str, Any] = encode(self.adapter.dump(state), path="state", cipher=self.cipher)
+        return data
+
+    async def checkpoint(
+        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
+    ) -> None:
+        data = self.encode_state(state)
+        await self.backend.asave_state(self.run_id, method, data)
+        self.committed = data
+        if self.verbose:
+            log.info("flowkit: saved state of run %s after %s", self.run_id, method)
+
+
+def encode_position(scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher | None) -> dict[str, Any]:
+    """The scheduler snapshot plus runner data, with payloads encoded where possible."""
+    from ._codec import encode
+
+    snap = scheduler.snapshot()
+    lost: list[int] = []
+    for item in snap["pending"]:
+        try:
+            item["payload"] = encode(item["payload"], path=f"payload of {item['method']}", cipher=cipher)
+        except UnserializableStateError:
+            item["payload"] = None
+            lost.append(item["id"])
+    snap["lost_payloads"] = lost
+    last = extra.get("last")
+    if last is not None:
+        try:
+            snap["last"] = {"method": last[0], "output": encode(last[1], path="output", cipher=cipher)}
+        except UnserializableStateError:
+            snap["last"] = {"method": last[0], "output": None, "lost": True}
+    snap["answers"] = {
+        str(k): encode(v, path="answer", cipher=cipher) for k, v in extra.get("answers", {}).items()
+    }
+    return snap
+
+
+class DurableJournal(BasicJournal):
+    """Checkpoints with position, compare-and-set on ``seq`` and a lease on the run."""
+
+    durable = True
+
+    def __init__(
+        self,
+        backend: FlowPersistence,
+        run_id: str,
+        adapter: StateAdapter,
+        cipher: Cipher | None,
+        *,
+        persist_all: bool,
+        methods: Iterable[str],
+        verbose: bool,
+        seq: int,
+        owner: str | None,
+    ) -> None:
+        super().__init__(
+            backend, run_id, adapter, cipher, persist_all=persist_all, methods=methods, verbose=verbose
+        )
+        self.seq = seq
+        self.owner = owner
+
+    async def checkpoint(
+        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
+    ) -> None:
+        data = self.encode_state(state)
+        meta: dict[str, Any] = {
+            "position": encode_position(scheduler, extra, self.cipher),
+            "state_version": self.adapter.version,
+        }
+        if "interrupt" in extra:
+            meta["interrupt"] = extra["interrupt"]
+        record = await self.backend.asave_checkpoint(
+            self.run_id,
+            method,
+            data,
+            expected_seq=self.seq,
+            meta=meta,
+            status=status,
+            lease_owner=self.owner,
+        )
+        self.seq = record.seq
+        self.committed = data
+        if self.verbose:
+            log.info("flowkit: run %s checkpoint %d after %s", self.run_id, record.seq, method)
+
+    async def set_status(self, status: str, info: dict[str, Any] | None = None) -> None:
+        await self.backend.aupdate_run(self.run_id, status=status, info=info)
+
+    async def close(self) -> None:
+        if self.owner is not None:
+            LEASES.forget(self.backend, self.run_id, self.owner)
+            await self.backend.arelease_lease(self.run_id, self.owner)
+
+
+@dataclass
+class _Lease:
+    backend: weakref.ref[Any]
+    run_id: str
+    owner: str
+    ttl: float
+    due: float
+    lost: bool = False
+
+
+@dataclass
+class LeaseKeeper:
+    """One daemon thread renews every lease this process holds, at a third of its ttl.
+
+    A thread (not an asyncio task) so that a long synchronous method blocking the event
+    loop does not let the lease expire under it.
+    """
+
+    leases: dict[tuple[int, str, str], _Lease] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def keep(self, backend: FlowPersistence, run_id: str, owner: str, ttl: float) -> None:
+        with self.lock:
+            self.leases[(id(backend), run_id, owner)] = _Lease(
+                weakref.ref(backend), run_id, owner, ttl, time.monotonic() + ttl / 3
+            )
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, name="flowkit-leases", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def forget(self, backend: FlowPersistence, run_id: str, owner: str) -> None:
+        with self.lock:
+            self.leases.pop((id(backend), run_id, owner), None)
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                due = [lease for lease in self.leases.values() if lease.due <= time.monotonic()]
+                nxt = min((lease.due for lease in self.leases.values()), default=None)
+            for lease in due:
+                backend = lease.backend()
+                if backend is None:
+                    self.forget_key(lease)
+                    continue
+                try:
+                    backend.renew_lease(lease.run_id, lease.owner, lease.ttl)
+                    lease.due = time.monotonic() + lease.ttl / 3
+                except LeaseLostError:
+                    lease.lost = True
+                    self.forget_key(lease)
+                except PersistenceError:  # transient storage trouble: retry soon
+                    lease.due = time.monotonic() + min(1.0, lease.ttl / 10)
+                except Exception:  # never let the keeper thread die
+                    log.exception("flowkit: renewing the lease on run %s failed", lease.run_id)
+                    lease.due = time.monotonic() + min(1.0, lease.ttl / 10)
+            timeout = None if nxt is None else max(0.0, nxt - time.monotonic())
+            self.wake.wait(timeout if not due else 0.01)
+            self.wake.clear()
+
+    def forget_key(self, lease: _Lease) -> None:
+        with self.lock:
+            for key, value in list(self.leases.items()):
+                if value is lease:
+                    del self.leases[key]
+
+
+LEASES = LeaseKeeper()

@@ -1,0 +1,224 @@
+"""The async executor: drives the scheduler, runs methods, writes checkpoints.
+
+Kept thin on purpose: every decision about *what* runs lives in the scheduler. A sync
+method runs inline when it is the only thing that could run; it goes to a worker thread
+only when something could overlap with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
+from .exceptions import FlowConfigurationError, FlowkitError
+
+if TYPE_CHECKING:
+    from ._flow import Flow
+    from ._journal import Journal
+    from ._scheduler import Scheduler, Task
+
+__all__ = ["InterruptSignal", "Interrupted", "Runner", "current_call"]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """What ``kickoff`` / ``resume`` return when a method called ``self.interrupt()``.
+
+    Resume the run later, in any process, with ``MyFlow().resume(run_id, value)``.
+    """
+
+    run_id: str
+    payload: Any
+    method_name: str
+
+
+class InterruptSignal(BaseException):
+    """Raised inside a method by ``self.interrupt()`` when no answer is stored yet.
+
+    A BaseException so that a method's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__(payload)
+        self.payload = payload
+
+
+@dataclass
+class CallContext:
+    """The method call a piece of code runs in (for ``self.interrupt``)."""
+
+    flow: Flow[Any]
+    task_id: int
+    method: str
+    answers: list[Any]
+    asked: int = 0
+
+
+current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "flowkit_current_call", default=None
+)
+
+
+def _call_sync(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
+    token = current_call.set(ctx)
+    try:
+        return func(*args)
+    finally:
+        current_call.reset(token)
+
+
+async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
+    token = current_call.set(ctx)
+    try:
+        return await func(*args)
+    finally:
+        current_call.reset(token)
+
+
+@dataclass
+class Runner:
+    """Executes one kickoff (or resume) of a flow."""
+
+    flow: Flow[Any]
+    scheduler: Scheduler
+    journal: Journal
+    answers: dict[int, list[Any]] = field(default_factory=dict)
+    last: tuple[str, Any] | None = None
+    interrupts: list[tuple[Task, Any]] = field(default_factory=list)
+
+    def _args(self, task: Task) -> tuple[Any, ...]:
+        node = self.scheduler.graph.nodes[task.method]
+        return (task.payload,) if node.takes_payload and task.trigger is not None else ()
+
+    def _ctx(self, task: Task) -> CallContext:
+        return CallContext(self.flow, task.id, task.method, self.answers.get(task.id, []))
+
+    def _emit_started(self, task: Task) -> None:
+        if self.flow._has_listeners():
+            self.flow._emit(MethodStarted, method=task.method)
+
+    async def _run_inline(self, task: Task) -> Any:
+        func = getattr(self.flow, task.method)
+        self._emit_started(task)
+        if self.scheduler.graph.nodes[task.method].is_async:
+            return await _call_async(self._ctx(task), func, self._args(task))
+        return _call_sync(self._ctx(task), func, self._args(task))
+
+    def _launch(self, task: Task) -> asyncio.Future[Any]:
+        func = getattr(self.flow, task.method)
+        self._emit_started(task)
+        ctx = self._ctx(task)
+        if self.scheduler.graph.nodes[task.method].is_async:
+            return asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
+        return asyncio.ensure_future(asyncio.to_thread(_call_sync, ctx, func, self._args(task)))
+
+    async def run(self, tasks: list[Task]) -> Any:
+        """Run ``tasks`` and everything they trigger; return the last output or an
+        :class:`Interrupted`."""
+        ready: deque[Task] = deque(tasks)
+        running: dict[asyncio.Future[Any], Task] = {}
+        try:
+            while ready or running:
+                if not running and len(ready) == 1:
+                    task = ready.popleft()
+                    try:
+                        output = await self._run_inline(task)
+                    except BaseException as exc:
+                        await self._failed(task, exc, running)
+                        continue
+                    ready.extend(await self._finished(task, output, bool(ready or running)))
+                    continue
+                while ready:
+                    task = ready.popleft()
+                    running[self._launch(task)] = task
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: running[f].id):
+                    task = running.pop(fut)
+                    exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+                    if exc is not None:
+                        await self._failed(task, exc, running)
+                        continue
+                    busy = bool(ready or running)
+                    ready.extend(await self._finished(task, fut.result(), busy))
+        except BaseException:
+            await _cancel(running)
+            raise
+        if self.interrupts:
+            return await self._pause()
+        return self.last[1] if self.last else None
+
+    async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
+        if self.flow._has_listeners():
+            self.flow._emit(MethodFinished, method=task.method, output=output)
+        new = self.scheduler.complete(task.id, output)
+        self.answers.pop(task.id, None)
+        self.last = (task.method, output)
+        final = not new and not busy and not self.interrupts
+        if self.journal.wants(task.method):
+            await self.journal.checkpoint(
+                task.method,
+                self.flow._state,
+                self.scheduler,
+                {"last": self.last, "answers": self.answers},
+                "completed" if final else "running",
+            )
+        elif final and self.journal.durable:
+            await self.journal.set_status("completed")
+        return new
+
+    async def _failed(
+        self, task: Task, exc: BaseException, running: dict[asyncio.Future[Any], Task]
+    ) -> None:
+        if isinstance(exc, InterruptSignal):
+            if not self.journal.durable:
+                raise FlowConfigurationError(
+                    f"{self.flow._graph.flow_name}.{task.method} called self.interrupt(), "
+                    "which needs a persistence backend that can resume runs (history and "
+                    "compare-and-set). Add @persist (the default SQLite backend qualifies) or "
+                    "pass Flow(persistence=...)."
+                ) from None
+            if not running:
+                # Nothing else ran alongside it: drop its partial changes, so that
+                # re-running it on resume starts from the state it started with.
+                await self.flow._rollback()
+            self.interrupts.append((task, exc.payload))
+            if self.flow._has_listeners():
+                self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
+            return
+        if self.flow._has_listeners() and isinstance(exc, Exception):
+            self.flow._emit(MethodFailed, method=task.method, error=exc)
+        if self.journal.durable and isinstance(exc, Exception):
+            try:
+                await self.journal.set_status(
+                    "failed", {"error": {"method": task.method, "type": type(exc).__name__, "message": str(exc)[:2000]}}
+                )
+            except FlowkitError:
+                pass  # the original exception matters more
+        raise exc
+
+    async def _pause(self) -> Interrupted:
+        task, payload = self.interrupts[0]
+        interrupt = {"method": task.method, "task_id": task.id, "payload": payload}
+        from ._codec import encode
+
+        stored = dict(interrupt, payload=encode(payload, path="interrupt payload", cipher=None))
+        await self.journal.checkpoint(
+            task.method,
+            self.flow._state,
+            self.scheduler,
+            {"last": self.last, "answers": self.answers, "interrupt": stored},
+            "interrupted",
+        )
+        return Interrupted(run_id=self.flow._run_id(), payload=payload, method_name=task.method)
+
+
+async def _cancel(running: dict[asyncio.Future[Any], Task]) -> None:
+    for fut in running:
+        fut.cancel()
+    if running:
+        await asyncio.gather(*running, return_exceptions=True)
+    running.clear()

@@ -1,0 +1,255 @@
+"""Pydantic-vs-dict state adapter: creating, validating, encoding and migrating state."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from .exceptions import (
+    CorruptCheckpointError,
+    FlowConfigurationError,
+    MigrationError,
+    StateValidationError,
+)
+
+__all__ = [
+    "FlowState",
+    "StateAdapter",
+    "migration",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MIGRATES_FROM = "__flowkit_migrates_from__"
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class FlowState(BaseModel):
+    """Base for structured flow state: a Pydantic model with an ``id`` (a UUID4 string).
+
+    Declare ``flowkit_version: ClassVar[int] = 2`` and :func:`migration` functions to
+    upgrade states stored by older versions of the model.
+
+    Example::
+
+        class Counter(FlowState):
+            count: int = 0
+
+        class CountFlow(Flow[Counter]):
+            @start()
+            def bump(self):
+                self.state.count += 1
+    """
+
+    id: str = Field(default_factory=_new_id)
+    flowkit_version: ClassVar[int] = 1
+
+
+def migration(*, from_version: int) -> Callable[[F], F]:
+    """Mark a function in a state model's body as the upgrade from ``from_version`` to
+    ``from_version + 1``. It takes the stored state as a dict and returns the new dict.
+
+    Example::
+
+        class Order(FlowState):
+            flowkit_version: ClassVar[int] = 2
+            total_cents: int = 0
+
+            @migration(from_version=1)
+            @staticmethod
+            def euros_to_cents(data: dict) -> dict:
+                data["total_cents"] = round(data.pop("total") * 100)
+                return data
+    """
+
+    def decorate(func: F) -> F:
+        target = func.__func__ if isinstance(func, staticmethod) else func
+        setattr(target, _MIGRATES_FROM, from_version)
+        return func
+
+    return decorate
+
+
+@lru_cache(maxsize=None)
+def _with_id(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` itself if it has an ``id`` field, else a subclass that adds one."""
+    if "id" in model.model_fields:
+        return model
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        model.__name__,
+        __base__=model,
+        __module__=model.__module__,
+        id=(str, Field(default_factory=_new_id)),
+    )
+
+
+def _format_validation(exc: ValidationError, root: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+class StateAdapter:
+    """Everything the flow needs to know about one state type, decided once per class."""
+
+    def __init__(self, flow_name: str, state_type: Any, initial: Any) -> None:
+        self.flow_name = flow_name
+        self.model: type[BaseModel] | None = None
+        self.initial_dict: dict[str, Any] = {}
+        self.initial_instance: BaseModel | None = None
+        if isinstance(initial, BaseModel):
+            self.model = _with_id(type(initial))
+            self.initial_instance = initial
+        elif isinstance(initial, type) and issubclass(initial, BaseModel):
+            self.model = _with_id(initial)
+        elif isinstance(initial, Mapping):
+            self.initial_dict = dict(initial)
+        elif initial is not None:
+            raise FlowConfigurationError(
+                f"{flow_name}.initial_state must be a Pydantic model class or instance, or a "
+                f"dict; got {initial!r}."
+            )
+        elif isinstance(state_type, type) and issubclass(state_type, BaseModel):
+            self.model = _with_id(state_type)
+        elif state_type not in (None, dict, Any) and not _is_dict_type(state_type):
+            raise FlowConfigurationError(
+                f"{flow_name}: Flow[{state_type!r}] is not supported; use a Pydantic model "
+                "(e.g. a FlowState subclass) or dict."
+            )
+        self.version: int = getattr(self.model, "flowkit_version", 1) if self.model else 1
+        self.migrations = _collect_migrations(self.model) if self.model else {}
+
+    @property
+    def type_name(self) -> str:
+        return self.model.__name__ if self.model else "dict"
+
+    # -- creating ------------------------------------------------------------------
+
+    def new(self) -> Any:
+        """A fresh state with a new id."""
+        if self.model is None:
+            state = copy.deepcopy(self.initial_dict)
+            state["id"] = _new_id() if "id" not in state else state["id"]
+            return state
+        if self.initial_instance is not None:
+            data = self.initial_instance.model_dump()
+            data["id"] = _new_id() if "id" not in type(self.initial_instance).model_fields else data["id"]
+            return self._validate(data, "initial_state")
+        try:
+            return self.model()
+        except ValidationError as exc:
+            raise StateValidationError(
+                f"{self.flow_name}: the state model {self.model.__name__} cannot be created "
+                f"without arguments ({_format_validation(exc, 'state')}); give every field a "
+                "default."
+            ) from None
+
+    def _validate(self, data: Mapping[str, Any], what: str) -> Any:
+        assert self.model is not None
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as exc:
+            raise StateValidationError(
+                f"{self.flow_name}: {what} do not fit {self.model.__name__}: "
+                f"{_format_validation(exc, 'state')}. Fix the value(s) named here."
+            ) from None
+
+    def apply_inputs(self, state: Any, inputs: Mapping[str, Any]) -> Any:
+        """State with ``inputs`` set on top, validated; returns the (possibly new) state."""
+        if self.model is None:
+            state.update(inputs)
+            return state
+        unknown = [k for k in inputs if k not in self.model.model_fields]
+        if unknown and self.model.model_config.get("extra") != "allow":
+            raise StateValidationError(
+                f"{self.flow_name}: kickoff inputs {sorted(unknown)} are not fields of "
+                f"{self.model.__name__} (fields: {sorted(self.model.model_fields)}). Remove "
+                "them or add the fields to the state model."
+            )
+        data = dict(state)  # shallow: field values keep their types for validation
+        data.update(inputs)
+        return self._validate(data, "kickoff inputs")
+
+    def state_id(self, state: Any) -> str:
+        return str(state["id"] if self.model is None else state.id)
+
+    # -- storing -------------------------------------------------------------------
+
+    def dump(self, state: Any) -> Any:
+        """Python-mode data for the codec (models -> dicts, rich values kept)."""
+        if self.model is None:
+            return state
+        return state.model_dump(mode="python")
+
+    def load(self, data: Any, *, version: int | None, run_id: str, seq: int | None) -> Any:
+        """State from decoded stored data, migrated to the current version."""
+        if not isinstance(data, dict):
+            raise CorruptCheckpointError(
+                f"run {run_id!r} checkpoint {seq}: stored state is a {type(data).__name__}, "
+                "not an object; the row is corrupt. Fork from an earlier checkpoint.",
+                run_id=run_id,
+                seq=seq,
+            )
+        if self.model is None:
+            return data
+        data = self._migrate(data, version or 1, run_id, seq)
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as exc:
+            raise CorruptCheckpointError(
+                f"run {run_id!r} checkpoint {seq} is no longer valid for "
+                f"{self.model.__name__}: {_format_validation(exc, 'state')}. If the model "
+                "changed, raise its flowkit_version and add a @migration.",
+                run_id=run_id,
+                seq=seq,
+            ) from None
+
+    def _migrate(self, data: dict[str, Any], stored: int, run_id: str, seq: int | None) -> dict[str, Any]:
+        assert self.model is not None
+        if stored > self.version:
+            raise MigrationError(
+                f"run {run_id!r} checkpoint {seq} was stored by {self.model.__name__} version "
+                f"{stored}, newer than this code's version {self.version}; deploy the newer "
+                "code to read it."
+            )
+        while stored < self.version:
+            step = self.migrations.get(stored)
+            if step is None:
+                raise MigrationError(
+                    f"run {run_id!r} checkpoint {seq} holds {self.model.__name__} version "
+                    f"{stored} and there is no @migration(from_version={stored}) to reach "
+                    f"version {self.version}. Add one to {self.model.__name__}."
+                )
+            result = step(dict(data))
+            if not isinstance(result, dict):
+                raise MigrationError(
+                    f"{self.model.__name__} migration from version {stored} returned "
+                    f"{type(result).__name__}; a migration must return the new state dict."
+                )
+            data = result
+            stored += 1
+        return data
+
+
+def _is_dict_type(tp: Any) -> bool:
+    return getattr(tp, "__origin__", None) is dict
+
+
+def _collect_migrations(model: type[BaseModel]) -> dict[int, Callable[[dict[str, Any]], dict[str, Any]]]:
+    found: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+    for klass in reversed(model.__mro__):
+        for attr in vars(klass).values():
+            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            version = getattr(func, _MIGRATES_FROM, None)
+            if isinstance(version, int):
+                found[version] = func
+    return found

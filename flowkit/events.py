@@ -1,0 +1,128 @@
+"""Typed events a flow emits while it runs. Silent unless you subscribe.
+
+Example::
+
+    from flowkit.events import MethodFinished
+
+    flow = MyFlow()
+    flow.subscribe(lambda e: print(e.method, e.output), MethodFinished)
+    flow.kickoff()
+
+:func:`subscribe` registers a handler for every flow in the process. Handlers run in
+the flow's event loop thread, in order; an exception in a handler propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "FlowEvent",
+    "FlowFinished",
+    "FlowInterrupted",
+    "FlowStarted",
+    "MethodFailed",
+    "MethodFinished",
+    "MethodStarted",
+    "subscribe",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowEvent:
+    """Base of every event: which flow and run, and when."""
+
+    flow_name: str
+    run_id: str
+    timestamp: datetime = field(default_factory=_now)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowStarted(FlowEvent):
+    """A kickoff or resume began. ``resumed`` tells which."""
+
+    inputs: dict[str, Any]
+    resumed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodStarted(FlowEvent):
+    """A flow method is about to run."""
+
+    method: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodFinished(FlowEvent):
+    """A flow method returned."""
+
+    method: str
+    output: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodFailed(FlowEvent):
+    """A flow method raised; the exception propagates to the caller after this."""
+
+    method: str
+    error: BaseException
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowInterrupted(FlowEvent):
+    """A method called ``self.interrupt(payload)``; the run waits for ``resume``."""
+
+    method: str
+    payload: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowFinished(FlowEvent):
+    """The run finished; ``output`` is what kickoff returns."""
+
+    output: Any
+
+
+Handler = Callable[[FlowEvent], Any]
+
+
+class EventBus:
+    """Handlers with optional type filters; cheap to check when empty."""
+
+    __slots__ = ("handlers",)
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[Handler, tuple[type[FlowEvent], ...]]] = []
+
+    def add(self, handler: Handler, types: tuple[type[FlowEvent], ...]) -> Callable[[], None]:
+        entry = (handler, types or (FlowEvent,))
+        self.handlers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self.handlers:
+                self.handlers.remove(entry)
+
+        return unsubscribe
+
+    def emit(self, event: FlowEvent) -> None:
+        for handler, types in list(self.handlers):
+            if isinstance(event, types):
+                handler(event)
+
+
+GLOBAL_BUS = EventBus()
+
+
+def subscribe(handler: Handler, *event_types: type[FlowEvent]) -> Callable[[], None]:
+    """Call ``handler`` for events of every flow (of ``event_types``, or all).
+
+    Returns a function that unsubscribes.
+    """
+    return GLOBAL_BUS.add(handler, event_types)
