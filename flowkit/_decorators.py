@@ -30,18 +30,28 @@ def _attach(func: Any, spec: MethodSpec, decorator: str) -> Any:
         raise FlowDefinitionError(f"@{decorator} must decorate a method, got {func!r}.")
     existing: MethodSpec | None = getattr(func, SPEC_ATTR, None)
     if existing is not None:
-        # @start + @router on one method: a start that routes.
-        if {existing.kind, spec.kind} == {"start", "router"}:
-            start_spec = existing if existing.kind == "start" else spec
-            spec = MethodSpec("start", start_spec.condition, is_router=True)
-        else:
+        kinds = {_name(existing), decorator}
+        if kinds != {"start", "router"}:
             raise FlowDefinitionError(
-                f"{getattr(func, '__qualname__', func)!r} has both @{existing.kind} and "
+                f"{getattr(func, '__qualname__', func)!r} has both @{_name(existing)} and "
                 f"@{decorator}; a method takes one of @start/@listen/@router "
-                "(only @start and @router combine)."
+                "(only @start and a bare @router() combine: a start that routes)."
             )
+        start_spec, router_spec = (existing, spec) if existing.kind == "start" else (spec, existing)
+        if router_spec.condition is not None:
+            raise FlowDefinitionError(
+                f"{getattr(func, '__qualname__', func)!r}: combine @start(...) with a bare "
+                "@router(); the start's condition says when it runs."
+            )
+        spec = MethodSpec("start", start_spec.condition, is_router=True)
     setattr(func, SPEC_ATTR, spec)
     return func
+
+
+def _name(spec: MethodSpec) -> str:
+    if spec.kind == "start":
+        return "start"
+    return "router" if spec.is_router else "listen"
 
 
 def _check_condition(condition: Any, decorator: str) -> None:
@@ -93,7 +103,7 @@ def listen(condition: ConditionLike) -> Callable[[F], F]:
     return decorate
 
 
-def router(condition: ConditionLike) -> Callable[[F], F]:
+def router(condition: ConditionLike | None = None) -> Callable[[F], F]:
     """Like ``@listen``, and the return value becomes a label that triggers
     ``@listen("label")`` (``str(value)``; an Enum's ``.value``; ``None`` emits nothing).
 
@@ -103,7 +113,8 @@ def router(condition: ConditionLike) -> Callable[[F], F]:
         def decide(self):
             return "good" if self.state.score > 5 else "bad"
     """
-    _check_condition(condition, "router")
+    if condition is not None:
+        _check_condition(condition, "router")
 
     def decorate(func: F) -> F:
         return _attach(func, MethodSpec("listen", condition, is_router=True), "router")  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ from .exceptions import (
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
-    FlowkitError,
+    FlowUsageError,
     ResumeError,
     RunNotFoundError,
     StateAssignmentError,
@@ -222,7 +222,7 @@ class Flow(Generic[T]):
         """
         ctx: CallContext | None = current_call.get()
         if ctx is None or ctx.flow is not self:
-            raise FlowkitError(
+            raise FlowUsageError(
                 "self.interrupt() was called outside a running flow method; call it from "
                 "inside a @start/@listen/@router method during kickoff or resume."
             )
@@ -370,7 +370,7 @@ class Flow(Generic[T]):
 
     async def _execute(self, inputs: dict[str, Any], resume: tuple[str, Any, bool] | None) -> Any:
         if self._busy:
-            raise FlowkitError(
+            raise FlowUsageError(
                 f"{type(self).__qualname__} instance is already running; create one flow "
                 "object per concurrent kickoff."
             )

@@ -149,12 +149,19 @@ def build_graph(cls: type, flow_name: str) -> FlowGraph:
     nodes: dict[str, MethodNode] = {}
     for name, (func, spec) in methods.items():
         cond = None
+        if spec.kind != "start" and spec.condition is None:
+            raise FlowDefinitionError(
+                f"{cls.__qualname__}.{name}: @router() needs a condition (what it listens "
+                "to), unless it is stacked with @start()."
+            )
         if spec.condition is not None:
             cond = _normalise(spec.condition, name, cls, known, decorated)
             if name in _mentions(cond):
                 raise FlowDefinitionError(
-                    f"{cls.__qualname__}.{name} listens to itself; it would trigger itself "
-                    "forever. Use a @router that returns a label to loop."
+                    f"{cls.__qualname__}.{name} listens to itself (router labels and method "
+                    "names share one namespace), so it would trigger itself forever. If "
+                    f"{name!r} is a router label, rename the method (e.g. on_{name}); to loop, "
+                    "use a @router that returns a label."
                 )
         nodes[name] = MethodNode(
             name=name,

@@ -141,8 +141,10 @@ class StateAdapter:
             state["id"] = _new_id() if "id" not in state else state["id"]
             return state
         if self.initial_instance is not None:
+            # A copy per flow object, with its own run id: two flows built from one
+            # initial_state instance are two runs.
             data = self.initial_instance.model_dump()
-            data["id"] = _new_id() if "id" not in type(self.initial_instance).model_fields else data["id"]
+            data["id"] = _new_id()
             return self._validate(data, "initial_state")
         try:
             return self.model()

@@ -12,6 +12,8 @@ know flowkit::
     │   ├── StateAssignmentError(AttributeError)  ``self.state = ...``
     │   └── UnserializableStateError(TypeError)   a value cannot be stored (names its path)
     ├── MethodCallLimitError(RuntimeError)    a method ran more than max_method_calls times
+    ├── FlowUsageError(RuntimeError)          a flow object used wrongly (two kickoffs at once,
+    │                                         self.interrupt() outside a running method)
     ├── PersistenceError(RuntimeError)
     │   ├── UnsupportedOperationError(NotImplementedError)  the backend lacks an optional method
     │   ├── CorruptCheckpointError(ValueError)    a stored checkpoint cannot be read back
@@ -37,6 +39,7 @@ __all__ = [
     "DefinitionChangedError",
     "FlowConfigurationError",
     "FlowDefinitionError",
+    "FlowUsageError",
     "FlowkitError",
     "LeaseLostError",
     "MethodCallLimitError",
@@ -89,6 +92,11 @@ class UnserializableStateError(StateError, TypeError):
 
 class MethodCallLimitError(FlowkitError, RuntimeError):
     """A method ran more than ``max_method_calls`` times in one kickoff."""
+
+
+class FlowUsageError(FlowkitError, RuntimeError):
+    """A flow object was used wrongly: two kickoffs at once on one instance, or
+    ``self.interrupt()`` outside a running flow method."""
 
 
 class PersistenceError(FlowkitError, RuntimeError):
