@@ -1,0 +1,120 @@
+"""JSON text for states, meta and info, and the content-addressed blobs for big fields.
+
+A top-level state field whose JSON is longer than :data:`BLOB_THRESHOLD` characters is
+stored once per run under the SHA-256 of its JSON; the checkpoint's state JSON holds
+``{"__flowkit_blob__": "<hash>"}`` in its place. A small value that happens to look like
+such a marker is stored as a blob too, so a marker in stored state is never user data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flowkit.exceptions import CorruptCheckpointError, UnserializableStateError
+
+BLOB_MARKER = "__flowkit_blob__"
+BLOB_THRESHOLD = 1024
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def dumps(value: Any, *, what: str) -> str:
+    """Compact JSON text; ``what`` names the value in the error (``state.items``)."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise UnserializableStateError(
+            f"{what} cannot be stored as JSON ({exc}). Backends store JSON-ready data; "
+            "convert the value to str/int/float/bool/None/list/dict first.",
+            path=what,
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedState:
+    """A state ready to store: its JSON (with markers) and the blobs it refers to."""
+
+    text: str
+    blobs: Mapping[str, str]  # hash -> JSON text of the field
+
+
+def _is_marker(value: object) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and BLOB_MARKER in value
+
+
+def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedState:
+    """Encode ``state``; with ``blobs`` big top-level fields become blob references."""
+    if not isinstance(state, Mapping):
+        raise UnserializableStateError(
+            f"A state must be a dict of JSON-ready values, got {type(state).__name__}. "
+            "Pass model.model_dump(mode='json') for a Pydantic model.",
+            path="state",
+        )
+    if not blobs:
+        return EncodedState(dumps(dict(state), what="state"), {})
+    parts: list[str] = []
+    found: dict[str, str] = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise UnserializableStateError(
+                f"State keys must be strings, got {key!r}. Rename the field.", path="state"
+            )
+        text = dumps(value, what=f"state.{key}")
+        if len(text) > BLOB_THRESHOLD or _is_marker(value):
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            found[digest] = text
+            text = _encoder.encode({BLOB_MARKER: digest})
+        parts.append(f"{_encoder.encode(key)}:{text}")
+    return EncodedState("{" + ",".join(parts) + "}", found)
+
+
+def decode_object(text: str | None, *, run_id: str, seq: int | None, what: str) -> dict[str, Any]:
+    """Parse stored JSON that must be an object, or raise CorruptCheckpointError."""
+    try:
+        value = json.loads(text) if text is not None else None
+    except (TypeError, ValueError) as exc:
+        raise corrupt(run_id, seq, f"its {what} is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise corrupt(run_id, seq, f"its {what} is not a JSON object")
+    return value
+
+
+def decode_state(
+    text: str | None,
+    fetch_blob: Callable[[str], str | None],
+    *,
+    run_id: str,
+    seq: int,
+) -> dict[str, Any]:
+    """Parse a stored state and put the blob-stored fields back in place."""
+    state = decode_object(text, run_id=run_id, seq=seq, what="state")
+    for key, value in state.items():
+        if _is_marker(value):
+            digest = value[BLOB_MARKER]
+            blob = fetch_blob(digest) if isinstance(digest, str) else None
+            if blob is None:
+                raise corrupt(run_id, seq, f"the stored value of state.{key} is missing")
+            try:
+                state[key] = json.loads(blob)
+            except ValueError as exc:
+                raise corrupt(run_id, seq, f"the stored value of state.{key} is not JSON") from exc
+    return state
+
+
+def blob_refs(encoded: EncodedState) -> list[str]:
+    return sorted(encoded.blobs)
+
+
+def corrupt(run_id: str, seq: int | None, problem: str) -> CorruptCheckpointError:
+    where = f"checkpoint seq {seq} of run {run_id!r}" if seq is not None else f"run {run_id!r}"
+    return CorruptCheckpointError(
+        f"Stored {where} cannot be read back: {problem}. Restore it from a backup, fork the run "
+        "from an earlier checkpoint, or delete the run; flowkit will not start it afresh "
+        "silently.",
+        run_id=run_id,
+        seq=seq,
+    )

@@ -1,0 +1,165 @@
+"""Rules every backend enforces the same way: argument checks, CAS and lease decisions,
+and the error messages that go with them. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+from flowkit.exceptions import (
+    ConcurrentUpdateError,
+    FlowConfigurationError,
+    LeaseLostError,
+    RunExistsError,
+    RunLockedError,
+    RunNotFoundError,
+)
+from flowkit.persistence._records import RUN_STATUSES, RunRecord, RunStatus, utc_from_timestamp
+
+_clock_lock = threading.Lock()
+_last_timestamp = 0.0
+
+
+def now() -> float:
+    """Epoch seconds, strictly increasing within this process.
+
+    Strictly increasing so that "newest ``updated_at`` first" is a total order for runs
+    written by one process, even when the wall clock's resolution is coarse.
+    """
+    global _last_timestamp
+    with _clock_lock:
+        current = max(time.time(), _last_timestamp + 1e-6)
+        _last_timestamp = current
+        return current
+
+
+def check_status(status: str) -> RunStatus:
+    if status not in RUN_STATUSES:
+        allowed = ", ".join(sorted(RUN_STATUSES))
+        raise FlowConfigurationError(f"Unknown run status {status!r}; use one of: {allowed}.")
+    return status  # type: ignore[return-value]  # narrowed by the membership test
+
+
+def check_keep_last(keep_last: int) -> None:
+    if keep_last < 1:
+        raise FlowConfigurationError(
+            f"prune(keep_last={keep_last}) would delete the latest checkpoint; "
+            "keep_last must be at least 1 (use delete_run to remove a whole run)."
+        )
+
+
+def check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise FlowConfigurationError(f"A lease needs a positive ttl in seconds, got {ttl!r}.")
+
+
+def check_paging(limit: int, offset: int) -> None:
+    if limit < 0 or offset < 0:
+        raise FlowConfigurationError(
+            f"list_runs needs limit >= 0 and offset >= 0, got limit={limit}, offset={offset}."
+        )
+
+
+def lease_blocks(run: RunRecord | None, owner: str | None, at: float) -> bool:
+    """True if ``owner`` may not write ``run`` because someone else holds a live lease."""
+    if run is None or owner is None or run.lease_owner is None or run.lease_owner == owner:
+        return False
+    expires = run.lease_expires_at
+    return expires is not None and expires.timestamp() > at
+
+
+def check_save(
+    run_id: str,
+    run: RunRecord | None,
+    *,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+) -> None:
+    """Raise what ``save_checkpoint`` must raise before writing anything."""
+    if lease_blocks(run, lease_owner, at):
+        assert run is not None
+        raise run_locked(run_id, run.lease_owner, run.lease_expires_at)
+    stored = run.last_seq if run is not None else 0
+    if expected_seq is not None and expected_seq != stored:
+        raise concurrent_update(run_id, expected_seq, stored)
+
+
+def concurrent_update(run_id: str, expected_seq: int, stored_seq: int) -> ConcurrentUpdateError:
+    return ConcurrentUpdateError(
+        f"Run {run_id!r} was written by someone else: expected its last checkpoint to be "
+        f"seq {expected_seq}, but it is seq {stored_seq}. Nothing was saved; reload the run "
+        "(resume it) instead of overwriting the other writer's work."
+    )
+
+
+def run_locked(run_id: str, holder: str | None, expires: datetime | None) -> RunLockedError:
+    until = expires.isoformat() if expires is not None else "unknown"
+    return RunLockedError(
+        f"Run {run_id!r} is leased by {holder!r} until {until}. Wait for that owner to finish "
+        "or for the lease to expire, then retry."
+    )
+
+
+def lease_lost(run_id: str, owner: str, run: RunRecord | None) -> LeaseLostError:
+    holder = run.lease_owner if run is not None else None
+    return LeaseLostError(
+        f"Owner {owner!r} no longer holds the lease on run {run_id!r} "
+        f"(held by {holder!r} now). Stop writing to this run; another process took it over."
+    )
+
+
+def run_not_found(run_id: str, operation: str) -> RunNotFoundError:
+    return RunNotFoundError(
+        f"{operation}: no run with id {run_id!r}. Create it first (create_run or a first "
+        "save), or check the id."
+    )
+
+
+def run_exists(run_id: str) -> RunExistsError:
+    return RunExistsError(
+        f"A run with id {run_id!r} already exists. Choose another id, or pass exist_ok=True "
+        "to get the existing run."
+    )
+
+
+def acquire(run: RunRecord, owner: str, ttl: float, at: float) -> RunRecord:
+    """The run after ``owner`` takes or extends its lease (raises if someone else holds it)."""
+    check_ttl(ttl)
+    if lease_blocks(run, owner, at):
+        raise run_locked(run.run_id, run.lease_owner, run.lease_expires_at)
+    return run.replace(lease_owner=owner, lease_expires_at=utc_from_timestamp(at + ttl))
+
+
+def renew(run: RunRecord | None, run_id: str, owner: str, ttl: float, at: float) -> RunRecord:
+    """The run after ``owner`` renews its lease (LeaseLostError if it is not ours any more)."""
+    check_ttl(ttl)
+    if run is None or run.lease_owner != owner:
+        raise lease_lost(run_id, owner, run)
+    return run.replace(lease_expires_at=utc_from_timestamp(at + ttl))
+
+
+def select_runs(
+    runs: Iterable[RunRecord],
+    *,
+    flow_name: str | None,
+    status: str | None,
+    parent_run_id: str | None,
+    limit: int,
+    offset: int,
+) -> list[RunRecord]:
+    """Filter, order (newest ``updated_at`` first, then run id) and page runs."""
+    check_paging(limit, offset)
+    if status is not None:
+        check_status(status)
+    chosen = [
+        run
+        for run in runs
+        if (flow_name is None or run.flow_name == flow_name)
+        and (status is None or run.status == status)
+        and (parent_run_id is None or run.parent_run_id == parent_run_id)
+    ]
+    chosen.sort(key=lambda run: (run.updated_at, run.run_id), reverse=True)
+    return chosen[offset : offset + limit]

@@ -1,0 +1,717 @@
+"""The contract every persistence backend must pass; run it against your own backend.
+
+Subclass :class:`PersistenceContract` in a test module and provide a ``persistence``
+fixture; pytest runs every rule against it, in both flavours (``op`` and ``aop``)::
+
+    import pytest
+    from flowkit.testing import PersistenceContract
+
+    class TestMyStore(PersistenceContract):
+        @pytest.fixture
+        def persistence(self, tmp_path):
+            store = MyStore(tmp_path)
+            yield store
+            store.close()
+
+The fixture may be async (``async def`` with ``yield``) when your project runs
+pytest-asyncio in auto mode, or decorated with ``@pytest_asyncio.fixture`` in strict
+mode. The tests themselves are coroutines marked ``asyncio``, so pytest-asyncio must be
+installed.
+
+Groups of rules run only when the backend sets the matching capability flag
+(``supports_history``, ``supports_runs``, ``supports_cas``, ``supports_leases``); the
+others are skipped with the reason. A minimal CrewAI-style backend passes the required
+subset. Implement :meth:`PersistenceContract.corrupt_latest` to also check that damaged
+rows are reported. Every test uses fresh random run ids and flow names, so the suite can
+share a database with other data; it deletes only runs it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timezone
+from typing import Any
+
+import pytest
+
+from flowkit.exceptions import (
+    ConcurrentUpdateError,
+    CorruptCheckpointError,
+    FlowConfigurationError,
+    LeaseLostError,
+    RunExistsError,
+    RunLockedError,
+    RunNotFoundError,
+    UnsupportedOperationError,
+)
+from flowkit.persistence import Checkpoint, FlowPersistence, RunRecord
+from flowkit.persistence._base import CAPABILITY_OPS
+
+__all__ = ["Flavoured", "PersistenceContract"]
+
+BIG_TEXT = "x" * 5000
+
+
+class Flavoured:
+    """Calls a backend's operations in one flavour: ``await ops.load_state(run_id)``.
+
+    With ``flavour="sync"`` it calls ``load_state`` directly (inside the test's running
+    loop, which every backend must tolerate); with ``"async"`` it awaits ``aload_state``.
+    """
+
+    def __init__(self, persistence: FlowPersistence, flavour: str) -> None:
+        self.persistence = persistence
+        self.flavour = flavour
+
+    def __getattr__(self, op: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.flavour == "async":
+                return await getattr(self.persistence, "a" + op)(*args, **kwargs)
+            return getattr(self.persistence, op)(*args, **kwargs)
+
+        return call
+
+    def in_thread(self, op: str, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """The call, made so that several can overlap (sync calls go to worker threads)."""
+        if self.flavour == "async":
+            return getattr(self.persistence, "a" + op)(*args, **kwargs)  # type: ignore[no-any-return]
+        return asyncio.to_thread(getattr(self.persistence, op), *args, **kwargs)
+
+
+def _require(persistence: FlowPersistence, *flags: str) -> None:
+    for flag in flags:
+        if not getattr(persistence, flag):
+            pytest.skip(f"{type(persistence).__qualname__}.{flag} is False")
+
+
+def _state(run_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": run_id, **fields}
+
+
+@pytest.mark.asyncio
+class PersistenceContract:
+    """Rules for :class:`~flowkit.persistence.FlowPersistence` backends (see module doc)."""
+
+    @pytest.fixture
+    def persistence(self) -> FlowPersistence:
+        """Override in the subclass: return (or yield) the backend under test."""
+        pytest.fail(f"{type(self).__qualname__} must define a 'persistence' fixture")
+
+    def corrupt_latest(self, persistence: FlowPersistence, run_id: str) -> Any:
+        """Override to damage the stored latest checkpoint of ``run_id`` (may be async).
+
+        The corruption tests are skipped while this raises NotImplementedError.
+        """
+        raise NotImplementedError
+
+    @pytest.fixture(params=["sync", "async"])
+    def ops(self, request: pytest.FixtureRequest, persistence: FlowPersistence) -> Flavoured:
+        return Flavoured(persistence, request.param)
+
+    @pytest.fixture
+    def run_id(self) -> str:
+        return f"contract-{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def flow_name(self) -> str:
+        return f"ContractFlow{uuid.uuid4().hex[:12]}"
+
+    def _new_id(self) -> str:
+        return f"contract-{uuid.uuid4().hex}"
+
+    # -- required: save_state / load_state ----------------------------------------
+
+    async def test_saved_state_loads_back(self, ops: Flavoured, run_id: str) -> None:
+        """load_state returns the state saved by save_state, nested values included."""
+        state = _state(run_id, n=1, text="héllo ✓", items=[1, 2.5, None, True], nested={"a": []})
+        await ops.save_state(run_id, "start", state)
+        assert await ops.load_state(run_id) == state
+
+    async def test_unknown_run_loads_none(self, ops: Flavoured) -> None:
+        """load_state of a run that was never saved returns None."""
+        assert await ops.load_state(self._new_id()) is None
+
+    async def test_latest_save_wins(self, ops: Flavoured, run_id: str) -> None:
+        """load_state returns the state of the most recent save."""
+        for n in range(3):
+            await ops.save_state(run_id, f"step{n}", _state(run_id, n=n))
+        assert await ops.load_state(run_id) == _state(run_id, n=2)
+
+    async def test_runs_do_not_mix(self, ops: Flavoured, run_id: str) -> None:
+        """Saving one run never changes what another run loads."""
+        other = self._new_id()
+        await ops.save_state(run_id, "a", _state(run_id, who="first"))
+        await ops.save_state(other, "a", _state(other, who="second"))
+        assert await ops.load_state(run_id) == _state(run_id, who="first")
+
+    async def test_loaded_state_is_a_copy(self, ops: Flavoured, run_id: str) -> None:
+        """Mutating the saved dict or a loaded dict does not change the stored state."""
+        state = _state(run_id, items=[1])
+        await ops.save_state(run_id, "a", state)
+        state["items"].append(2)
+        loaded = await ops.load_state(run_id)
+        assert loaded is not None
+        loaded["items"].append(3)
+        assert await ops.load_state(run_id) == _state(run_id, items=[1])
+
+    async def test_init_db_is_idempotent(self, ops: Flavoured, run_id: str) -> None:
+        """init_db may be called any number of times and never loses data."""
+        await ops.init_db()
+        await ops.save_state(run_id, "a", _state(run_id))
+        await ops.init_db()
+        assert await ops.load_state(run_id) == _state(run_id)
+
+    async def test_flavours_share_data(self, persistence: FlowPersistence, run_id: str) -> None:
+        """What the sync flavour saves the async flavour loads, and the other way round."""
+        persistence.save_state(run_id, "a", _state(run_id, n=1))
+        assert await persistence.aload_state(run_id) == _state(run_id, n=1)
+        await persistence.asave_state(run_id, "b", _state(run_id, n=2))
+        assert persistence.load_state(run_id) == _state(run_id, n=2)
+
+    async def test_big_fields_load_whole(self, ops: Flavoured, run_id: str) -> None:
+        """Large fields, unchanged or changed between saves, always load back whole."""
+        big = {"text": BIG_TEXT, "rows": list(range(500))}
+        await ops.save_state(run_id, "a", _state(run_id, big=big, n=1))
+        await ops.save_state(run_id, "b", _state(run_id, big=big, n=2))
+        assert await ops.load_state(run_id) == _state(run_id, big=big, n=2)
+        changed = {**big, "text": BIG_TEXT + "!"}
+        await ops.save_state(run_id, "c", _state(run_id, big=changed, n=3))
+        assert await ops.load_state(run_id) == _state(run_id, big=changed, n=3)
+
+    async def test_marker_lookalike_values_round_trip(self, ops: Flavoured, run_id: str) -> None:
+        """A value shaped like flowkit's internal blob marker is ordinary data."""
+        state = _state(run_id, odd={"__flowkit_blob__": "not-a-hash"})
+        await ops.save_state(run_id, "a", state)
+        assert await ops.load_state(run_id) == state
+
+    async def test_missing_capabilities_raise_unsupported(
+        self, ops: Flavoured, run_id: str
+    ) -> None:
+        """Optional operations a backend lacks raise UnsupportedOperationError naming them."""
+        persistence = ops.persistence
+        missing = [
+            op
+            for ops_of_flag in CAPABILITY_OPS.values()
+            for op in ops_of_flag
+            if op not in persistence._native_ops and "a" + op not in persistence._native_ops
+        ]
+        if not missing:
+            pytest.skip(f"{type(persistence).__qualname__} implements every optional operation")
+        for op in missing:
+            with pytest.raises(UnsupportedOperationError, match=op):
+                args, kwargs = _dummy_call(op, run_id)
+                await getattr(ops, op)(*args, **kwargs)
+
+    # -- corruption ------------------------------------------------------------------
+
+    async def test_corrupt_latest_is_reported(
+        self, ops: Flavoured, persistence: FlowPersistence, run_id: str
+    ) -> None:
+        """A stored latest checkpoint that cannot be decoded raises CorruptCheckpointError
+        naming the run id and the seq, never a silent None or fresh state."""
+        await ops.save_state(run_id, "a", _state(run_id, n=1))
+        await ops.save_state(run_id, "b", _state(run_id, n=2))
+        try:
+            result = self.corrupt_latest(persistence, run_id)
+            if inspect.isawaitable(result):
+                await result
+        except NotImplementedError:
+            pytest.skip(f"{type(self).__qualname__} does not implement corrupt_latest()")
+        with pytest.raises(CorruptCheckpointError) as caught:
+            await ops.load_state(run_id)
+        assert caught.value.run_id == run_id
+        assert run_id in str(caught.value)
+        if persistence.supports_history:
+            assert caught.value.seq == 2
+            assert "seq 2" in str(caught.value)
+
+    # -- history ---------------------------------------------------------------------
+
+    async def test_seq_counts_from_one(self, ops: Flavoured, run_id: str) -> None:
+        """Checkpoints of a run are numbered 1, 2, 3, ... in save order."""
+        _require(ops.persistence, "supports_history")
+        for n in range(3):
+            await ops.save_state(run_id, f"step{n}", _state(run_id, n=n))
+        history = await ops.history(run_id)
+        assert [c.seq for c in history] == [1, 2, 3]
+
+    async def test_history_is_ascending_and_complete(self, ops: Flavoured, run_id: str) -> None:
+        """history returns every checkpoint, oldest first, with method names and states."""
+        _require(ops.persistence, "supports_history")
+        for n in range(3):
+            await ops.save_state(run_id, f"step{n}", _state(run_id, n=n))
+        history = await ops.history(run_id)
+        assert all(isinstance(c, Checkpoint) for c in history)
+        assert [(c.method_name, c.state["n"], c.run_id) for c in history] == [
+            ("step0", 0, run_id),
+            ("step1", 1, run_id),
+            ("step2", 2, run_id),
+        ]
+
+    async def test_history_of_unknown_run_is_empty(self, ops: Flavoured) -> None:
+        """history of a run that was never saved is an empty list."""
+        _require(ops.persistence, "supports_history")
+        assert await ops.history(self._new_id()) == []
+
+    async def test_load_checkpoint_by_seq(self, ops: Flavoured, run_id: str) -> None:
+        """load_checkpoint(run_id, seq) returns that checkpoint; None means the latest."""
+        _require(ops.persistence, "supports_history")
+        for n in range(3):
+            await ops.save_state(run_id, f"step{n}", _state(run_id, n=n))
+        second = await ops.load_checkpoint(run_id, 2)
+        assert (second.seq, second.method_name, second.state) == (2, "step1", _state(run_id, n=1))
+        latest = await ops.load_checkpoint(run_id)
+        assert (latest.seq, latest.state) == (3, _state(run_id, n=2))
+
+    async def test_load_checkpoint_unknown_is_none(self, ops: Flavoured, run_id: str) -> None:
+        """load_checkpoint returns None for an unknown run or a seq that does not exist."""
+        _require(ops.persistence, "supports_history")
+        assert await ops.load_checkpoint(run_id) is None
+        await ops.save_state(run_id, "a", _state(run_id))
+        assert await ops.load_checkpoint(run_id, 7) is None
+
+    async def test_checkpoint_time_is_aware_utc(self, ops: Flavoured, run_id: str) -> None:
+        """Checkpoint.created_at is a timezone-aware UTC datetime."""
+        _require(ops.persistence, "supports_history")
+        await ops.save_state(run_id, "a", _state(run_id))
+        checkpoint = await ops.load_checkpoint(run_id)
+        assert checkpoint.created_at.utcoffset() == timezone.utc.utcoffset(None)
+
+    async def test_history_states_are_whole_with_big_fields(
+        self, ops: Flavoured, run_id: str
+    ) -> None:
+        """Every checkpoint in history carries its whole state, big fields included."""
+        _require(ops.persistence, "supports_history")
+        states = [_state(run_id, big=BIG_TEXT, n=n) for n in range(3)]
+        states.append(_state(run_id, big=BIG_TEXT + "2", n=3))
+        for n, state in enumerate(states):
+            await ops.save_state(run_id, f"s{n}", state)
+        assert [c.state for c in await ops.history(run_id)] == states
+
+    # -- compare-and-set -------------------------------------------------------------
+
+    async def test_save_checkpoint_returns_what_was_stored(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """save_checkpoint returns the stored checkpoint, numbered last_seq + 1."""
+        _require(ops.persistence, "supports_cas")
+        first = await ops.save_checkpoint(
+            run_id, "a", _state(run_id, n=1), expected_seq=0, flow_name=flow_name
+        )
+        second = await ops.save_checkpoint(run_id, "b", _state(run_id, n=2), expected_seq=1)
+        assert (first.seq, second.seq) == (1, 2)
+        assert (second.run_id, second.method_name, second.state) == (
+            run_id,
+            "b",
+            _state(run_id, n=2),
+        )
+        assert await ops.load_state(run_id) == _state(run_id, n=2)
+
+    async def test_meta_is_stored_verbatim(self, ops: Flavoured, run_id: str) -> None:
+        """The meta dict comes back exactly as saved, in history and load_checkpoint."""
+        _require(ops.persistence, "supports_cas", "supports_history")
+        meta = {"position": {"done": ["a"], "pending": [["b", 1]]}, "version": 3, "x": None}
+        await ops.save_checkpoint(run_id, "a", _state(run_id), expected_seq=0, meta=meta)
+        assert (await ops.load_checkpoint(run_id)).meta == meta
+        assert (await ops.history(run_id))[0].meta == meta
+
+    async def test_cas_conflict_writes_nothing(self, ops: Flavoured, run_id: str) -> None:
+        """A save whose expected_seq is not the stored last_seq raises
+        ConcurrentUpdateError naming the run, and stores nothing."""
+        _require(ops.persistence, "supports_cas")
+        await ops.save_checkpoint(run_id, "a", _state(run_id, n=1), expected_seq=0)
+        await ops.save_checkpoint(run_id, "b", _state(run_id, n=2), expected_seq=1)
+        with pytest.raises(ConcurrentUpdateError, match=run_id):
+            await ops.save_checkpoint(run_id, "stale", _state(run_id, n=99), expected_seq=1)
+        assert await ops.load_state(run_id) == _state(run_id, n=2)
+        if ops.persistence.supports_history:
+            assert [c.seq for c in await ops.history(run_id)] == [1, 2]
+
+    async def test_cas_on_new_run_expects_zero(self, ops: Flavoured, run_id: str) -> None:
+        """A run that does not exist has last_seq 0: expecting anything else conflicts."""
+        _require(ops.persistence, "supports_cas")
+        with pytest.raises(ConcurrentUpdateError, match=run_id):
+            await ops.save_checkpoint(run_id, "a", _state(run_id), expected_seq=3)
+        assert await ops.load_state(run_id) is None
+        if ops.persistence.supports_runs:
+            assert await ops.get_run(run_id) is None
+
+    async def test_unconditional_save_appends(self, ops: Flavoured, run_id: str) -> None:
+        """expected_seq=None appends whatever the stored last_seq is."""
+        _require(ops.persistence, "supports_cas")
+        await ops.save_checkpoint(run_id, "a", _state(run_id, n=1), expected_seq=None)
+        saved = await ops.save_checkpoint(run_id, "b", _state(run_id, n=2), expected_seq=None)
+        assert saved.seq == 2
+
+    async def test_concurrent_cas_saves_one_wins(self, ops: Flavoured, run_id: str) -> None:
+        """Of several overlapping saves expecting the same seq, exactly one succeeds."""
+        _require(ops.persistence, "supports_cas")
+        await ops.save_checkpoint(run_id, "a", _state(run_id, n=0), expected_seq=0)
+        results = await asyncio.gather(
+            *(
+                ops.in_thread(
+                    "save_checkpoint", run_id, f"w{n}", _state(run_id, n=n), expected_seq=1
+                )
+                for n in range(1, 9)
+            ),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if isinstance(r, Checkpoint)]
+        losers = [r for r in results if isinstance(r, ConcurrentUpdateError)]
+        assert (len(winners), len(losers)) == (1, 7), results
+        assert winners[0].seq == 2
+        assert await ops.load_state(run_id) == winners[0].state
+
+    async def test_save_checkpoint_sets_run_fields(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """save_checkpoint creates a missing run with flow_name and sets last_seq, status."""
+        _require(ops.persistence, "supports_cas", "supports_runs")
+        await ops.save_checkpoint(run_id, "a", _state(run_id), expected_seq=0, flow_name=flow_name)
+        await ops.save_checkpoint(run_id, "b", _state(run_id), expected_seq=1, status="completed")
+        run = await ops.get_run(run_id)
+        assert (run.flow_name, run.last_seq, run.status) == (flow_name, 2, "completed")
+        assert run.updated_at >= run.created_at
+
+    async def test_save_refused_while_leased_by_another(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """save_checkpoint with a lease_owner raises RunLockedError, writing nothing, while
+        another owner holds an unexpired lease; the holder itself may save."""
+        _require(ops.persistence, "supports_cas", "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "holder", 60)
+        with pytest.raises(RunLockedError, match="holder"):
+            await ops.save_checkpoint(
+                run_id, "a", _state(run_id), expected_seq=0, lease_owner="intruder"
+            )
+        assert await ops.load_state(run_id) is None
+        saved = await ops.save_checkpoint(
+            run_id, "a", _state(run_id), expected_seq=0, lease_owner="holder"
+        )
+        assert saved.seq == 1
+
+    # -- runs ------------------------------------------------------------------------
+
+    async def test_create_run_starts_empty(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """create_run makes a running run with last_seq 0 and aware UTC timestamps."""
+        _require(ops.persistence, "supports_runs")
+        run = await ops.create_run(run_id, flow_name, fingerprint="fp1", info={"k": [1]})
+        assert isinstance(run, RunRecord)
+        assert (run.run_id, run.flow_name, run.status, run.last_seq) == (
+            run_id,
+            flow_name,
+            "running",
+            0,
+        )
+        assert (run.fingerprint, run.info, run.lease_owner) == ("fp1", {"k": [1]}, None)
+        assert run.created_at.utcoffset() == timezone.utc.utcoffset(None)
+        assert await ops.get_run(run_id) == run
+        assert await ops.load_state(run_id) is None
+
+    async def test_create_taken_id_raises(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """create_run on a taken id raises RunExistsError; exist_ok returns the stored run."""
+        _require(ops.persistence, "supports_runs")
+        first = await ops.create_run(run_id, flow_name, info={"a": 1})
+        with pytest.raises(RunExistsError, match=run_id):
+            await ops.create_run(run_id, flow_name)
+        again = await ops.create_run(run_id, flow_name, info={"b": 2}, exist_ok=True)
+        assert again == first
+
+    async def test_get_unknown_run_is_none(self, ops: Flavoured) -> None:
+        """get_run of an unknown id returns None."""
+        _require(ops.persistence, "supports_runs")
+        assert await ops.get_run(self._new_id()) is None
+
+    async def test_update_run_changes_given_fields(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """update_run changes only the given fields; info replaces the stored dict."""
+        _require(ops.persistence, "supports_runs")
+        created = await ops.create_run(run_id, flow_name, fingerprint="fp1", info={"a": 1})
+        updated = await ops.update_run(run_id, status="interrupted", info={"b": {"c": None}})
+        assert (updated.status, updated.fingerprint, updated.info) == (
+            "interrupted",
+            "fp1",
+            {"b": {"c": None}},
+        )
+        assert updated.updated_at >= created.updated_at
+        again = await ops.update_run(run_id, fingerprint="fp2")
+        assert (again.status, again.fingerprint, again.info) == (
+            "interrupted",
+            "fp2",
+            {"b": {"c": None}},
+        )
+        assert await ops.get_run(run_id) == again
+
+    async def test_update_unknown_run_raises(self, ops: Flavoured) -> None:
+        """update_run of an unknown id raises RunNotFoundError naming it."""
+        _require(ops.persistence, "supports_runs")
+        unknown = self._new_id()
+        with pytest.raises(RunNotFoundError, match=unknown):
+            await ops.update_run(unknown, status="failed")
+
+    async def test_update_run_rejects_unknown_status(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """update_run refuses a status outside running/completed/failed/interrupted."""
+        _require(ops.persistence, "supports_runs")
+        await ops.create_run(run_id, flow_name)
+        with pytest.raises(FlowConfigurationError, match="paused"):
+            await ops.update_run(run_id, status="paused")
+
+    async def test_run_info_is_a_copy(self, ops: Flavoured, run_id: str, flow_name: str) -> None:
+        """Mutating a returned RunRecord's info does not change the stored info."""
+        _require(ops.persistence, "supports_runs")
+        info = {"definition": {"methods": ["a", "b"]}}
+        run = await ops.create_run(run_id, flow_name, info=info)
+        run.info["definition"]["methods"].append("c")
+        info["definition"]["methods"].append("d")
+        assert (await ops.get_run(run_id)).info == {"definition": {"methods": ["a", "b"]}}
+
+    async def test_list_runs_filters(self, ops: Flavoured, flow_name: str) -> None:
+        """list_runs keeps only runs matching every given filter."""
+        _require(ops.persistence, "supports_runs")
+        parent, done, child = self._new_id(), self._new_id(), self._new_id()
+        other_flow = flow_name + "Other"
+        await ops.create_run(parent, flow_name)
+        await ops.create_run(done, flow_name)
+        await ops.update_run(done, status="completed")
+        await ops.create_run(child, other_flow, parent_run_id=parent, parent_seq=0)
+
+        def ids(runs: list[RunRecord]) -> set[str]:
+            return {run.run_id for run in runs}
+
+        assert ids(await ops.list_runs(flow_name=flow_name)) == {parent, done}
+        assert ids(await ops.list_runs(flow_name=flow_name, status="completed")) == {done}
+        assert ids(await ops.list_runs(flow_name=flow_name, status="running")) == {parent}
+        assert ids(await ops.list_runs(parent_run_id=parent)) == {child}
+        assert ids(await ops.list_runs(flow_name=other_flow, parent_run_id=parent)) == {child}
+        assert await ops.list_runs(flow_name=other_flow, status="failed") == []
+
+    async def test_list_runs_newest_first_with_paging(self, ops: Flavoured, flow_name: str) -> None:
+        """list_runs orders by updated_at, newest first, and pages with limit/offset."""
+        _require(ops.persistence, "supports_runs")
+        created = [self._new_id() for _ in range(5)]
+        for run_id in created:
+            await ops.create_run(run_id, flow_name)
+        await ops.update_run(created[0], status="running")  # now the most recently updated
+        expected = [created[0], *reversed(created[1:])]
+        assert [r.run_id for r in await ops.list_runs(flow_name=flow_name)] == expected
+        page = await ops.list_runs(flow_name=flow_name, limit=2, offset=1)
+        assert [r.run_id for r in page] == expected[1:3]
+        assert await ops.list_runs(flow_name=flow_name, offset=5) == []
+
+    async def test_delete_run_removes_everything(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """delete_run removes the run and its checkpoints; True once, then False."""
+        _require(ops.persistence, "supports_runs")
+        await ops.create_run(run_id, flow_name)
+        await ops.save_state(run_id, "a", _state(run_id, big=BIG_TEXT))
+        assert await ops.delete_run(run_id) is True
+        assert await ops.get_run(run_id) is None
+        assert await ops.load_state(run_id) is None
+        if ops.persistence.supports_history:
+            assert await ops.history(run_id) == []
+        assert await ops.delete_run(run_id) is False
+        assert await ops.list_runs(flow_name=flow_name) == []
+
+    async def test_deleted_id_can_be_reused(self, ops: Flavoured, run_id: str) -> None:
+        """After delete_run the id starts afresh at seq 1 with the new state."""
+        _require(ops.persistence, "supports_runs", "supports_history")
+        await ops.save_state(run_id, "a", _state(run_id, big=BIG_TEXT, n=1))
+        await ops.save_state(run_id, "b", _state(run_id, big=BIG_TEXT, n=2))
+        await ops.delete_run(run_id)
+        await ops.save_state(run_id, "c", _state(run_id, big=BIG_TEXT, n=3))
+        history = await ops.history(run_id)
+        assert [(c.seq, c.state["n"]) for c in history] == [(1, 3)]
+        assert history[0].state["big"] == BIG_TEXT
+
+    async def test_delete_parent_keeps_child(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """Deleting a parent leaves forks intact, lineage fields included."""
+        _require(ops.persistence, "supports_runs")
+        child = self._new_id()
+        await ops.save_state(run_id, "a", _state(run_id, n=1))
+        await ops.create_run(child, flow_name, parent_run_id=run_id, parent_seq=1)
+        await ops.save_state(child, "a", _state(child, n=1))
+        await ops.delete_run(run_id)
+        kept = await ops.get_run(child)
+        assert (kept.parent_run_id, kept.parent_seq) == (run_id, 1)
+        assert await ops.load_state(child) == _state(child, n=1)
+
+    async def test_fork_records_lineage(self, ops: Flavoured, run_id: str, flow_name: str) -> None:
+        """A run created with parent fields keeps them; its checkpoints start at seq 1."""
+        _require(ops.persistence, "supports_runs", "supports_cas")
+        for n in range(3):
+            await ops.save_checkpoint(run_id, f"s{n}", _state(run_id, n=n), expected_seq=n)
+        fork = self._new_id()
+        created = await ops.create_run(
+            fork, flow_name, parent_run_id=run_id, parent_seq=2, fingerprint="fp"
+        )
+        assert (created.parent_run_id, created.parent_seq, created.last_seq) == (run_id, 2, 0)
+        first = await ops.save_checkpoint(fork, "s1", _state(fork, n=1), expected_seq=0)
+        assert first.seq == 1
+        assert [r.run_id for r in await ops.list_runs(parent_run_id=run_id)] == [fork]
+        assert await ops.load_state(run_id) == _state(run_id, n=2)
+
+    async def test_prune_keeps_newest(self, ops: Flavoured, run_id: str) -> None:
+        """prune(keep_last=N) deletes older checkpoints, returns how many, and keeps
+        last_seq: the next save continues the numbering."""
+        _require(ops.persistence, "supports_runs", "supports_history")
+        for n in range(5):
+            await ops.save_state(run_id, f"s{n}", _state(run_id, n=n, big=BIG_TEXT))
+        assert await ops.prune(run_id, keep_last=2) == 3
+        assert [c.seq for c in await ops.history(run_id)] == [4, 5]
+        assert (await ops.get_run(run_id)).last_seq == 5
+        assert await ops.load_checkpoint(run_id, 1) is None
+        assert await ops.prune(run_id, keep_last=2) == 0
+        await ops.save_state(run_id, "s5", _state(run_id, n=5, big=BIG_TEXT))
+        history = await ops.history(run_id)
+        assert [c.seq for c in history] == [4, 5, 6]
+        assert all(c.state["big"] == BIG_TEXT for c in history)
+
+    async def test_prune_keeps_lineage(self, ops: Flavoured, run_id: str, flow_name: str) -> None:
+        """prune leaves the run record (lineage, fingerprint, info) untouched."""
+        _require(ops.persistence, "supports_runs")
+        await ops.create_run(
+            run_id, flow_name, parent_run_id="parent-x", parent_seq=4, info={"i": 1}
+        )
+        for n in range(3):
+            await ops.save_state(run_id, f"s{n}", _state(run_id, n=n))
+        before = await ops.get_run(run_id)
+        await ops.prune(run_id, keep_last=1)
+        after = await ops.get_run(run_id)
+        assert (after.parent_run_id, after.parent_seq, after.info, after.last_seq) == (
+            "parent-x",
+            4,
+            {"i": 1},
+            before.last_seq,
+        )
+        assert await ops.load_state(run_id) == _state(run_id, n=2)
+
+    async def test_prune_needs_keep_last(self, ops: Flavoured, run_id: str) -> None:
+        """prune refuses keep_last < 1 (use delete_run to remove a whole run)."""
+        _require(ops.persistence, "supports_runs")
+        await ops.save_state(run_id, "a", _state(run_id))
+        with pytest.raises(FlowConfigurationError, match="keep_last"):
+            await ops.prune(run_id, keep_last=0)
+        assert await ops.load_state(run_id) == _state(run_id)
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def test_acquire_free_lease(self, ops: Flavoured, run_id: str, flow_name: str) -> None:
+        """acquire_lease on a free run records the owner and an expiry in the future."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        run = await ops.acquire_lease(run_id, "worker-1", 30)
+        assert run.lease_owner == "worker-1"
+        assert run.lease_expires_at is not None
+        assert run.lease_expires_at > run.updated_at
+        assert (await ops.get_run(run_id)).lease_owner == "worker-1"
+
+    async def test_lease_conflict_names_holder(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """acquire_lease while another owner's lease is live raises RunLockedError naming
+        the run and the holder."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "worker-1", 30)
+        with pytest.raises(RunLockedError) as caught:
+            await ops.acquire_lease(run_id, "worker-2", 30)
+        assert run_id in str(caught.value)
+        assert "worker-1" in str(caught.value)
+
+    async def test_owner_reacquires_and_extends(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """The holder may acquire again; the expiry moves forward."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        first = await ops.acquire_lease(run_id, "worker-1", 10)
+        second = await ops.acquire_lease(run_id, "worker-1", 100)
+        assert second.lease_expires_at > first.lease_expires_at
+
+    async def test_expired_lease_can_be_taken(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """Once a lease expires another owner may take it; the old owner's renew then
+        raises LeaseLostError."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "dead-worker", 0.05)
+        await asyncio.sleep(0.1)
+        run = await ops.acquire_lease(run_id, "worker-2", 30)
+        assert run.lease_owner == "worker-2"
+        with pytest.raises(LeaseLostError, match=run_id):
+            await ops.renew_lease(run_id, "dead-worker", 30)
+
+    async def test_renew_extends_own_lease(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """renew_lease by the holder moves the expiry forward."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        first = await ops.acquire_lease(run_id, "worker-1", 5)
+        await ops.renew_lease(run_id, "worker-1", 500)
+        renewed = await ops.get_run(run_id)
+        assert renewed.lease_owner == "worker-1"
+        assert renewed.lease_expires_at > first.lease_expires_at
+
+    async def test_renew_by_stranger_raises(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """renew_lease by someone who does not hold the lease raises LeaseLostError."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        with pytest.raises(LeaseLostError):
+            await ops.renew_lease(run_id, "nobody", 30)
+        await ops.acquire_lease(run_id, "worker-1", 30)
+        with pytest.raises(LeaseLostError, match="worker-2"):
+            await ops.renew_lease(run_id, "worker-2", 30)
+
+    async def test_release_frees_lease(self, ops: Flavoured, run_id: str, flow_name: str) -> None:
+        """release_lease by the holder frees the run; by anyone else it does nothing."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "worker-1", 30)
+        await ops.release_lease(run_id, "worker-2")
+        assert (await ops.get_run(run_id)).lease_owner == "worker-1"
+        await ops.release_lease(run_id, "worker-1")
+        run = await ops.get_run(run_id)
+        assert (run.lease_owner, run.lease_expires_at) == (None, None)
+        assert (await ops.acquire_lease(run_id, "worker-2", 30)).lease_owner == "worker-2"
+
+    async def test_lease_on_unknown_run_raises(self, ops: Flavoured) -> None:
+        """acquire_lease on an unknown run raises RunNotFoundError naming it."""
+        _require(ops.persistence, "supports_leases")
+        unknown = self._new_id()
+        with pytest.raises(RunNotFoundError, match=unknown):
+            await ops.acquire_lease(unknown, "worker-1", 30)
+
+
+def _dummy_call(op: str, run_id: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Arguments that are valid for ``op`` on a backend that has it."""
+    if op in ("acquire_lease", "renew_lease"):
+        return (run_id, "owner", 1.0), {}
+    if op == "release_lease":
+        return (run_id, "owner"), {}
+    if op == "create_run":
+        return (run_id, "Flow"), {}
+    if op == "save_checkpoint":
+        return (run_id, "method", {"id": run_id}), {"expected_seq": None}
+    if op == "prune":
+        return (run_id,), {"keep_last": 1}
+    if op == "list_runs":
+        return (), {}
+    return (run_id,), {}
