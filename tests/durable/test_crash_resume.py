@@ -1,0 +1,86 @@
+"""Resume after SIGKILL: completed methods never run again, the cut-off one does (SPEC 5)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from flows import SixSteps, backend
+
+STEPS = [f"s{i}" for i in range(1, 7)]
+
+
+def wait_out_lease(proc, spec: str, flow: str, run_id: str):  # type: ignore[no-untyped-def]
+    """Resume, retrying while the dead owner's lease has not expired yet."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = proc.run(spec, flow, "resume", run_id)
+        if out.get("error") != "RunLockedError" or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_at", STEPS)
+def test_kill_at_every_step_then_resume(proc, backend_spec: str, run_id: str, crash_at: str) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL inside step k; resume in a new process: steps before k ran once, k twice,
+    after k once, and the final state counts every step exactly once."""
+    proc.run(backend_spec, "SixSteps", "kickoff", run_id, crash_at=crash_at, expect_killed=True)
+    out = wait_out_lease(proc, backend_spec, "SixSteps", run_id)
+    assert out == {"result": 21}
+    counts = Counter(proc.steps())
+    assert counts == Counter({s: (2 if s == crash_at else 1) for s in STEPS})
+    p = backend(backend_spec)
+    try:
+        run = p.get_run(run_id)
+        assert run is not None and run.status == "completed"
+        stored = p.load_state(run_id)
+        assert stored is not None
+        assert stored["done"] == STEPS
+        assert stored["total"] == 21
+    finally:
+        p.close()
+
+
+@pytest.mark.slow
+def test_resume_refused_while_dead_owner_lease_is_live_then_allowed(proc, backend_spec: str, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Right after a kill the run is still leased (RunLockedError); after the ttl it resumes."""
+    proc.env["FLOWKIT_TEST_TTL"] = "3"
+    proc.run(backend_spec, "SixSteps", "kickoff", run_id, crash_at="s3", expect_killed=True)
+    refused = proc.run(backend_spec, "SixSteps", "resume", run_id)
+    assert refused["error"] == "RunLockedError"
+    assert run_id in refused["message"]
+    time.sleep(3.2)
+    assert proc.run(backend_spec, "SixSteps", "resume", run_id) == {"result": 21}
+
+
+@pytest.mark.slow
+def test_kill_while_parallel_branches_run(proc, backend_spec: str, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """A crash in one branch after the other finished: resume re-runs only the cut-off
+    branch; the join runs once."""
+    proc.run(backend_spec, "ParallelBranches", "kickoff", run_id, crash_at="right", expect_killed=True)
+    assert Counter(proc.steps()) == Counter({"begin": 1, "left": 1, "right": 1})
+    out = wait_out_lease(proc, backend_spec, "ParallelBranches", run_id)
+    assert out == {"result": 3}
+    assert Counter(proc.steps()) == Counter({"begin": 1, "left": 1, "right": 2, "join": 1})
+
+
+def test_resume_of_finished_unknown_or_foreign_run_is_clear(backend_spec: str, run_id: str) -> None:
+    """Resuming a completed run, an unknown id, or another flow's run raises clearly."""
+    from flows import Approval
+
+    from flowkit.exceptions import ResumeError, RunNotFoundError
+
+    p = backend(backend_spec)
+    try:
+        assert SixSteps(persistence=p).kickoff(inputs={"id": run_id}) == 21
+        with pytest.raises(ResumeError, match="already completed"):
+            SixSteps(persistence=p).resume(run_id)
+        with pytest.raises(RunNotFoundError, match="no-such-run"):
+            SixSteps(persistence=p).resume("no-such-run")
+        with pytest.raises(ResumeError, match="belongs to flow 'six-steps'"):
+            Approval(persistence=p).resume(run_id)
+    finally:
+        p.close()
