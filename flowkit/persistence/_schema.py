@@ -1,0 +1,202 @@
+"""The SQL schema (one text for SQLite and PostgreSQL) and its versions.
+
+Timestamps are stored as epoch seconds (``DOUBLE PRECISION``): one representation on
+every database, compared without time-zone conversions; records turn them into aware
+UTC datetimes. JSON is stored as text. ``flowkit_schema_version`` holds one row; a new
+schema version adds a function to :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+SCHEMA_VERSION = 1
+
+# Key of the PostgreSQL advisory lock that serialises schema creation across processes.
+SCHEMA_LOCK_KEY = 0x666C6F776B6974  # "flowkit"
+
+CREATE_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS flowkit_schema_version (version INTEGER NOT NULL)"
+)
+
+SCHEMA_V1 = (
+    """CREATE TABLE IF NOT EXISTS flowkit_runs (
+        run_id TEXT NOT NULL PRIMARY KEY,
+        flow_name TEXT,
+        status TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        parent_run_id TEXT,
+        parent_seq BIGINT,
+        fingerprint TEXT,
+        info TEXT NOT NULL DEFAULT '{}',
+        lease_owner TEXT,
+        lease_expires_at DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS flowkit_runs_flow_name ON flowkit_runs (flow_name, updated_at)",
+    "CREATE INDEX IF NOT EXISTS flowkit_runs_status ON flowkit_runs (status, updated_at)",
+    "CREATE INDEX IF NOT EXISTS flowkit_runs_updated_at ON flowkit_runs (updated_at)",
+    "CREATE INDEX IF NOT EXISTS flowkit_runs_parent ON flowkit_runs (parent_run_id)",
+    """CREATE TABLE IF NOT EXISTS flowkit_checkpoints (
+        run_id TEXT NOT NULL REFERENCES flowkit_runs (run_id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        method_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        blobs TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    )""",
+    """CREATE TABLE IF NOT EXISTS flowkit_blobs (
+        run_id TEXT NOT NULL REFERENCES flowkit_runs (run_id) ON DELETE CASCADE,
+        hash TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, hash)
+    )""",
+)
+
+# MIGRATIONS[n] upgrades a database from version n to n + 1 (a list of statements per
+# dialect name). Empty while version 1 is the only one.
+MIGRATIONS: dict[int, Callable[[str], tuple[str, ...]]] = {}
+
+RUN_COLUMNS = (
+    "run_id, flow_name, status, created_at, updated_at, last_seq, parent_run_id, parent_seq, "
+    "fingerprint, info, lease_owner, lease_expires_at"
+)
+CHECKPOINT_COLUMNS = "seq, method_name, state, meta, blobs, created_at"
+
+SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM flowkit_runs WHERE run_id = :run_id"
+
+INSERT_RUN = (
+    f"INSERT INTO flowkit_runs ({RUN_COLUMNS}) VALUES (:run_id, :flow_name, 'running', :now, "
+    ":now, 0, :parent_run_id, :parent_seq, :fingerprint, :info, NULL, NULL) "
+    f"ON CONFLICT (run_id) DO NOTHING RETURNING {RUN_COLUMNS}"
+)
+
+# The latest checkpoint through the run row, so a run whose latest row is missing is
+# reported instead of looking like a fresh run.
+SELECT_LATEST = (
+    "SELECT r.last_seq, c.seq, c.method_name, c.state, c.meta, c.blobs, c.created_at "
+    "FROM flowkit_runs r LEFT JOIN flowkit_checkpoints c "
+    "ON c.run_id = r.run_id AND c.seq = r.last_seq WHERE r.run_id = :run_id"
+)
+SELECT_CHECKPOINT = (
+    f"SELECT {CHECKPOINT_COLUMNS} FROM flowkit_checkpoints WHERE run_id = :run_id AND seq = :seq"
+)
+SELECT_HISTORY = (
+    f"SELECT {CHECKPOINT_COLUMNS} FROM flowkit_checkpoints WHERE run_id = :run_id ORDER BY seq"
+)
+SELECT_ALL_BLOBS = "SELECT hash, data FROM flowkit_blobs WHERE run_id = :run_id"
+INSERT_BLOB = (
+    "INSERT INTO flowkit_blobs (run_id, hash, data) VALUES (:run_id, :hash, :data) "
+    "ON CONFLICT (run_id, hash) DO NOTHING"
+)
+INSERT_CHECKPOINT = (
+    "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, created_at) "
+    "VALUES (:run_id, :seq, :method_name, :state, :meta, :blobs, :now)"
+)
+
+DELETE_RUN_BLOBS = "DELETE FROM flowkit_blobs WHERE run_id = :run_id"
+DELETE_RUN_CHECKPOINTS = "DELETE FROM flowkit_checkpoints WHERE run_id = :run_id"
+DELETE_RUN = "DELETE FROM flowkit_runs WHERE run_id = :run_id RETURNING run_id"
+PRUNE_CHECKPOINTS = (
+    "DELETE FROM flowkit_checkpoints WHERE run_id = :run_id AND seq <= "
+    "(SELECT last_seq FROM flowkit_runs WHERE run_id = :run_id) - :keep_last RETURNING seq"
+)
+
+ACQUIRE_LEASE = (
+    "UPDATE flowkit_runs SET lease_owner = :owner, lease_expires_at = :expires "
+    "WHERE run_id = :run_id AND (lease_owner IS NULL OR lease_owner = :owner "
+    f"OR lease_expires_at <= :now) RETURNING {RUN_COLUMNS}"
+)
+RENEW_LEASE = (
+    "UPDATE flowkit_runs SET lease_expires_at = :expires "
+    "WHERE run_id = :run_id AND lease_owner = :owner RETURNING run_id"
+)
+RELEASE_LEASE = (
+    "UPDATE flowkit_runs SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE run_id = :run_id AND lease_owner = :owner"
+)
+
+# The few statements that need a dialect's JSON functions. ``:hashes`` is a JSON list.
+_JSON_SQL = {
+    "sqlite": {
+        "select_blobs": "SELECT hash, data FROM flowkit_blobs WHERE run_id = :run_id "
+        "AND hash IN (SELECT value FROM json_each(:hashes))",
+        "delete_unreferenced_blobs": "DELETE FROM flowkit_blobs WHERE run_id = :run_id "
+        "AND hash NOT IN (SELECT j.value FROM flowkit_checkpoints c, json_each(c.blobs) j "
+        "WHERE c.run_id = :run_id AND c.blobs IS NOT NULL)",
+    },
+    "postgresql": {
+        "select_blobs": "SELECT hash, data FROM flowkit_blobs WHERE run_id = :run_id "
+        "AND hash IN (SELECT json_array_elements_text(CAST(:hashes AS json)))",
+        "delete_unreferenced_blobs": "DELETE FROM flowkit_blobs WHERE run_id = :run_id "
+        "AND hash NOT IN (SELECT json_array_elements_text(CAST(c.blobs AS json)) "
+        "FROM flowkit_checkpoints c WHERE c.run_id = :run_id AND c.blobs IS NOT NULL)",
+    },
+}
+
+SUPPORTED_DIALECTS = frozenset(_JSON_SQL)
+
+
+def json_sql(dialect: str, name: str) -> str:
+    return _JSON_SQL[dialect][name]
+
+
+def save_run_sql(*, may_create: bool, check_seq: bool, check_lease: bool) -> str:
+    """The statement that takes the next seq for a save: it creates or updates the run row
+    and returns the new ``last_seq``, or no row when the CAS or lease guard refuses.
+
+    Built from fixed fragments (values are always bound parameters).
+    """
+    guards = []
+    if check_seq:
+        guards.append("flowkit_runs.last_seq = :expected_seq")
+    if check_lease:
+        guards.append(
+            "(flowkit_runs.lease_owner IS NULL OR flowkit_runs.lease_owner = :lease_owner "
+            "OR flowkit_runs.lease_expires_at <= :now)"
+        )
+    assignments = (
+        "last_seq = flowkit_runs.last_seq + 1, status = :status, updated_at = :now, "
+        "flow_name = COALESCE(flowkit_runs.flow_name, :flow_name)"
+    )
+    if may_create:
+        where = f" WHERE {' AND '.join(guards)}" if guards else ""
+        return (
+            "INSERT INTO flowkit_runs (run_id, flow_name, status, created_at, updated_at, "
+            "last_seq, info) VALUES (:run_id, :flow_name, :status, :now, :now, 1, '{}') "
+            f"ON CONFLICT (run_id) DO UPDATE SET {assignments}{where} RETURNING last_seq"
+        )
+    where = " AND ".join(["flowkit_runs.run_id = :run_id", *guards])
+    return f"UPDATE flowkit_runs SET {assignments} WHERE {where} RETURNING last_seq"
+
+
+def update_run_sql(*, status: bool, fingerprint: bool, info: bool) -> str:
+    assignments = ["updated_at = :now"]
+    if status:
+        assignments.append("status = :status")
+    if fingerprint:
+        assignments.append("fingerprint = :fingerprint")
+    if info:
+        assignments.append("info = :info")
+    return (
+        f"UPDATE flowkit_runs SET {', '.join(assignments)} WHERE run_id = :run_id "
+        f"RETURNING {RUN_COLUMNS}"
+    )
+
+
+def list_runs_sql(*, flow_name: bool, status: bool, parent_run_id: bool) -> str:
+    filters = []
+    if flow_name:
+        filters.append("flow_name = :flow_name")
+    if status:
+        filters.append("status = :status")
+    if parent_run_id:
+        filters.append("parent_run_id = :parent_run_id")
+    where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    return (
+        f"SELECT {RUN_COLUMNS} FROM flowkit_runs{where} "
+        "ORDER BY updated_at DESC, run_id DESC LIMIT :limit OFFSET :offset"
+    )

@@ -1,0 +1,322 @@
+"""Every SQL backend operation as a generator of statements, without I/O.
+
+An operation yields :class:`Stmt` objects and receives each statement's rows; its return
+value is the result. A driver runs it in one transaction: on SQLite the whole generator
+runs inside the database thread (one thread hop per operation), elsewhere each statement
+is awaited. The logic exists once, whatever runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flowkit.exceptions import PersistenceError
+from flowkit.persistence import _rules, _schema
+from flowkit.persistence._encoding import EncodedState, corrupt, decode_object, decode_state
+from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    sql: str
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] = field(default_factory=dict)
+    many: bool = False
+
+
+Op = Generator[Stmt, list[Row], T]
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCheckpoint:
+    seq: int
+    created_at: float
+    blobs: frozenset[str]
+
+
+def run_from_row(row: Row) -> RunRecord:
+    run_id = row[0]
+    return RunRecord(
+        run_id=run_id,
+        flow_name=row[1],
+        status=row[2],
+        created_at=utc_from_timestamp(row[3]),
+        updated_at=utc_from_timestamp(row[4]),
+        last_seq=int(row[5]),
+        parent_run_id=row[6],
+        parent_seq=None if row[7] is None else int(row[7]),
+        fingerprint=row[8],
+        info=decode_object(row[9], run_id=run_id, seq=None, what="run info"),
+        lease_owner=row[10],
+        lease_expires_at=None if row[11] is None else utc_from_timestamp(row[11]),
+    )
+
+
+def _checkpoint(run_id: str, row: Row, blobs: Mapping[str, str]) -> Checkpoint:
+    seq, method_name, state, meta, _refs, created_at = row
+    return Checkpoint(
+        run_id=run_id,
+        seq=int(seq),
+        method_name=method_name,
+        state=decode_state(state, blobs.get, run_id=run_id, seq=int(seq)),
+        created_at=utc_from_timestamp(created_at),
+        meta=decode_object(meta, run_id=run_id, seq=int(seq), what="meta"),
+    )
+
+
+# -- schema --------------------------------------------------------------------------
+
+
+def init_schema(dialect: str) -> Op[int]:
+    """Create or upgrade the tables; returns the schema version found before."""
+    if dialect == "postgresql":
+        yield Stmt("SELECT pg_advisory_xact_lock(:key)", {"key": _schema.SCHEMA_LOCK_KEY})
+    yield Stmt(_schema.CREATE_VERSION_TABLE)
+    rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
+    found = rows[0][0] if rows and rows[0][0] is not None else 0
+    if found > _schema.SCHEMA_VERSION:
+        raise PersistenceError(
+            f"This database uses flowkit schema version {found}, newer than the version "
+            f"this flowkit understands ({_schema.SCHEMA_VERSION}). Upgrade flowkit."
+        )
+    if found == 0:
+        for ddl in _schema.SCHEMA_V1:
+            yield Stmt(ddl)
+        yield Stmt(
+            "INSERT INTO flowkit_schema_version (version) VALUES (:version)",
+            {"version": _schema.SCHEMA_VERSION},
+        )
+        return 0
+    for version in range(found, _schema.SCHEMA_VERSION):
+        for ddl in _schema.MIGRATIONS[version](dialect):
+            yield Stmt(ddl)
+    if found != _schema.SCHEMA_VERSION:
+        yield Stmt(
+            "UPDATE flowkit_schema_version SET version = :version",
+            {"version": _schema.SCHEMA_VERSION},
+        )
+    return int(found)
+
+
+# -- checkpoints ---------------------------------------------------------------------
+
+
+def save_checkpoint(
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    status: str,
+    flow_name: str | None,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[SavedCheckpoint]:
+    """Append a checkpoint. ``stored_blobs`` is what this process last wrote for the run
+    (seq, blob hashes); those blobs are skipped only if that checkpoint is still the one
+    before ours, so a run deleted or rewritten elsewhere gets its blobs re-sent."""
+    sql = _schema.save_run_sql(
+        may_create=expected_seq is None or expected_seq == 0,
+        check_seq=expected_seq is not None,
+        check_lease=lease_owner is not None,
+    )
+    params = {
+        "run_id": run_id,
+        "flow_name": flow_name,
+        "status": status,
+        "now": at,
+        "expected_seq": expected_seq,
+        "lease_owner": lease_owner,
+    }
+    rows = yield Stmt(sql, {k: v for k, v in params.items() if f":{k}" in sql})
+    if not rows:
+        rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+        run = run_from_row(rows[0]) if rows else None
+        _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at)
+        stored = run.last_seq if run is not None else 0
+        raise _rules.concurrent_update(run_id, expected_seq or 0, stored)
+    seq = int(rows[0][0])
+    blobs = encoded.blobs
+    if stored_blobs is not None and stored_blobs[0] == seq - 1:
+        blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
+    if blobs:
+        yield Stmt(
+            _schema.INSERT_BLOB,
+            [{"run_id": run_id, "hash": h, "data": text} for h, text in blobs.items()],
+            many=True,
+        )
+    refs = sorted(encoded.blobs)
+    yield Stmt(
+        _schema.INSERT_CHECKPOINT,
+        {
+            "run_id": run_id,
+            "seq": seq,
+            "method_name": method_name,
+            "state": encoded.text,
+            "meta": meta_text,
+            "blobs": json.dumps(refs) if refs else None,
+            "now": at,
+        },
+    )
+    return SavedCheckpoint(seq, at, frozenset(refs))
+
+
+def _fetch_blobs(dialect: str, run_id: str, refs: str | None) -> Op[dict[str, str]]:
+    if refs is None:
+        return {}
+    rows = yield Stmt(_schema.json_sql(dialect, "select_blobs"), {"run_id": run_id, "hashes": refs})
+    return {row[0]: row[1] for row in rows}
+
+
+def load_checkpoint(dialect: str, run_id: str, seq: int | None) -> Op[Checkpoint | None]:
+    if seq is None:
+        rows = yield Stmt(_schema.SELECT_LATEST, {"run_id": run_id})
+        if not rows or rows[0][0] == 0:
+            return None
+        last_seq, *checkpoint_row = rows[0]
+        if checkpoint_row[0] is None:
+            raise corrupt(run_id, int(last_seq), "its row is missing")
+        row = tuple(checkpoint_row)
+    else:
+        rows = yield Stmt(_schema.SELECT_CHECKPOINT, {"run_id": run_id, "seq": seq})
+        if not rows:
+            return None
+        row = rows[0]
+    blobs = yield from _fetch_blobs(dialect, run_id, row[4])
+    return _checkpoint(run_id, row, blobs)
+
+
+def history(run_id: str) -> Op[list[Checkpoint]]:
+    rows = yield Stmt(_schema.SELECT_HISTORY, {"run_id": run_id})
+    blobs: dict[str, str] = {}
+    if any(row[4] is not None for row in rows):
+        blob_rows = yield Stmt(_schema.SELECT_ALL_BLOBS, {"run_id": run_id})
+        blobs = {row[0]: row[1] for row in blob_rows}
+    return [_checkpoint(run_id, row, blobs) for row in rows]
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+def create_run(
+    run_id: str,
+    flow_name: str,
+    *,
+    parent_run_id: str | None,
+    parent_seq: int | None,
+    fingerprint: str | None,
+    info_text: str,
+    exist_ok: bool,
+    at: float,
+) -> Op[RunRecord]:
+    rows = yield Stmt(
+        _schema.INSERT_RUN,
+        {
+            "run_id": run_id,
+            "flow_name": flow_name,
+            "now": at,
+            "parent_run_id": parent_run_id,
+            "parent_seq": parent_seq,
+            "fingerprint": fingerprint,
+            "info": info_text,
+        },
+    )
+    if rows:
+        return run_from_row(rows[0])
+    if not exist_ok:
+        raise _rules.run_exists(run_id)
+    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+    return run_from_row(rows[0])
+
+
+def get_run(run_id: str) -> Op[RunRecord | None]:
+    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+    return run_from_row(rows[0]) if rows else None
+
+
+def update_run(
+    run_id: str,
+    *,
+    status: str | None,
+    fingerprint: str | None,
+    info_text: str | None,
+    at: float,
+) -> Op[RunRecord]:
+    sql = _schema.update_run_sql(
+        status=status is not None, fingerprint=fingerprint is not None, info=info_text is not None
+    )
+    params: dict[str, Any] = {"run_id": run_id, "now": at}
+    for name, value in (("status", status), ("fingerprint", fingerprint), ("info", info_text)):
+        if value is not None:
+            params[name] = value
+    rows = yield Stmt(sql, params)
+    if not rows:
+        raise _rules.run_not_found(run_id, "update_run")
+    return run_from_row(rows[0])
+
+
+def list_runs(
+    *,
+    flow_name: str | None,
+    status: str | None,
+    parent_run_id: str | None,
+    limit: int,
+    offset: int,
+) -> Op[list[RunRecord]]:
+    filters = {"flow_name": flow_name, "status": status, "parent_run_id": parent_run_id}
+    sql = _schema.list_runs_sql(**{name: value is not None for name, value in filters.items()})
+    params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+    rows = yield Stmt(sql, {**params, "limit": limit, "offset": offset})
+    return [run_from_row(row) for row in rows]
+
+
+def delete_run(run_id: str) -> Op[bool]:
+    yield Stmt(_schema.DELETE_RUN_BLOBS, {"run_id": run_id})
+    yield Stmt(_schema.DELETE_RUN_CHECKPOINTS, {"run_id": run_id})
+    rows = yield Stmt(_schema.DELETE_RUN, {"run_id": run_id})
+    return bool(rows)
+
+
+def prune(dialect: str, run_id: str, keep_last: int) -> Op[int]:
+    rows = yield Stmt(_schema.PRUNE_CHECKPOINTS, {"run_id": run_id, "keep_last": keep_last})
+    if rows:
+        yield Stmt(_schema.json_sql(dialect, "delete_unreferenced_blobs"), {"run_id": run_id})
+    return len(rows)
+
+
+# -- leases --------------------------------------------------------------------------
+
+
+def acquire_lease(run_id: str, owner: str, ttl: float, at: float) -> Op[RunRecord]:
+    _rules.check_ttl(ttl)
+    rows = yield Stmt(
+        _schema.ACQUIRE_LEASE,
+        {"run_id": run_id, "owner": owner, "expires": at + ttl, "now": at},
+    )
+    if rows:
+        return run_from_row(rows[0])
+    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+    if not rows:
+        raise _rules.run_not_found(run_id, "acquire_lease")
+    run = run_from_row(rows[0])
+    raise _rules.run_locked(run_id, run.lease_owner, run.lease_expires_at)
+
+
+def renew_lease(run_id: str, owner: str, ttl: float, at: float) -> Op[None]:
+    _rules.check_ttl(ttl)
+    rows = yield Stmt(_schema.RENEW_LEASE, {"run_id": run_id, "owner": owner, "expires": at + ttl})
+    if rows:
+        return
+    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+    raise _rules.lease_lost(run_id, owner, run_from_row(rows[0]) if rows else None)
+
+
+def release_lease(run_id: str, owner: str) -> Op[None]:
+    yield Stmt(_schema.RELEASE_LEASE, {"run_id": run_id, "owner": owner})
