@@ -183,6 +183,13 @@ class Flow(Generic[T]):
             "(self.state.x = ... or self.state['x'] = ...)."
         )
 
+    @property
+    def persistence(self) -> FlowPersistence | None:
+        """The backend this flow stores its runs in (None without persistence): the
+        ``Flow(persistence=...)`` argument, else the ``@persist`` backend, else the
+        default SQLite file when ``@persist`` names none."""
+        return self._backend()
+
     def _run_id(self) -> str:
         return self._adapter.state_id(self._state)
 

@@ -62,7 +62,7 @@ def _collect_methods(cls: type) -> dict[str, tuple[Callable[..., Any], MethodSpe
     """Decorated methods of ``cls`` and its bases; a subclass attribute overrides."""
     found: dict[str, tuple[Callable[..., Any], MethodSpec]] = {}
     for klass in reversed(cls.__mro__):
-        for name, attr in vars(klass).items():
+        for name, attr in list(vars(klass).items()):
             func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
             spec = getattr(func, SPEC_ATTR, None)
             if isinstance(spec, MethodSpec):
@@ -81,7 +81,7 @@ def _collect_methods(cls: type) -> dict[str, tuple[Callable[..., Any], MethodSpe
 def _functions_by_identity(cls: type) -> dict[int, str]:
     ids: dict[int, str] = {}
     for klass in cls.__mro__:
-        for name, attr in vars(klass).items():
+        for name, attr in list(vars(klass).items()):
             func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
             if callable(func):
                 ids.setdefault(id(func), name)
@@ -147,6 +147,7 @@ def build_graph(cls: type, flow_name: str) -> FlowGraph:
     known = _functions_by_identity(cls)
     decorated = set(methods)
     nodes: dict[str, MethodNode] = {}
+    self_listen: list[str] = []
     for name, (func, spec) in methods.items():
         cond = None
         if spec.kind != "start" and spec.condition is None:
@@ -157,12 +158,7 @@ def build_graph(cls: type, flow_name: str) -> FlowGraph:
         if spec.condition is not None:
             cond = _normalise(spec.condition, name, cls, known, decorated)
             if name in _mentions(cond):
-                raise FlowDefinitionError(
-                    f"{cls.__qualname__}.{name} listens to itself (router labels and method "
-                    "names share one namespace), so it would trigger itself forever. If "
-                    f"{name!r} is a router label, rename the method (e.g. on_{name}); to loop, "
-                    "use a @router that returns a label."
-                )
+                self_listen.append(name)
         nodes[name] = MethodNode(
             name=name,
             is_start=spec.kind == "start",
@@ -170,6 +166,15 @@ def build_graph(cls: type, flow_name: str) -> FlowGraph:
             condition=cond,
             is_async=inspect.iscoroutinefunction(func),
             takes_payload=_takes_payload(func, cls, name),
+        )
+    if self_listen and not any(n.is_router for n in nodes.values()):
+        # A method's own completion never triggers it; its own name in its condition
+        # can only be a router label -- and this flow has no router.
+        raise FlowDefinitionError(
+            f"{cls.__qualname__}.{self_listen[0]} listens to itself; a method is never "
+            "triggered by its own completion, and with no @router in the flow its own "
+            "name can never fire. Listen to another method, or loop through a @router "
+            "label."
         )
     starts = [n for n in nodes.values() if n.is_start]
     if not starts:

@@ -77,6 +77,8 @@ class Scheduler:
     def _dispatch(self, event: str, source: str, output: Any, fired: set[str]) -> list[Task]:
         tasks = []
         for listener in self.graph.index.get(event, ()):
+            if listener == event == source:
+                continue  # a method's own completion never triggers it (its name = a label)
             cond = self.graph.nodes[listener].condition
             assert cond is not None
             if not self._feed(listener, cond, "", event):

@@ -29,7 +29,7 @@ def test_definition_errors_are_type_errors_and_flowkit_errors() -> None:
 
 
 def test_method_listening_to_itself_is_rejected() -> None:
-    """A method whose condition names itself is rejected, naming the method."""
+    """A method whose condition names itself, in a flow without routers, is rejected."""
     with pytest.raises(FlowDefinitionError, match="SelfLoop.again listens to itself"):
 
         class SelfLoop(Flow):
@@ -38,6 +38,28 @@ def test_method_listening_to_itself_is_rejected() -> None:
 
             @listen(or_("begin", "again"))
             def again(self) -> None: ...
+
+
+def test_own_name_as_router_label_fires_but_own_completion_does_not() -> None:
+    """@listen("approved") def approved: the router's label runs it, once; its own
+    completion does not trigger it again."""
+    calls: list[str] = []
+
+    class Labels(Flow):
+        @start()
+        def begin(self) -> None: ...
+
+        @router(begin)
+        def decide(self) -> str:
+            return "approved"
+
+        @listen("approved")
+        def approved(self) -> str:
+            calls.append("approved")
+            return "done"
+
+    assert Labels().kickoff() == "done"
+    assert calls == ["approved"]
 
 
 def test_listener_on_foreign_method_object_is_rejected() -> None:
