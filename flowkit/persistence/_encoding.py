@@ -92,6 +92,17 @@ def decode_state(
 ) -> dict[str, Any]:
     """Parse a stored state and put the blob-stored fields back in place."""
     state = decode_object(text, run_id=run_id, seq=seq, what="state")
+    return inflate_state(state, fetch_blob, run_id=run_id, seq=seq)
+
+
+def inflate_state(
+    state: dict[str, Any],
+    fetch_blob: Callable[[str], str | None],
+    *,
+    run_id: str,
+    seq: int,
+) -> dict[str, Any]:
+    """Replace the blob markers of a parsed state by the values they stand for."""
     for key, value in state.items():
         if _is_marker(value):
             digest = value[BLOB_MARKER]
@@ -103,10 +114,6 @@ def decode_state(
             except ValueError as exc:
                 raise corrupt(run_id, seq, f"the stored value of state.{key} is not JSON") from exc
     return state
-
-
-def blob_refs(encoded: EncodedState) -> list[str]:
-    return sorted(encoded.blobs)
 
 
 def corrupt(run_id: str, seq: int | None, problem: str) -> CorruptCheckpointError:
