@@ -1,0 +1,138 @@
+"""``flowkit resume`` and ``flowkit fork``: run user code named on the command line.
+
+The flow class always comes from the ``MODULE:FlowClass`` argument; a class name read
+from storage is never imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from flowkit._cli_backend import CliError
+from flowkit._cli_render import dump_json
+
+if TYPE_CHECKING:
+    from flowkit import Flow
+    from flowkit.persistence import FlowPersistence
+
+__all__ = ["cmd_fork", "cmd_resume", "load_flow_class"]
+
+
+def load_flow_class(spec: str) -> type[Flow[Any]]:
+    """Import ``MODULE:FlowClass`` (the current folder is importable, as with ``python -m``).
+
+    Raises:
+        CliError: the module or class cannot be found, or is not a Flow subclass.
+    """
+    from flowkit import Flow
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CliError(
+            f"{spec!r} is not MODULE:FlowClass; name the module and the class, e.g. "
+            "myapp.flows:ReviewFlow."
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise CliError(
+                f"cannot import module {module_name!r} ({exc}); run the command from your "
+                "project's folder or add its folder to PYTHONPATH."
+            ) from None
+        raise
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}.") from None
+    if not (isinstance(target, type) and issubclass(target, Flow)):
+        raise CliError(f"{spec} is not a Flow subclass (it is {target!r}).")
+    return target
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _run_user_code(run_id: str, action: Any) -> Any:
+    from flowkit import FlowkitError
+
+    try:
+        return action()
+    except FlowkitError:
+        raise
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        raise CliError(
+            f"run {run_id!r} failed: {type(exc).__name__}: {exc}. See `flowkit show "
+            f"{run_id}`; fix the cause, then resume it again."
+        ) from None
+
+
+def cmd_resume(args: argparse.Namespace, backend: FlowPersistence) -> int:
+    from flowkit import Interrupted
+    from flowkit.exceptions import DefinitionChangedError
+
+    cls = load_flow_class(args.flow)
+    flow = cls(persistence=backend)
+    extra: dict[str, Any] = {"force": args.force}
+    if args.value is not None:
+        extra["value"] = args.value
+    try:
+        result = _run_user_code(args.run_id, lambda: flow.resume(args.run_id, **extra))
+    except DefinitionChangedError as exc:
+        raise CliError(f"{exc} (on the command line: --force)") from None
+    if isinstance(result, Interrupted):
+        if args.json:
+            interrupt = {"method": result.method_name, "payload": _jsonable(result.payload)}
+            data = {"run_id": result.run_id, "status": "interrupted", "interrupt": interrupt}
+            sys.stdout.write(dump_json(data) + "\n")
+            return 0
+        sys.stdout.write(
+            f"run {result.run_id} is interrupted again: {result.method_name} asks\n"
+            f"{_as_text(result.payload)}\n"
+            f"answer with: flowkit resume {args.flow} {result.run_id} --value JSON\n"
+        )
+        return 0
+    if args.json:
+        data = {"run_id": args.run_id, "status": "completed", "result": _jsonable(result)}
+        sys.stdout.write(dump_json(data) + "\n")
+        return 0
+    sys.stdout.write(f"run {args.run_id} completed; result:\n{_as_text(result)}\n")
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace, backend: FlowPersistence) -> int:
+    cls = load_flow_class(args.flow)
+    flow = cls(persistence=backend)
+    child = flow.fork(args.run_id, args.seq, new_run_id=args.new_run_id)
+    if args.json:
+        data = {"run_id": child, "parent_run_id": args.run_id, "parent_seq": args.seq}
+        sys.stdout.write(dump_json(data) + "\n")
+        return 0
+    sys.stdout.write(
+        f"forked run {args.run_id} at seq {args.seq} into run {child}\n"
+        f"continue it with: flowkit resume {args.flow} {child}\n"
+    )
+    return 0

@@ -1,0 +1,237 @@
+"""How the ``flowkit`` command shows stored data: pure functions, no storage access.
+
+Two views of a stored (tagged) value, see :mod:`flowkit._codec`:
+
+* the *plain* view, for people: tags become the nearest JSON value (a datetime its ISO
+  text, a set a list), bytes become ``"<N bytes>"`` and secrets ``"<secret>"``;
+* the *stored* view, for ``--json``: the tagged JSON exactly as stored, except that a
+  secret's ciphertext is replaced by ``"<secret>"``. Nothing is ever decrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowkit.persistence import Checkpoint, RunRecord
+
+__all__ = [
+    "REDACTED",
+    "checkpoint_json",
+    "checkpoint_summary",
+    "display_status",
+    "dump_json",
+    "format_time",
+    "interrupt_of",
+    "is_stale",
+    "pending_of",
+    "plain",
+    "pretty",
+    "record_json",
+    "redacted",
+    "table",
+]
+
+TAG_KEY = "__fk__"  # the same key as flowkit._codec.TAG_KEY, without importing the codec
+REDACTED = "<secret>"
+_SECRET_TAGS = frozenset({"secret_str", "secret_bytes"})
+
+
+# --- stored values ------------------------------------------------------------------------
+
+
+def redacted(data: Any) -> Any:
+    """The stored (tagged) JSON with every secret's ciphertext replaced by ``"<secret>"``."""
+    if isinstance(data, dict):
+        if data.get(TAG_KEY) in _SECRET_TAGS and len(data) == 2 and "v" in data:
+            return {TAG_KEY: data[TAG_KEY], "v": REDACTED}
+        return {key: redacted(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [redacted(item) for item in data]
+    return data
+
+
+def plain(data: Any) -> Any:
+    """The stored (tagged) JSON as plain JSON for people to read.
+
+    A malformed or unknown tag is shown as stored: an inspector must not fail on the
+    rows it is used to investigate.
+    """
+    if isinstance(data, list):
+        return [plain(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    if TAG_KEY in data and len(data) == 2 and "v" in data:
+        try:
+            return _plain_tagged(data[TAG_KEY], data["v"])
+        except (TypeError, ValueError, binascii.Error):
+            pass
+    return {key: plain(value) for key, value in data.items()}
+
+
+def _plain_tagged(tag: Any, value: Any) -> Any:
+    if tag in _SECRET_TAGS:
+        return REDACTED
+    if tag in ("bytes", "bytearray"):
+        if not isinstance(value, str):
+            raise TypeError(tag)
+        return f"<{len(base64.b64decode(value, validate=True))} bytes>"
+    if tag in ("datetime", "date", "time", "uuid", "decimal", "float") and isinstance(value, str):
+        return value
+    if tag == "timedelta":
+        days, seconds, micros = value
+        return str(timedelta(days=days, seconds=seconds, microseconds=micros))
+    if tag in ("set", "frozenset", "tuple") and isinstance(value, list):
+        return [plain(item) for item in value]
+    if tag == "dict" and isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if tag == "map" and isinstance(value, list):
+        pairs = [(plain(key), plain(item)) for key, item in value]
+        if all(isinstance(key, (str, int, float, bool)) or key is None for key, _ in pairs):
+            return {
+                json.dumps(key) if not isinstance(key, str) else key: item for key, item in pairs
+            }
+        return [[key, item] for key, item in pairs]
+    raise ValueError(f"unknown tag {tag!r}")
+
+
+def pretty(data: Any) -> str:
+    """Indented JSON of the plain view, for people."""
+    return json.dumps(plain(data), indent=2, ensure_ascii=False, default=str)
+
+
+def dump_json(data: Any) -> str:
+    """The ``--json`` output: sorted keys, two-space indent, ASCII-safe."""
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def format_time(moment: datetime | None) -> str:
+    """``2024-05-01 12:00:03Z`` (UTC, to the second), or ``-``."""
+    if moment is None:
+        return "-"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def is_stale(run: RunRecord, *, leases: bool, now: datetime | None = None) -> bool:
+    """A "running" run that nothing is executing: its lease expired (or was released).
+
+    Such a run was cut off (a crash, a kill) and can be resumed. Backends without leases
+    cannot tell, so their running runs are never called stale.
+    """
+    if run.status != "running" or not leases:
+        return False
+    expires = run.lease_expires_at
+    if run.lease_owner is None or expires is None:
+        return True
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=timezone.utc)
+    return expires <= (now or datetime.now(timezone.utc))
+
+
+def display_status(run: RunRecord, *, leases: bool) -> str:
+    """The status column: ``running (stale: resumable)`` for a run nobody executes."""
+    if is_stale(run, leases=leases):
+        return "running (stale: resumable)"
+    return run.status
+
+
+def record_json(run: RunRecord, *, leases: bool) -> dict[str, Any]:
+    """A run record for ``--json``: every field, times in ISO 8601 UTC, plus ``stale``."""
+    return {
+        "run_id": run.run_id,
+        "flow_name": run.flow_name,
+        "status": run.status,
+        "stale": is_stale(run, leases=leases),
+        "created_at": _iso(run.created_at),
+        "updated_at": _iso(run.updated_at),
+        "last_seq": run.last_seq,
+        "parent_run_id": run.parent_run_id,
+        "parent_seq": run.parent_seq,
+        "fingerprint": run.fingerprint,
+        "lease_owner": run.lease_owner,
+        "lease_expires_at": _iso(run.lease_expires_at),
+        "info": redacted(run.info),
+    }
+
+
+def pending_of(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The methods waiting to run after a checkpoint: ``[{"id", "method", "trigger"}]``."""
+    position = meta.get("position")
+    if not isinstance(position, dict):
+        return []
+    pending = position.get("pending")
+    if not isinstance(pending, list):
+        return []
+    return [
+        {"id": item.get("id"), "method": item.get("method"), "trigger": item.get("trigger")}
+        for item in pending
+        if isinstance(item, dict)
+    ]
+
+
+def interrupt_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The interrupt recorded with a checkpoint (payload still in stored form), or None."""
+    interrupt = meta.get("interrupt")
+    return interrupt if isinstance(interrupt, dict) else None
+
+
+def checkpoint_summary(checkpoint: Checkpoint) -> str:
+    """One line saying where the run stood after a checkpoint."""
+    interrupt = interrupt_of(checkpoint.meta)
+    if interrupt is not None:
+        return f"interrupted in {interrupt.get('method')}"
+    if not isinstance(checkpoint.meta.get("position"), dict):
+        return "state only (no position)"
+    pending = pending_of(checkpoint.meta)
+    if pending:
+        return "next: " + ", ".join(str(item["method"]) for item in pending)
+    return "finished"
+
+
+def checkpoint_json(checkpoint: Checkpoint, *, state: bool) -> dict[str, Any]:
+    """A checkpoint for ``--json``; its state (stored form) only when ``state``."""
+    data: dict[str, Any] = {
+        "run_id": checkpoint.run_id,
+        "seq": checkpoint.seq,
+        "method_name": checkpoint.method_name,
+        "created_at": _iso(checkpoint.created_at),
+        "summary": checkpoint_summary(checkpoint),
+        "pending": pending_of(checkpoint.meta),
+        "interrupt": redacted(interrupt_of(checkpoint.meta)),
+        "state_version": checkpoint.meta.get("state_version"),
+    }
+    if state:
+        data["state"] = redacted(checkpoint.state)
+    return data
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    all_rows = [list(headers), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
+    lines = []
+    for row in all_rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
