@@ -1,0 +1,245 @@
+"""What only the SQL backends promise: schema and versioning, SQLite settings, blobs
+stored once, one engine per URL, clean shutdown, error messages."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowkit.exceptions import (
+    FlowConfigurationError,
+    PersistenceError,
+    UnserializableStateError,
+)
+from flowkit.persistence import SQLAlchemyFlowPersistence, SQLiteFlowPersistence
+from flowkit.persistence._schema import SCHEMA_VERSION
+
+BIG = "y" * 4000
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "flows.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[SQLiteFlowPersistence]:
+    persistence = SQLiteFlowPersistence(db_path)
+    yield persistence
+    persistence.close()
+
+
+def _rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db_path) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_unchanged_big_field_is_stored_once(store: SQLiteFlowPersistence, db_path: Path) -> None:
+    """A big field that does not change is written to flowkit_blobs once; a changed
+    value adds one blob; checkpoint rows hold only a reference."""
+    for n in range(5):
+        store.save_state("r1", f"s{n}", {"id": "r1", "doc": BIG, "n": n})
+    assert _rows(db_path, "SELECT COUNT(*) FROM flowkit_blobs") == [(1,)]
+    states = _rows(db_path, "SELECT state FROM flowkit_checkpoints")
+    assert all(len(str(state)) < 200 for (state,) in states)
+    store.save_state("r1", "s5", {"id": "r1", "doc": BIG + "!", "n": 5})
+    assert _rows(db_path, "SELECT COUNT(*) FROM flowkit_blobs") == [(2,)]
+
+
+def test_prune_and_delete_drop_unreferenced_blobs(
+    store: SQLiteFlowPersistence, db_path: Path
+) -> None:
+    """prune removes blobs no kept checkpoint refers to; delete_run removes them all."""
+    store.save_state("r1", "a", {"id": "r1", "doc": BIG + "1"})
+    store.save_state("r1", "b", {"id": "r1", "doc": BIG + "2"})
+    store.save_state("r1", "c", {"id": "r1", "doc": BIG + "2"})
+    assert store.prune("r1", keep_last=2) == 1
+    assert _rows(db_path, "SELECT COUNT(*) FROM flowkit_blobs") == [(1,)]
+    store.delete_run("r1")
+    assert _rows(db_path, "SELECT COUNT(*) FROM flowkit_blobs") == [(0,)]
+
+
+def test_blobs_resent_after_another_writer_deleted_the_run(db_path: Path) -> None:
+    """A blob this process already wrote is sent again when the run was deleted (or
+    rewritten) by someone else meanwhile, so no checkpoint refers to a missing blob."""
+    writer, other = SQLiteFlowPersistence(db_path), SQLiteFlowPersistence(db_path)
+    other._engine_kwargs = {"echo": False}  # a separate engine: like another process
+    try:
+        writer.save_state("r1", "a", {"id": "r1", "doc": BIG})
+        other.delete_run("r1")
+        writer.save_state("r1", "b", {"id": "r1", "doc": BIG})
+        assert writer.load_state("r1") == {"id": "r1", "doc": BIG}
+    finally:
+        writer.close()
+        other.close()
+
+
+def test_schema_version_is_recorded(store: SQLiteFlowPersistence, db_path: Path) -> None:
+    """init_db creates the tables and records the schema version; again is a no-op."""
+    store.init_db()
+    store.init_db()
+    assert _rows(db_path, "SELECT version FROM flowkit_schema_version") == [(SCHEMA_VERSION,)]
+    tables = {name for (name,) in _rows(db_path, "SELECT name FROM sqlite_master")}
+    assert {"flowkit_runs", "flowkit_checkpoints", "flowkit_blobs"} <= tables
+
+
+def test_newer_schema_is_refused(db_path: Path) -> None:
+    """A database written by a newer flowkit is refused with an upgrade hint."""
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("CREATE TABLE flowkit_schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO flowkit_schema_version VALUES (999)")
+    persistence = SQLiteFlowPersistence(db_path)
+    try:
+        with pytest.raises(PersistenceError, match="Upgrade flowkit"):
+            persistence.load_state("r1")
+    finally:
+        persistence.close()
+
+
+def test_sqlite_runs_in_wal_with_full_sync(store: SQLiteFlowPersistence, db_path: Path) -> None:
+    """The SQLite file is in WAL mode, and connections use synchronous=FULL."""
+    store.init_db()
+    assert _rows(db_path, "PRAGMA journal_mode") == [("wal",)]
+    database = store._database()
+
+    async def pragma() -> object:
+        cursor = await database._sqlite_driver.execute("PRAGMA synchronous")
+        return (await cursor.fetchone())[0]
+
+    assert database.portal.run(pragma()) == 2  # FULL
+
+
+def test_same_url_shares_one_engine(db_path: Path) -> None:
+    """Backends with the same URL share one engine and see the same data."""
+    first, second = SQLiteFlowPersistence(db_path), SQLiteFlowPersistence(db_path)
+    try:
+        first.save_state("r1", "a", {"id": "r1"})
+        assert first._database() is second._database()
+        assert second.load_state("r1") == {"id": "r1"}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_close_stops_the_thread_and_reopens_on_use(db_path: Path) -> None:
+    """close() stops the portal thread; using the backend again reconnects."""
+    persistence = SQLiteFlowPersistence(db_path)
+    persistence.save_state("r1", "a", {"id": "r1"})
+    database = persistence._database()
+    thread = database.portal._thread
+    assert thread is not None and thread.is_alive()
+    persistence.close()
+    assert not thread.is_alive()
+    assert persistence.load_state("r1") == {"id": "r1"}
+    persistence.close()
+    assert not any(t.name.startswith("flowkit-db-") for t in threading.enumerate())
+
+
+def test_construction_does_no_io(tmp_path: Path) -> None:
+    """Constructing a backend neither creates its folder nor starts a thread."""
+    threads = set(threading.enumerate())
+    persistence = SQLiteFlowPersistence(tmp_path / "later" / "flows.db")
+    assert not (tmp_path / "later").exists()
+    assert set(threading.enumerate()) == threads
+    persistence.save_state("r1", "a", {"id": "r1"})
+    assert (tmp_path / "later" / "flows.db").exists()
+    persistence.close()
+
+
+def test_default_path_uses_data_dir_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLiteFlowPersistence() stores in $FLOWKIT_DATA_DIR/flowkit.db, created on use."""
+    monkeypatch.setenv("FLOWKIT_DATA_DIR", str(tmp_path / "data"))
+    persistence = SQLiteFlowPersistence()
+    assert persistence.db_path == str(tmp_path / "data" / "flowkit.db")
+    assert not (tmp_path / "data").exists()
+    persistence.save_state("r1", "a", {"id": "r1"})
+    persistence.close()
+    assert (tmp_path / "data" / "flowkit.db").exists()
+
+
+def test_unserializable_state_writes_nothing(store: SQLiteFlowPersistence) -> None:
+    """A state that is not JSON-ready is refused before anything is written, naming the
+    field."""
+    with pytest.raises(UnserializableStateError, match=r"state\.blob"):
+        store.save_state("r1", "a", {"id": "r1", "blob": b"bytes"})
+    assert store.get_run("r1") is None
+
+
+def test_unknown_dialect_is_a_configuration_error() -> None:
+    """Only SQLite and PostgreSQL URLs are accepted, with a message saying so."""
+    with pytest.raises(FlowConfigurationError, match="SQLite and PostgreSQL"):
+        SQLAlchemyFlowPersistence("mysql+aiomysql://u@h/db")
+
+
+def test_unreachable_database_names_operation_and_run(tmp_path: Path) -> None:
+    """A database that cannot be opened raises PersistenceError naming the operation."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    persistence = SQLiteFlowPersistence(blocker / "flows.db")
+    try:
+        with pytest.raises(PersistenceError, match=r"load_checkpoint\('r1'"):
+            persistence.load_state("r1")
+    finally:
+        persistence.close()
+
+
+def test_secret_key_is_carried(db_path: Path) -> None:
+    """secret_key given to a built-in backend is kept for the engine."""
+    persistence = SQLiteFlowPersistence(db_path, secret_key="k" * 32)
+    assert persistence.secret_key == "k" * 32
+
+
+def test_import_does_not_load_sqlalchemy() -> None:
+    """import flowkit.persistence leaves SQLAlchemy and the drivers unimported."""
+    code = (
+        "import sys, flowkit.persistence as p; "
+        "assert 'sqlalchemy' not in sys.modules and 'aiosqlite' not in sys.modules; "
+        "p.SQLiteFlowPersistence; assert 'sqlalchemy' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unclosed_backend_does_not_hang_exit(tmp_path: Path) -> None:
+    """A program that never calls close() still exits promptly and cleanly."""
+    code = (
+        "from flowkit.persistence import SQLiteFlowPersistence as S; "
+        f"p = S({str(tmp_path / 'x.db')!r}); p.save_state('r', 'm', {{'id': 'r'}}); print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "ok", "")
+
+
+@pytest.mark.postgres
+def test_postgres_big_field_stored_once(postgres_url: str) -> None:
+    """On PostgreSQL too, an unchanged big field is stored once per run."""
+    persistence = SQLAlchemyFlowPersistence(postgres_url)
+    run_id = f"blob-{uuid.uuid4().hex}"
+    try:
+        for n in range(3):
+            persistence.save_state(run_id, f"s{n}", {"id": run_id, "doc": BIG, "n": n})
+        assert persistence.load_state(run_id) == {"id": run_id, "doc": BIG, "n": 2}
+        database = persistence._database()
+
+        async def count() -> int:
+            from sqlalchemy import text
+
+            assert database.engine is not None
+            async with database.engine.connect() as connection:
+                result = await connection.execute(
+                    text("SELECT COUNT(*) FROM flowkit_blobs WHERE run_id = :r"), {"r": run_id}
+                )
+                return int(result.scalar_one())
+
+        assert database.portal.run(count()) == 1
+    finally:
+        persistence.delete_run(run_id)
+        persistence.close()
