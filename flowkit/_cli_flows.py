@@ -110,7 +110,7 @@ def cmd_resume(args: argparse.Namespace, backend: FlowPersistence) -> int:
             sys.stdout.write(dump_json(data) + "\n")
             return 0
         sys.stdout.write(
-            f"run {result.run_id} is interrupted again: {result.method_name} asks\n"
+            f"run {result.run_id} is waiting for input: {result.method_name} asks\n"
             f"{_as_text(result.payload)}\n"
             f"answer with: flowkit resume {args.flow} {result.run_id} --value JSON\n"
         )

@@ -34,6 +34,8 @@ REFERENCE_BEGIN = (
 )
 REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
 
+_RUN_ID_HELP = "the run's id (see `flowkit runs`)"
+_SEQ_HELP = "a checkpoint number (see `flowkit history RUN_ID`)"
 _DESCRIPTION = "Inspect, resume, fork and clean up the stored runs of flowkit flows."
 _EPILOG = (
     "Storage: --db takes a SQLite file path or a SQLAlchemy async URL "
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pending methods, the interrupt payload (interrupted runs) or the error (failed "
         "runs), and how to resume it.",
     )
-    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     json_flag(show)
 
     history = command(
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every checkpoint of a run",
         "List a run's checkpoints: seq, method, time and where the run stood after it.",
     )
-    history.add_argument("run_id", metavar="RUN_ID")
+    history.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     history.add_argument("--states", action="store_true", help="include each checkpoint's state")
     json_flag(history)
 
@@ -189,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "one checkpoint's state and position",
         "Show one checkpoint: its state and the execution position stored with it.",
     )
-    checkpoint.add_argument("run_id", metavar="RUN_ID")
-    checkpoint.add_argument("seq", metavar="SEQ", type=_positive)
+    checkpoint.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
+    checkpoint.add_argument("seq", metavar="SEQ", type=_positive, help=_SEQ_HELP)
     json_flag(checkpoint)
 
     delete = command(
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Delete a run with all its checkpoints. Forks of it keep their own checkpoints and "
         "their lineage fields. Asks for confirmation on a terminal; elsewhere needs --yes.",
     )
-    delete.add_argument("run_id", metavar="RUN_ID")
+    delete.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     prune = command(
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Delete all but the newest N checkpoints of a run. Sequence numbers are not reused "
         "and the run's lineage is kept.",
     )
-    prune.add_argument("run_id", metavar="RUN_ID")
+    prune.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     prune.add_argument(
         "--keep-last", type=_positive, required=True, metavar="N", help="checkpoints to keep (>= 1)"
     )
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "flow", type=_flow_spec, metavar="MODULE:FlowClass", help="e.g. myapp.flows:ReviewFlow"
     )
-    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     resume.add_argument(
         "--value", type=_json_value, metavar="JSON", help="the answer to the interrupt, as JSON"
     )
@@ -246,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument(
         "flow", type=_flow_spec, metavar="MODULE:FlowClass", help="e.g. myapp.flows:ReviewFlow"
     )
-    fork.add_argument("run_id", metavar="RUN_ID")
-    fork.add_argument("seq", metavar="SEQ", type=_positive)
+    fork.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
+    fork.add_argument("seq", metavar="SEQ", type=_positive, help=_SEQ_HELP)
     fork.add_argument("--run-id", dest="new_run_id", metavar="NEW_ID", help="the new run's id")
     json_flag(fork)
     return parser
@@ -263,9 +265,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def render_reference() -> str:
     """The Markdown CLI reference: the ``--help`` output of ``flowkit`` and each command."""
     parser = build_parser()
-    parts = ["## `flowkit`", "", "```text", parser.format_help().rstrip(), "```"]
+    parts = ["### `flowkit`", "", "```text", parser.format_help().rstrip(), "```"]
     for name, cmd in _subparsers(parser).items():
-        parts += ["", f"## `flowkit {name}`", "", "```text", cmd.format_help().rstrip(), "```"]
+        parts += ["", f"### `flowkit {name}`", "", "```text", cmd.format_help().rstrip(), "```"]
     return "\n".join(parts) + "\n"
 
 
