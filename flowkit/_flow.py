@@ -294,7 +294,8 @@ class Flow(Generic[T]):
         )
 
     def _check_run(self, run: Any, run_id: str, operation: str) -> None:
-        if run.flow_name != self._graph.flow_name:
+        # A run written through plain save_state() has no flow name: any flow may adopt it.
+        if run.flow_name is not None and run.flow_name != self._graph.flow_name:
             raise ResumeError(
                 f"run {run_id!r} belongs to flow {run.flow_name!r}, not "
                 f"{self._graph.flow_name!r}; {operation} it with that flow class."
