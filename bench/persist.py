@@ -1,0 +1,264 @@
+"""Persisted runs: flowkit + SQLite vs LangGraph + its SQLite saver vs raw sqlite3.
+
+Cases (each contender writes to its own fresh database file in one temporary folder,
+all files in WAL mode with ``synchronous=FULL``, so every commit is an fsync):
+
+* ``persist10``     a 10-step flow (each step ``state.counter += 1``) with
+  ``@persist(SQLiteFlowPersistence(path))`` on the class: a checkpoint is committed after
+  every step. LangGraph: the same 10-node graph compiled with ``SqliteSaver`` and invoked
+  with ``durability="sync"`` (every superstep's checkpoint is written before the next
+  one starts). Raw: ``sqlite3`` doing 10 inserts of the same small state JSON, one
+  commit each, on one open connection -- the floor for "a durable commit per step".
+* ``persist10-200k`` the same flows whose state also holds a 200 KB string that no
+  step changes.
+
+Every kickoff / invoke is a new run (a new flow object, a new thread id). Timings are
+per whole run.
+
+Run: ``python bench/persist.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import types
+import uuid
+from pathlib import Path
+from typing import Any, TypedDict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import Row, emit, measure, peer_version
+
+from flowkit import Flow, FlowState, listen, persist, start
+
+STEPS = 10
+BIG = 200 * 1024
+PEER = "langgraph+SqliteSaver"
+
+
+def _sqlite_backend() -> Any:
+    """flowkit's SQLite backend class, or None while it is not available."""
+    try:
+        from flowkit.persistence import SQLiteFlowPersistence
+    except (ImportError, AttributeError):
+        return None
+    return SQLiteFlowPersistence
+
+
+# -- flowkit -------------------------------------------------------------------------
+
+
+class Counter(FlowState):
+    counter: int = 0
+
+
+class BigCounter(FlowState):
+    blob: str = ""
+    counter: int = 0
+
+
+def _persisted_flow(state: type[FlowState], backend: Any, name: str) -> type[Flow[Any]]:
+    def make(i: int) -> Any:
+        def step(self: Any) -> int:
+            self.state.counter += 1
+            return self.state.counter
+
+        step.__name__ = step.__qualname__ = f"s{i}"
+        return start()(step) if i == 0 else listen(f"s{i - 1}")(step)
+
+    methods = {f"s{i}": make(i) for i in range(STEPS)}
+    cls = types.new_class(name, (Flow[state],), {}, lambda ns: ns.update(methods))  # type: ignore[valid-type]
+    return persist(backend)(cls)
+
+
+# -- LangGraph -----------------------------------------------------------------------
+
+
+class LGCounter(TypedDict):
+    counter: int
+
+
+class LGBigCounter(TypedDict):
+    blob: str
+    counter: int
+
+
+def _lg_graph(state: type, path: Path) -> tuple[Any, Any]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()  # WAL, as SqliteSaver always does
+    conn.execute("PRAGMA synchronous = FULL")  # the same durability as the others
+    builder = StateGraph(state)
+    for i in range(STEPS):
+
+        def node(s: Any) -> dict[str, int]:
+            return {"counter": s["counter"] + 1}
+
+        builder.add_node(f"s{i}", node)
+        builder.add_edge(START if i == 0 else f"s{i - 1}", f"s{i}")
+    builder.add_edge(f"s{STEPS - 1}", END)
+    return builder.compile(checkpointer=saver), conn
+
+
+def _lg_invoke(graph: Any, inputs: dict[str, Any]) -> Any:
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    return graph.invoke(inputs, config, durability="sync")
+
+
+# -- raw sqlite3 ----------------------------------------------------------------------
+
+
+def _raw_sqlite(path: Path, blob: str = "") -> tuple[Any, sqlite3.Connection]:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        "CREATE TABLE checkpoints (run_id TEXT, seq INTEGER, method TEXT, state TEXT, "
+        "PRIMARY KEY (run_id, seq))"
+    )
+
+    def run() -> None:
+        run_id = str(uuid.uuid4())
+        state: dict[str, Any] = {"id": run_id, "counter": 0}
+        if blob:
+            state["blob"] = blob
+        for i in range(STEPS):
+            state["counter"] += 1
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
+                (run_id, i + 1, f"s{i}", json.dumps(state)),
+            )
+            conn.execute("COMMIT")
+
+    return run, conn
+
+
+# -- cases ----------------------------------------------------------------------------
+
+
+def bench_small(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) -> list[Row]:
+    contenders: dict[str, Any] = {}
+    closers: list[Any] = []
+    if backend_cls is not None:
+        backend = backend_cls(folder / "flowkit-small.db")
+        closers.append(backend.close)
+        flow_cls = _persisted_flow(Counter, backend, "Persisted10")
+        assert flow_cls().kickoff() == STEPS
+        contenders["flowkit"] = lambda: flow_cls().kickoff()
+    if have_peer:
+        graph, conn = _lg_graph(LGCounter, folder / "langgraph-small.db")
+        closers.append(conn.close)
+        assert _lg_invoke(graph, {"counter": 0})["counter"] == STEPS
+        contenders["peer"] = lambda: _lg_invoke(graph, {"counter": 0})
+    raw, raw_conn = _raw_sqlite(folder / "raw-small.db")
+    closers.append(raw_conn.close)
+    contenders["raw"] = raw
+    try:
+        t = measure(contenders, batch=3 if quick else 3, rounds=3 if quick else 21, warmup=1)
+    finally:
+        for close in closers:
+            close()
+    fk = t.get("flowkit")
+    note = "" if backend_cls is not None else "flowkit SQLiteFlowPersistence not available yet"
+    rows = [
+        Row(
+            f"persist{STEPS} kickoff (sqlite)",
+            fk,
+            t.get("peer"),
+            PEER if have_peer else "",
+            0.35 if have_peer else None,
+            note or f"raw sqlite3 ({STEPS} commits) {t['raw'] / 1e6:.2f} ms",
+            {"raw_ns": t["raw"]},
+        ),
+        Row(
+            f"persist{STEPS} vs raw sqlite3",
+            fk,
+            t["raw"],
+            f"raw sqlite3, {STEPS} commits",
+            3.0,
+        ),
+    ]
+    return rows
+
+
+def bench_big(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) -> list[Row]:
+    blob = "x" * BIG
+    contenders: dict[str, Any] = {}
+    closers: list[Any] = []
+    if backend_cls is not None:
+        backend = backend_cls(folder / "flowkit-big.db")
+        closers.append(backend.close)
+        flow_cls = _persisted_flow(BigCounter, backend, "Persisted10Big")
+        assert flow_cls().kickoff({"blob": blob}) == STEPS
+        contenders["flowkit"] = lambda: flow_cls().kickoff({"blob": blob})
+    if have_peer:
+        graph, conn = _lg_graph(LGBigCounter, folder / "langgraph-big.db")
+        closers.append(conn.close)
+        assert _lg_invoke(graph, {"blob": blob, "counter": 0})["counter"] == STEPS
+        contenders["peer"] = lambda: _lg_invoke(graph, {"blob": blob, "counter": 0})
+    raw, raw_conn = _raw_sqlite(folder / "raw-big.db", blob)
+    closers.append(raw_conn.close)
+    contenders["raw"] = raw
+    try:
+        t = measure(contenders, batch=2 if quick else 2, rounds=3 if quick else 15, warmup=1)
+    finally:
+        for close in closers:
+            close()
+    sizes = {p.name: _db_bytes(p) for p in sorted(folder.glob("*-big.db"))}
+    return [
+        Row(
+            f"persist{STEPS}-200k kickoff (sqlite)",
+            t.get("flowkit"),
+            t.get("peer"),
+            PEER if have_peer else "",
+            0.5 if have_peer else None,
+            f"raw sqlite3 storing the full 200 KB state at every step {t['raw'] / 1e6:.2f} ms",
+            {"raw_ns": t["raw"], "db_bytes": sizes},
+        )
+    ]
+
+
+def _db_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def run(quick: bool = False) -> list[Row]:
+    have_peer = peer_version("langgraph-checkpoint-sqlite") is not None
+    if not have_peer:
+        print(f"peer not installed: {PEER} (flowkit and raw sqlite3 numbers only)")
+    backend_cls = _sqlite_backend()
+    if backend_cls is None:
+        print("flowkit.persistence.SQLiteFlowPersistence is not available: raw/peer only")
+    with tempfile.TemporaryDirectory(prefix="flowkit-bench-") as tmp:
+        folder = Path(tmp)
+        return bench_small(folder, have_peer, backend_cls, quick) + bench_big(
+            folder, have_peer, backend_cls, quick
+        )
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    rows = run(quick)
+    emit(
+        "persist",
+        rows,
+        {
+            "peer": PEER,
+            "peer_version": peer_version("langgraph-checkpoint-sqlite"),
+            "langgraph_version": peer_version("langgraph"),
+            "quick": quick,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
