@@ -123,6 +123,7 @@ def probe(backend: FlowPersistence, shown: str) -> None:
         backend.list_runs(limit=1)
     except Exception as exc:
         raise CliError(
-            f"cannot read the flowkit database at {shown}: {type(exc).__name__}: {exc}. "
-            "Check that --db / --dir points at a flowkit database and that it is reachable."
+            f"cannot read the flowkit database at {shown}: {type(exc).__name__}: "
+            f"{str(exc).rstrip('.')}. Check that --db / --dir points at a flowkit database "
+            "and that it is reachable."
         ) from None

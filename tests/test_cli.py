@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from cli_flows import CountFlow, FailingFlow, ReviewFlow, VaultFlow
 
 from flowkit import Interrupted
 from flowkit.cli import main
-from flowkit.persistence import SQLiteFlowPersistence
+from flowkit.persistence import (
+    FileFlowPersistence,
+    SQLAlchemyFlowPersistence,
+    SQLiteFlowPersistence,
+)
 
 TESTS_DIR = Path(__file__).parent
 REPO = TESTS_DIR.parent
@@ -475,6 +480,15 @@ def test_bad_db_path_is_an_error(
     assert str(target) in err
 
 
+def test_unreachable_database_server_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A URL whose server does not answer: exit 1, the URL named without its password."""
+    url = "postgresql+asyncpg://flowkit:s3cretpw@127.0.0.1:1/flows"
+    assert main(["--db", url, "runs"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read the flowkit database at postgresql+asyncpg://flowkit:***@127.0.0.1:1" in err
+    assert "s3cretpw" not in err
+
+
 def test_bad_db_url_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--db", "nosuchdialect://user:pw@host/db", "runs"]) == 1
     err = capsys.readouterr().err
@@ -526,6 +540,54 @@ def test_unknown_module_is_an_error(cli: Any, backend: SQLiteFlowPersistence) ->
     assert "module 'cli_flows' has no attribute 'Nope'" in result.err
     result = cli("resume", "cli_flows:ReviewState", "r")
     assert "cli_flows:ReviewState is not a Flow subclass" in result.err
+
+
+# --- other backends -------------------------------------------------------------------
+
+
+def test_file_backend_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dir reads a FileFlowPersistence folder; a missing folder is an error."""
+    folder = tmp_path / "runs"
+    CountFlow(persistence=FileFlowPersistence(folder)).kickoff(inputs={"id": "file-1"})
+    assert main(["--dir", str(folder), "runs", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert (record["run_id"], record["status"], record["last_seq"]) == ("file-1", "completed", 4)
+    assert main(["history", "file-1", "--dir", str(folder)]) == 0
+    assert "4    three" in capsys.readouterr().out
+    assert main(["--dir", str(tmp_path / "missing"), "runs"]) == 1
+    assert "no FileFlowPersistence folder at" in capsys.readouterr().err
+    assert main(["--dir", str(folder), "--db", "x.db", "runs"]) == 1
+    assert "either --db or --dir" in capsys.readouterr().err
+
+
+POSTGRES_URL = os.environ.get(
+    "FLOWKIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.mark.postgres
+def test_postgres_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """--db takes a PostgreSQL URL: list, show and delete a run stored there."""
+    store = SQLAlchemyFlowPersistence(POSTGRES_URL)
+    try:
+        store.list_runs(limit=1)
+    except Exception as exc:
+        store.close()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
+    run_id = f"cli-pg-{uuid.uuid4()}"
+    try:
+        CountFlow(persistence=store).kickoff(inputs={"id": run_id})
+        assert main(["--db", POSTGRES_URL, "runs", "--flow", "CountFlow", "--json"]) == 0
+        assert run_id in [r["run_id"] for r in json.loads(capsys.readouterr().out)]
+        assert main(["--db", POSTGRES_URL, "show", run_id]) == 0
+        assert '"blob": "<5 bytes>"' in capsys.readouterr().out
+        assert main(["--db", POSTGRES_URL, "delete", run_id, "--yes"]) == 0
+        assert store.get_run(run_id) is None
+    finally:
+        store.delete_run(run_id)
+        store.close()
 
 
 # --- real processes -------------------------------------------------------------------
