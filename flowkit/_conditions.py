@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from .exceptions import FlowDefinitionError
 
@@ -26,7 +26,7 @@ class And:
 
 
 # A method object, a method name / router label, or a nested or_/and_.
-ConditionLike = Union[str, Callable[..., Any], Or, And]
+ConditionLike: TypeAlias = "str | Callable[..., Any] | Or | And"
 
 
 def _check_parts(kind: str, parts: tuple[Any, ...]) -> tuple[ConditionLike, ...]:

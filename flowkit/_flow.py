@@ -14,7 +14,7 @@ from ._runner import CallContext, Interrupted, InterruptSignal, Runner, current_
 from ._scheduler import Scheduler, Task
 from ._state import StateAdapter
 from ._sync import run_sync
-from .events import EventBus, FlowEvent, FlowFinished, FlowStarted, GLOBAL_BUS
+from .events import GLOBAL_BUS, EventBus, FlowEvent, FlowFinished, FlowStarted
 from .exceptions import (
     DefinitionChangedError,
     FlowConfigurationError,
@@ -115,7 +115,9 @@ class Flow(Generic[T]):
     _adapter: ClassVar[StateAdapter]
     _plan_cache: ClassVar[_Plan | None] = None
 
-    def __init_subclass__(cls, *, abstract: bool = False, name: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, abstract: bool = False, name: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         cls._plan_cache = None
         if abstract:
@@ -195,7 +197,9 @@ class Flow(Generic[T]):
 
     # -- events ------------------------------------------------------------------------
 
-    def subscribe(self, handler: Callable[[FlowEvent], Any], *event_types: type[FlowEvent]) -> Callable[[], None]:
+    def subscribe(
+        self, handler: Callable[[FlowEvent], Any], *event_types: type[FlowEvent]
+    ) -> Callable[[], None]:
         """Call ``handler`` with this flow's events (of ``event_types``, or all).
 
         Returns a function that unsubscribes.
@@ -290,7 +294,10 @@ class Flow(Generic[T]):
 
         cipher = self._cipher(self._backend())
         return self._adapter.load(
-            decode(data, cipher=cipher, run_id=run_id, seq=seq), version=version, run_id=run_id, seq=seq
+            decode(data, cipher=cipher, run_id=run_id, seq=seq),
+            version=version,
+            run_id=run_id,
+            seq=seq,
         )
 
     def _check_run(self, run: Any, run_id: str, operation: str) -> None:
@@ -405,17 +412,35 @@ class Flow(Generic[T]):
         finally:
             self._busy = False
 
-    def _make_journal(self, backend: FlowPersistence | None, run_id: str, seq: int, owner: str | None) -> Journal:
+    def _make_journal(
+        self, backend: FlowPersistence | None, run_id: str, seq: int, owner: str | None
+    ) -> Journal:
         plan = self._plan()
         if backend is None:
             return Journal()
-        common = dict(
-            persist_all=plan.persist_all(self._persistence), methods=plan.methods, verbose=plan.verbose
-        )
+        persist_all = plan.persist_all(self._persistence)
         cipher = self._cipher(backend)
         if _is_durable(backend):
-            return DurableJournal(backend, run_id, self._adapter, cipher, seq=seq, owner=owner, **common)  # type: ignore[arg-type]
-        return BasicJournal(backend, run_id, self._adapter, cipher, **common)  # type: ignore[arg-type]
+            return DurableJournal(
+                backend,
+                run_id,
+                self._adapter,
+                cipher,
+                persist_all=persist_all,
+                methods=plan.methods,
+                verbose=plan.verbose,
+                seq=seq,
+                owner=owner,
+            )
+        return BasicJournal(
+            backend,
+            run_id,
+            self._adapter,
+            cipher,
+            persist_all=persist_all,
+            methods=plan.methods,
+            verbose=plan.verbose,
+        )
 
     async def _lease(self, backend: FlowPersistence, run_id: str) -> str | None:
         if not backend.supports_leases:
@@ -539,7 +564,9 @@ class Flow(Generic[T]):
         try:
             if run.fingerprint != self._graph.fingerprint:
                 await backend.aupdate_run(
-                    run_id, fingerprint=self._graph.fingerprint, info={**run.info, "definition": definition}
+                    run_id,
+                    fingerprint=self._graph.fingerprint,
+                    info={**run.info, "definition": definition},
                 )
             self._journal = journal = self._make_journal(backend, run_id, cp.seq, owner)
             assert isinstance(journal, DurableJournal)
@@ -552,11 +579,16 @@ class Flow(Generic[T]):
         last = position.get("last")
         runner = Runner(self, scheduler, journal, answers=answers)
         if isinstance(last, dict):
-            runner.last = (last["method"], decode(last.get("output"), cipher=cipher, run_id=run_id, seq=cp.seq))
+            runner.last = (
+                last["method"],
+                decode(last.get("output"), cipher=cipher, run_id=run_id, seq=cp.seq),
+            )
         return runner
 
 
-def _restore_scheduler(flow: Flow[Any], position: dict[str, Any], cipher: Any, run_id: str, cp: Checkpoint) -> Scheduler:
+def _restore_scheduler(
+    flow: Flow[Any], position: dict[str, Any], cipher: Any, run_id: str, cp: Checkpoint
+) -> Scheduler:
     from ._codec import decode
 
     scheduler = Scheduler.restore(
@@ -575,4 +607,3 @@ def _restore_scheduler(flow: Flow[Any], position: dict[str, Any], cipher: Any, r
         else:
             task.payload = decode(task.payload, cipher=cipher, run_id=run_id, seq=cp.seq)
     return scheduler
-

@@ -7,7 +7,7 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from ._conditions import And, ConditionLike, Or
 from ._decorators import SPEC_ATTR, MethodSpec
@@ -16,7 +16,7 @@ from .exceptions import FlowDefinitionError
 __all__ = ["Cond", "FlowGraph", "MethodNode", "build_graph", "describe_condition"]
 
 # Normalised condition: a trigger name, or ("or" | "and", parts).
-Cond = Union[str, tuple[str, tuple["Cond", ...]]]
+Cond: TypeAlias = "str | tuple[str, tuple[Cond, ...]]"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import LeaseLostError, PersistenceError, UnserializableStateError
 
 if TYPE_CHECKING:
-    from ._secrets import SecretCipher as Cipher
     from ._scheduler import Scheduler
+    from ._secrets import SecretCipher as Cipher
     from ._state import StateAdapter
     from .persistence import FlowPersistence
 
@@ -105,7 +105,9 @@ class BasicJournal(Journal):
             log.info("flowkit: saved state of run %s after %s", self.run_id, method)
 
 
-def encode_position(scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher | None) -> dict[str, Any]:
+def encode_position(
+    scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher | None
+) -> dict[str, Any]:
     """The scheduler snapshot plus runner data, with payloads encoded where possible."""
     from ._codec import encode
 
@@ -113,7 +115,9 @@ def encode_position(scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher 
     lost: list[int] = []
     for item in snap["pending"]:
         try:
-            item["payload"] = encode(item["payload"], path=f"payload of {item['method']}", cipher=cipher)
+            item["payload"] = encode(
+                item["payload"], path=f"payload of {item['method']}", cipher=cipher
+            )
         except UnserializableStateError:
             item["payload"] = None
             lost.append(item["id"])
@@ -121,7 +125,10 @@ def encode_position(scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher 
     last = extra.get("last")
     if last is not None:
         try:
-            snap["last"] = {"method": last[0], "output": encode(last[1], path="output", cipher=cipher)}
+            snap["last"] = {
+                "method": last[0],
+                "output": encode(last[1], path="output", cipher=cipher),
+            }
         except UnserializableStateError:
             snap["last"] = {"method": last[0], "output": None, "lost": True}
     snap["answers"] = {
@@ -149,7 +156,13 @@ class DurableJournal(BasicJournal):
         owner: str | None,
     ) -> None:
         super().__init__(
-            backend, run_id, adapter, cipher, persist_all=persist_all, methods=methods, verbose=verbose
+            backend,
+            run_id,
+            adapter,
+            cipher,
+            persist_all=persist_all,
+            methods=methods,
+            verbose=verbose,
         )
         self.seq = seq
         self.owner = owner
@@ -216,7 +229,9 @@ class LeaseKeeper:
                 weakref.ref(backend), run_id, owner, ttl, time.monotonic() + ttl / 3
             )
             if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._loop, name="flowkit-leases", daemon=True)
+                self.thread = threading.Thread(
+                    target=self._loop, name="flowkit-leases", daemon=True
+                )
                 self.thread.start()
         self.wake.set()
 

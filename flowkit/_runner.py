@@ -8,6 +8,7 @@ only when something could overlap with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections import deque
 from dataclasses import dataclass, field
@@ -138,9 +139,9 @@ class Runner:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: running[f].id):
                     task = running.pop(fut)
-                    exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
-                    if exc is not None:
-                        await self._failed(task, exc, running)
+                    error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+                    if error is not None:
+                        await self._failed(task, error, running)
                         continue
                     busy = bool(ready or running)
                     ready.extend(await self._finished(task, fut.result(), busy))
@@ -192,12 +193,17 @@ class Runner:
         if self.flow._has_listeners() and isinstance(exc, Exception):
             self.flow._emit(MethodFailed, method=task.method, error=exc)
         if self.journal.durable and isinstance(exc, Exception):
-            try:
+            with contextlib.suppress(FlowkitError):  # the original exception matters more
                 await self.journal.set_status(
-                    "failed", {"error": {"method": task.method, "type": type(exc).__name__, "message": str(exc)[:2000]}}
+                    "failed",
+                    {
+                        "error": {
+                            "method": task.method,
+                            "type": type(exc).__name__,
+                            "message": str(exc)[:2000],
+                        }
+                    },
                 )
-            except FlowkitError:
-                pass  # the original exception matters more
         raise exc
 
     async def _pause(self) -> Interrupted:

@@ -1,4 +1,4 @@
-""""Method X finished with output R: what runs next?" -- pure, no I/O, no event loop.
+""" "Method X finished with output R: what runs next?" -- pure, no I/O, no event loop.
 
 The scheduler owns the execution position of one kickoff: which method calls are
 pending, partial ``and_`` progress, which ``or_`` listeners already fired in this
@@ -97,7 +97,9 @@ class Scheduler:
         if isinstance(cond, str):
             return cond == event
         kind, parts = cond
-        hits = [i for i, part in enumerate(parts) if self._feed(listener, part, f"{path}.{i}", event)]
+        hits = [
+            i for i, part in enumerate(parts) if self._feed(listener, part, f"{path}.{i}", event)
+        ]
         if kind == "or":
             return bool(hits)
         progress = self._and_progress.setdefault(listener, {}).setdefault(path, set())

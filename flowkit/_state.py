@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable, Mapping
-from functools import lru_cache
-from typing import Any, ClassVar, TypeVar
+from functools import cache
+from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -80,12 +80,12 @@ def migration(*, from_version: int) -> Callable[[F], F]:
     return decorate
 
 
-@lru_cache(maxsize=None)
+@cache
 def _with_id(model: type[BaseModel]) -> type[BaseModel]:
     """``model`` itself if it has an ``id`` field, else a subclass that adds one."""
     if "id" in model.model_fields:
         return model
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         model.__name__,
         __base__=model,
         __module__=model.__module__,
@@ -218,7 +218,9 @@ class StateAdapter:
                 seq=seq,
             ) from None
 
-    def _migrate(self, data: dict[str, Any], stored: int, run_id: str, seq: int | None) -> dict[str, Any]:
+    def _migrate(
+        self, data: dict[str, Any], stored: int, run_id: str, seq: int | None
+    ) -> dict[str, Any]:
         assert self.model is not None
         if stored > self.version:
             raise MigrationError(
@@ -249,7 +251,9 @@ def _is_dict_type(tp: Any) -> bool:
     return getattr(tp, "__origin__", None) is dict
 
 
-def _collect_migrations(model: type[BaseModel]) -> dict[int, Callable[[dict[str, Any]], dict[str, Any]]]:
+def _collect_migrations(
+    model: type[BaseModel],
+) -> dict[int, Callable[[dict[str, Any]], dict[str, Any]]]:
     found: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
     for klass in reversed(model.__mro__):
         if klass in (BaseModel, FlowState, object):
@@ -258,5 +262,5 @@ def _collect_migrations(model: type[BaseModel]) -> dict[int, Callable[[dict[str,
             func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
             version = getattr(func, _MIGRATES_FROM, None)
             if isinstance(version, int):
-                found[version] = func
+                found[version] = cast(Callable[[dict[str, Any]], dict[str, Any]], func)
     return found

@@ -5,7 +5,7 @@ that matches its meaning, so ``except TypeError`` keeps working for code that do
 know flowkit::
 
     FlowkitError(Exception)
-    ├── FlowDefinitionError(TypeError)        a flow class is wired wrongly (raised at class creation)
+    ├── FlowDefinitionError(TypeError)        a flow class is wired wrongly (at class creation)
     ├── FlowConfigurationError(TypeError)     bad arguments to Flow(...) / @persist / a backend
     ├── StateError
     │   ├── StateValidationError(ValueError)      kickoff inputs do not fit the state model

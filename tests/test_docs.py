@@ -25,7 +25,9 @@ def _blocks() -> list[object]:
 
 
 @pytest.mark.parametrize(("path", "code"), _blocks())
-def test_doc_block_runs(path: Path, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_block_runs(
+    path: Path, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each Python block in the docs executes without error (files land in a temp dir)."""
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"docblock_{path.stem}"}
@@ -38,7 +40,12 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
     """Every example file runs to completion as a script."""
     env = dict(os.environ)
     done = subprocess.run(
-        [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, str(example)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), "an example should show what it did"

@@ -80,7 +80,9 @@ class Inner(BaseModel):
 
 
 class Rich(FlowState):
-    aware: dt.datetime = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
+    aware: dt.datetime = dt.datetime(
+        2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))
+    )
     naive: dt.datetime = dt.datetime(2026, 1, 2, 3, 4, 5)
     day: dt.date = dt.date(2026, 11, 22)
     token: uuid.UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -277,7 +279,9 @@ def test_crewai_style_backend_works_and_lacks_resume() -> None:
         Count().resume(flow.state.id)
 
 
-def test_bare_persist_uses_default_sqlite_file_created_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bare_persist_uses_default_sqlite_file_created_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bare @persist uses <FLOWKIT_DATA_DIR>/flowkit.db, created at first kickoff, not at
     decoration."""
     import flowkit._persist as persist_module
@@ -315,7 +319,9 @@ def test_verbose_persist_logs_each_save(caplog: pytest.LogCaptureFixture) -> Non
     with caplog.at_level(logging.INFO, logger="flowkit"):
         flow = Count()
         flow.kickoff()
-    assert any(flow.state.id in r.getMessage() and "after one" in r.getMessage() for r in caplog.records)
+    assert any(
+        flow.state.id in r.getMessage() and "after one" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_persist_rejects_a_non_backend() -> None:
@@ -344,7 +350,8 @@ def test_corrupted_latest_row_is_an_error_naming_run_and_seq(tmp_path: Path) -> 
     store.close()
     with sqlite3.connect(db) as raw:
         raw.execute(
-            "UPDATE flowkit_checkpoints SET state = ? WHERE run_id = ? AND seq = 2", ("{broken", run_id)
+            "UPDATE flowkit_checkpoints SET state = ? WHERE run_id = ? AND seq = 2",
+            ("{broken", run_id),
         )
     store2 = SQLiteFlowPersistence(db)
     try:
@@ -380,14 +387,18 @@ def test_reload_in_a_new_process(tmp_path: Path) -> None:
     db = tmp_path / "proc.db"
     script = f"""
 import sys
-sys.path.insert(0, {str(Path(__file__).parent / 'durable')!r})
+sys.path.insert(0, {str(Path(__file__).parent / "durable")!r})
 from flows import SixSteps
 from flowkit.persistence import SQLiteFlowPersistence
 p = SQLiteFlowPersistence({str(db)!r})
 print(SixSteps(persistence=p).kickoff(inputs={{"id": "shared-run"}}))
 p.close()
 """
-    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    first = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
     assert first.stdout.strip() == "21"
-    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    second = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
     assert second.stdout.strip() == "42"

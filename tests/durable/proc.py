@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import flows  # noqa: E402
+import flows
 
-from flowkit import Interrupted  # noqa: E402
-from flowkit.exceptions import FlowkitError  # noqa: E402
+from flowkit import Interrupted
+from flowkit.exceptions import FlowkitError
 
 
 def main() -> None:
@@ -32,7 +32,9 @@ def main() -> None:
         elif action == "resume":
             result = flow_cls(persistence=persistence, lease_ttl=ttl).resume(rest[0])
         elif action == "resume-value":
-            result = flow_cls(persistence=persistence, lease_ttl=ttl).resume(rest[0], json.loads(rest[1]))
+            result = flow_cls(persistence=persistence, lease_ttl=ttl).resume(
+                rest[0], json.loads(rest[1])
+            )
         elif action == "hammer":
             ok = refused = 0
             for _ in range(int(rest[1])):
@@ -52,7 +54,17 @@ def main() -> None:
     finally:
         persistence.close()
     if isinstance(result, Interrupted):
-        print(json.dumps({"interrupted": {"run_id": result.run_id, "payload": result.payload, "method": result.method_name}}))
+        print(
+            json.dumps(
+                {
+                    "interrupted": {
+                        "run_id": result.run_id,
+                        "payload": result.payload,
+                        "method": result.method_name,
+                    }
+                }
+            )
+        )
     else:
         print(json.dumps({"result": result}))
 

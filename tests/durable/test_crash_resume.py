@@ -6,7 +6,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from flows import SixSteps, backend
 
 STEPS = [f"s{i}" for i in range(1, 7)]
@@ -24,7 +23,9 @@ def wait_out_lease(proc, spec: str, flow: str, run_id: str):  # type: ignore[no-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_at", STEPS)
-def test_kill_at_every_step_then_resume(proc, backend_spec: str, run_id: str, crash_at: str) -> None:  # type: ignore[no-untyped-def]
+def test_kill_at_every_step_then_resume(
+    proc, backend_spec: str, run_id: str, crash_at: str
+) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL inside step k; resume in a new process: steps before k ran once, k twice,
     after k once, and the final state counts every step exactly once."""
     proc.run(backend_spec, "SixSteps", "kickoff", run_id, crash_at=crash_at, expect_killed=True)
@@ -45,7 +46,9 @@ def test_kill_at_every_step_then_resume(proc, backend_spec: str, run_id: str, cr
 
 
 @pytest.mark.slow
-def test_resume_refused_while_dead_owner_lease_is_live_then_allowed(proc, backend_spec: str, run_id: str) -> None:  # type: ignore[no-untyped-def]
+def test_resume_refused_while_dead_owner_lease_is_live_then_allowed(
+    proc, backend_spec: str, run_id: str
+) -> None:  # type: ignore[no-untyped-def]
     """Right after a kill the run is still leased (RunLockedError); after the ttl it resumes."""
     proc.env["FLOWKIT_TEST_TTL"] = "3"
     proc.run(backend_spec, "SixSteps", "kickoff", run_id, crash_at="s3", expect_killed=True)
@@ -60,7 +63,9 @@ def test_resume_refused_while_dead_owner_lease_is_live_then_allowed(proc, backen
 def test_kill_while_parallel_branches_run(proc, backend_spec: str, run_id: str) -> None:  # type: ignore[no-untyped-def]
     """A crash in one branch after the other finished: resume re-runs only the cut-off
     branch; the join runs once."""
-    proc.run(backend_spec, "ParallelBranches", "kickoff", run_id, crash_at="right", expect_killed=True)
+    proc.run(
+        backend_spec, "ParallelBranches", "kickoff", run_id, crash_at="right", expect_killed=True
+    )
     assert Counter(proc.steps()) == Counter({"begin": 1, "left": 1, "right": 1})
     out = wait_out_lease(proc, backend_spec, "ParallelBranches", run_id)
     assert out == {"result": 3}

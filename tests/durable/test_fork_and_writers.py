@@ -8,14 +8,15 @@ import sys
 
 import pytest
 from conftest import PROC
-
 from flows import Approval, Increment, SixSteps, backend
 
 from flowkit import Flow, FlowState, Interrupted, listen, start
 from flowkit.exceptions import ConcurrentUpdateError, RunLockedError, RunNotFoundError
 
 
-def test_fork_from_a_checkpoint_and_resume_leaves_the_original_untouched(backend_spec: str, run_id: str) -> None:
+def test_fork_from_a_checkpoint_and_resume_leaves_the_original_untouched(
+    backend_spec: str, run_id: str
+) -> None:
     """fork(run, seq) starts a new run at that checkpoint with lineage; resuming it runs
     only what came after; the original's history is unchanged."""
     p = backend(backend_spec)
@@ -37,7 +38,9 @@ def test_fork_from_a_checkpoint_and_resume_leaves_the_original_untouched(backend
         p.close()
 
 
-def test_fork_of_an_interrupted_checkpoint_can_take_another_answer(backend_spec: str, run_id: str) -> None:
+def test_fork_of_an_interrupted_checkpoint_can_take_another_answer(
+    backend_spec: str, run_id: str
+) -> None:
     """Forking the interrupted checkpoint lets a second reviewer answer differently."""
     p = backend(backend_spec)
     try:
@@ -63,7 +66,9 @@ def test_fork_of_missing_checkpoint_is_clear(backend_spec: str, run_id: str) -> 
 
 
 @pytest.mark.slow
-def test_processes_hammering_one_run_lose_no_update(backend_spec: str, run_id: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_processes_hammering_one_run_lose_no_update(
+    backend_spec: str, run_id: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     """3 processes kick off the same run id repeatedly: every kickoff either succeeds or
     is refused with RunLockedError/ConcurrentUpdateError, and the stored count equals the
     number of successful kickoffs."""
@@ -75,7 +80,15 @@ def test_processes_hammering_one_run_lose_no_update(backend_spec: str, run_id: s
     per_process = 15
     procs = [
         subprocess.Popen(
-            [sys.executable, str(PROC), backend_spec, "Increment", "hammer", run_id, str(per_process)],
+            [
+                sys.executable,
+                str(PROC),
+                backend_spec,
+                "Increment",
+                "hammer",
+                run_id,
+                str(per_process),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -6,10 +6,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from flows import Approval, backend
 
-from flowkit import Flow, FlowState, Interrupted, listen, persist, start
+from flowkit import Flow, FlowState, Interrupted, persist, start
 from flowkit.exceptions import FlowConfigurationError, ResumeError
 from flowkit.persistence import InMemoryFlowPersistence
 
@@ -37,7 +36,9 @@ def test_interrupt_in_one_process_resume_in_another(proc, backend_spec: str, run
     assert Counter(proc.steps()) == Counter({"write": 1, "review": 2, "publish": 1})
 
 
-def test_resume_needs_the_answer_and_refuses_one_when_not_waiting(backend_spec: str, run_id: str) -> None:
+def test_resume_needs_the_answer_and_refuses_one_when_not_waiting(
+    backend_spec: str, run_id: str
+) -> None:
     """resume() of an interrupted run without a value, or with one for a run that is not
     waiting, is a clear error."""
     p = backend(backend_spec)

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
-
 from flows import Credentials, OrderV1, OrderV2, UsesSecret, backend
+from pydantic import SecretStr
 
 from flowkit import Flow, Interrupted, listen, start
 from flowkit.exceptions import DefinitionChangedError, MigrationError, SecretKeyError
@@ -33,7 +32,9 @@ def _approval(version: int) -> type[Flow[Any]]:
     return Draft
 
 
-def test_resume_with_changed_definition_fails_naming_the_change_unless_forced(backend_spec: str, run_id: str) -> None:
+def test_resume_with_changed_definition_fails_naming_the_change_unless_forced(
+    backend_spec: str, run_id: str
+) -> None:
     """A run started by one definition and resumed by another reports what changed;
     force=True continues with the new one."""
     p = backend(backend_spec)
@@ -110,7 +111,10 @@ def test_secrets_round_trip_encrypted_and_never_in_clear(tmp_path: Path, run_id:
     secret = "sk-very-secret-value-12345"
     p = SQLiteFlowPersistence(db, secret_key="correct horse battery staple")
     try:
-        assert UsesSecret(persistence=p).kickoff(inputs={"id": run_id, "api_key": secret}) == secret[::-1]
+        assert (
+            UsesSecret(persistence=p).kickoff(inputs={"id": run_id, "api_key": secret})
+            == secret[::-1]
+        )
         again = UsesSecret(persistence=p)
         assert again.kickoff(inputs={"id": run_id}) == secret[::-1]
         assert isinstance(again.state.api_key, SecretStr)
@@ -122,7 +126,9 @@ def test_secrets_round_trip_encrypted_and_never_in_clear(tmp_path: Path, run_id:
         assert secret.encode() not in path.read_bytes(), path.name
 
 
-def test_secret_without_key_is_refused_naming_the_field(tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_without_key_is_refused_naming_the_field(
+    tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a key, saving a state with a secret fails naming the field; nothing written."""
     from flowkit.persistence import SQLiteFlowPersistence
 

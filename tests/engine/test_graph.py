@@ -30,7 +30,7 @@ def test_definition_errors_are_type_errors_and_flowkit_errors() -> None:
 
 def test_method_listening_to_itself_is_rejected() -> None:
     """A method whose condition names itself, in a flow without routers, is rejected."""
-    with pytest.raises(FlowDefinitionError, match="SelfLoop.again listens to itself"):
+    with pytest.raises(FlowDefinitionError, match=r"SelfLoop\.again listens to itself"):
 
         class SelfLoop(Flow):
             @start()
@@ -81,7 +81,7 @@ def test_listener_on_foreign_method_object_is_rejected() -> None:
 
 def test_method_with_two_required_arguments_is_rejected() -> None:
     """A flow method receives at most one value; two required parameters are an error."""
-    with pytest.raises(FlowDefinitionError, match="Two.b takes 2 required arguments"):
+    with pytest.raises(FlowDefinitionError, match=r"Two\.b takes 2 required arguments"):
 
         class Two(Flow):
             @start()

@@ -36,7 +36,9 @@ def test_every_exception_derives_from_flowkit_error_and_a_builtin() -> None:
         if cls is exceptions.FlowkitError or inspect.isabstract(cls):
             continue
         builtins = [
-            b for b in cls.__mro__ if b.__module__ == "builtins" and b not in (object, Exception, BaseException)
+            b
+            for b in cls.__mro__
+            if b.__module__ == "builtins" and b not in (object, Exception, BaseException)
         ]
         if name not in ("StateError",):
             assert builtins, f"{name} subclasses no specific builtin"
@@ -47,6 +49,9 @@ def test_import_does_not_load_sqlalchemy() -> None:
     import subprocess
     import sys
 
-    code = "import sys, flowkit, flowkit.persistence; print([m for m in ('sqlalchemy','aiosqlite','asyncpg') if m in sys.modules])"
+    code = (
+        "import sys, flowkit, flowkit.persistence; "
+        "print([m for m in ('sqlalchemy', 'aiosqlite', 'asyncpg') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

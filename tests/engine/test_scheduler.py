@@ -60,4 +60,6 @@ def test_snapshot_is_json_and_restores_the_same_decisions() -> None:
 def test_corrupt_snapshot_names_run_and_seq() -> None:
     """A snapshot that cannot be read raises CorruptCheckpointError with run id and seq."""
     with pytest.raises(CorruptCheckpointError, match=r"run 'r1' checkpoint 4"):
-        Scheduler.restore(Graphy._graph, {"pending": [{"id": 1, "method": "gone"}]}, run_id="r1", seq=4)
+        Scheduler.restore(
+            Graphy._graph, {"pending": [{"id": 1, "method": "gone"}]}, run_id="r1", seq=4
+        )

@@ -168,7 +168,7 @@ def test_model_needing_arguments_is_a_clear_error() -> None:
         @start()
         def a(self) -> None: ...
 
-    with pytest.raises(StateValidationError, match="state.required"):
+    with pytest.raises(StateValidationError, match=r"state\.required"):
         F()
 
 
