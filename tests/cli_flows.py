@@ -92,3 +92,27 @@ class VaultFlow(Flow[VaultState]):
     def keep(self) -> str:
         self.state.note = "token kept"
         return self.state.note
+
+
+@persist
+class CountFlowChanged(Flow[dict[str, Any]], name="CountFlow"):
+    """CountFlow after a code change: stored runs carry the old definition's fingerprint."""
+
+    @start()
+    def one(self) -> int:
+        self.state["count"] = 1
+        return 1
+
+    @listen(one)
+    def two(self, n: int) -> int:
+        self.state["count"] = n + 10
+        return n + 10
+
+    @listen(two)
+    def three(self, n: int) -> dict[str, int]:
+        self.state["count"] = n + 10
+        return {"count": n + 10}
+
+    @listen(three)
+    def four(self) -> str:
+        return "four was added"

@@ -428,6 +428,40 @@ def test_fork_then_resume_the_fork(cli: Any, backend: SQLiteFlowPersistence) -> 
 
 
 @pytest.mark.usefixtures("runs")
+def test_resume_after_a_definition_change_needs_force(cli: Any) -> None:
+    """A changed flow definition is reported with what changed; --force resumes anyway."""
+    assert cli("fork", "cli_flows:CountFlow", "count-1", "2", "--run-id", "count-2").code == 0
+    refused = cli("resume", "cli_flows:CountFlowChanged", "count-2")
+    assert refused.code == 1
+    assert "run 'count-2' was started by a different definition of CountFlow" in refused.err
+    assert "four" in refused.err
+    assert "--force" in refused.err
+    forced = cli("resume", "cli_flows:CountFlowChanged", "count-2", "--force")
+    assert forced.code == 0, forced.err
+    assert forced.out == 'run count-2 completed; result:\n"four was added"\n'
+
+
+@pytest.mark.usefixtures("runs")
+def test_running_run_is_stale_until_someone_holds_its_lease(
+    cli: Any, backend: SQLiteFlowPersistence
+) -> None:
+    """A running run nobody holds a lease on is "stale: resumable"; with a live lease it
+    is plain "running" and show names the owner."""
+    assert cli("fork", "cli_flows:CountFlow", "count-1", "2", "--run-id", "count-2").code == 0
+    (row,) = _lines_with(cli("runs").out, "count-2")
+    assert "running (stale: resumable)" in row
+    assert cli("show", "count-2", "--json").json()["run"]["stale"] is True
+
+    backend.acquire_lease("count-2", "worker-7", 60.0)
+    (row,) = _lines_with(cli("runs").out, "count-2")
+    assert "running" in row and "stale" not in row
+    shown = cli("show", "count-2").out
+    assert "Lease        worker-7 until" in shown
+    assert "being executed by worker-7" in shown
+    backend.release_lease("count-2", "worker-7")
+
+
+@pytest.mark.usefixtures("runs")
 def test_fork_json_with_generated_id(cli: Any, backend: SQLiteFlowPersistence) -> None:
     data = cli("fork", "cli_flows:ReviewFlow", "review-1", "2", "--json").json()
     assert (data["parent_run_id"], data["parent_seq"]) == ("review-1", 2)
