@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -58,10 +59,12 @@ from dataclasses import fields
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from pathlib import Path, PurePath
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic_core import MultiHostUrl, Url
 
 from flowkit._secrets import SecretCipher
 from flowkit.exceptions import CorruptCheckpointError, SecretKeyError, UnserializableStateError
@@ -425,6 +428,19 @@ def _encode_other(value: Any, cipher: SecretCipher | None) -> Any:
         if cipher is None:
             raise _Problem("secret", "SecretBytes")
         return {TAG_KEY: "secret_bytes", "v": cipher.encrypt(value.get_secret_value())}
+    if isinstance(value, PurePath):
+        return {TAG_KEY: "path", "v": str(value)}
+    # Interfaces subclass addresses: test them first.
+    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return {TAG_KEY: "ip_interface", "v": str(value)}
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return {TAG_KEY: "ip_address", "v": str(value)}
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return {TAG_KEY: "ip_network", "v": str(value)}
+    if isinstance(value, (Url, MultiHostUrl)):
+        # Pydantic URL fields keep these objects in python mode; the model turns the
+        # string back into one on load.
+        return str(value)
     if isinstance(value, BaseModel):
         return _encode(value.model_dump(mode="python"), cipher)
     if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
@@ -564,6 +580,26 @@ def _dec_uuid(payload: Any, cipher: SecretCipher | None) -> UUID:
     return UUID(payload)
 
 
+def _dec_path(payload: Any, cipher: SecretCipher | None) -> Path:
+    _expect(payload, str, "path")
+    return Path(payload)
+
+
+def _dec_ip_address(payload: Any, cipher: SecretCipher | None) -> Any:
+    _expect(payload, str, "ip_address")
+    return ipaddress.ip_address(payload)
+
+
+def _dec_ip_network(payload: Any, cipher: SecretCipher | None) -> Any:
+    _expect(payload, str, "ip_network")
+    return ipaddress.ip_network(payload)
+
+
+def _dec_ip_interface(payload: Any, cipher: SecretCipher | None) -> Any:
+    _expect(payload, str, "ip_interface")
+    return ipaddress.ip_interface(payload)
+
+
 def _dec_decimal(payload: Any, cipher: SecretCipher | None) -> Decimal:
     _expect(payload, str, "decimal")
     try:
@@ -655,6 +691,10 @@ _TAG_DECODERS: dict[str, Callable[[Any, SecretCipher | None], Any]] = {
     "time": _dec_time,
     "timedelta": _dec_timedelta,
     "uuid": _dec_uuid,
+    "path": _dec_path,
+    "ip_address": _dec_ip_address,
+    "ip_network": _dec_ip_network,
+    "ip_interface": _dec_ip_interface,
     "decimal": _dec_decimal,
     "set": _dec_set,
     "frozenset": _dec_frozenset,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import socket
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum, IntEnum
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -567,3 +569,33 @@ def test_dumps_refuses_nan() -> None:
     """dumps never writes NaN (encode turns it into a tag first)."""
     with pytest.raises(ValueError):
         dumps({"x": math.nan})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(Path("/tmp/some dir/file.txt"), id="path"),
+        pytest.param(ipaddress.ip_address("10.1.2.3"), id="ipv4"),
+        pytest.param(ipaddress.ip_address("::1"), id="ipv6"),
+        pytest.param(ipaddress.ip_network("10.0.0.0/8"), id="network"),
+        pytest.param(ipaddress.ip_interface("10.0.0.5/24"), id="interface"),
+    ],
+)
+def test_paths_and_ip_values_round_trip(value: object) -> None:
+    """Paths and ipaddress values (which Pydantic models keep as objects) round trip."""
+    decoded = decode(json.loads(json.dumps(encode({"v": value}))))
+    assert decoded == {"v": value} and type(decoded["v"]) is type(value)
+
+
+def test_model_with_path_ip_and_url_fields_round_trips() -> None:
+    """A state model with Path, IP and URL fields stores and validates back."""
+    from pydantic import AnyUrl, BaseModel
+
+    class Where(BaseModel):
+        path: Path = Path("/srv/data")
+        host: ipaddress.IPv4Address = ipaddress.IPv4Address("127.0.0.1")
+        url: AnyUrl = AnyUrl("https://example.invalid/x?y=1")
+
+    model = Where()
+    data = decode(json.loads(json.dumps(encode(model.model_dump(mode="python")))))
+    assert Where.model_validate(data) == model
