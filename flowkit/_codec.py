@@ -64,7 +64,7 @@ from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, SecretBytes, SecretStr
-from pydantic_core import MultiHostUrl, Url
+from pydantic_core import MultiHostUrl, Url, to_jsonable_python
 
 from flowkit._secrets import SecretCipher
 from flowkit.exceptions import CorruptCheckpointError, SecretKeyError, UnserializableStateError
@@ -437,10 +437,10 @@ def _encode_other(value: Any, cipher: SecretCipher | None) -> Any:
         return {TAG_KEY: "ip_address", "v": str(value)}
     if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return {TAG_KEY: "ip_network", "v": str(value)}
-    if isinstance(value, (Url, MultiHostUrl)):
-        # Pydantic URL fields keep these objects in python mode; the model turns the
-        # string back into one on load.
-        return str(value)
+    if isinstance(value, (Url, MultiHostUrl)) or type(value).__module__.startswith("pydantic."):
+        # Pydantic's own field types (URLs, DSNs, ...) stay objects in python mode; the
+        # model turns their JSON form back into one on load.
+        return _encode(to_jsonable_python(value), cipher)
     if isinstance(value, BaseModel):
         return _encode(value.model_dump(mode="python"), cipher)
     if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
