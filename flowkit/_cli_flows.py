@@ -43,12 +43,16 @@ def load_flow_class(spec: str) -> type[Flow[Any]]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise CliError(
                 f"cannot import module {module_name!r} ({exc}); run the command from your "
                 "project's folder or add its folder to PYTHONPATH."
             ) from None
-        raise
+        traceback.print_exc(file=sys.stderr)
+        raise CliError(f"importing module {module_name!r} failed (traceback above).") from None
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        raise CliError(f"importing module {module_name!r} failed (traceback above).") from None
     target: Any = module
     for part in attr.split("."):
         try:

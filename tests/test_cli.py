@@ -576,6 +576,18 @@ def test_unknown_module_is_an_error(cli: Any, backend: SQLiteFlowPersistence) ->
     assert "cli_flows:ReviewState is not a Flow subclass" in result.err
 
 
+def test_module_that_fails_to_import_shows_its_traceback(
+    cli: Any, backend: SQLiteFlowPersistence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.init_db()
+    (tmp_path / "broken_flows_mod.py").write_text("import no_such_dependency_zz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = cli("resume", "broken_flows_mod:ReviewFlow", "r")
+    assert result.code == 1
+    assert "No module named 'no_such_dependency_zz'" in result.err
+    assert "importing module 'broken_flows_mod' failed (traceback above)" in result.err
+
+
 # --- other backends -------------------------------------------------------------------
 
 
