@@ -81,7 +81,7 @@ def _plain_tagged(tag: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError(tag)
         return f"<{len(base64.b64decode(value, validate=True))} bytes>"
-    if tag in ("datetime", "date", "time", "uuid", "decimal", "float") and isinstance(value, str):
+    if isinstance(value, str):  # datetime, date, time, uuid, decimal, path, ip_*, float
         return value
     if tag == "timedelta":
         days, seconds, micros = value

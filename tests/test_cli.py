@@ -235,6 +235,60 @@ def test_show_never_decrypts_secrets(
         assert ciphertext not in output
 
 
+def test_plain_view_turns_every_tag_into_readable_json() -> None:
+    """The human view of a stored state has no tags left, whatever the codec stored."""
+    from datetime import date, timedelta
+    from decimal import Decimal
+    from ipaddress import ip_address
+    from uuid import UUID
+
+    from flowkit._cli_render import plain, redacted
+    from flowkit._codec import encode
+
+    state = {
+        "blob": b"abc",
+        "buf": bytearray(b"ab"),
+        "day": date(2024, 5, 1),
+        "wait": timedelta(days=1, seconds=3),
+        "uid": UUID(int=1),
+        "price": Decimal("1.10"),
+        "where": Path("/srv/data"),
+        "host": ip_address("10.0.0.1"),
+        "tags": {"b", "a"},
+        "pair": (1, "x"),
+        "by_int": {1: "one"},
+        "odd": {"__fk__": "literal"},
+        "inf": float("inf"),
+    }
+    stored = encode(state, path="state", cipher=None)
+    shown = plain(stored)
+    assert "__fk__" not in json.dumps({k: v for k, v in shown.items() if k != "odd"})
+    assert shown == {
+        "blob": "<3 bytes>",
+        "buf": "<2 bytes>",
+        "day": "2024-05-01",
+        "wait": "1 day, 0:00:03",
+        "uid": "00000000-0000-0000-0000-000000000001",
+        "price": "1.10",
+        "where": "/srv/data",
+        "host": "10.0.0.1",
+        "tags": ["a", "b"],
+        "pair": [1, "x"],
+        "by_int": {"1": "one"},
+        "odd": {"__fk__": "literal"},
+        "inf": "inf",
+    }
+    assert redacted(stored) == stored  # no secrets: the stored form is untouched
+
+
+def test_plain_view_shows_malformed_tags_as_stored() -> None:
+    """An inspector must not fail on the corrupt rows it is used to look at."""
+    from flowkit._cli_render import plain
+
+    broken = {"a": {"__fk__": "bytes", "v": "not base64!"}, "b": {"__fk__": "nope", "v": 1}}
+    assert plain(broken) == broken
+
+
 # --- history / checkpoint ---------------------------------------------------------------
 
 
