@@ -497,6 +497,8 @@ class Flow(Generic[T]):
             owner = await self._lease(backend, run_id)
             seq = run.last_seq
         self._journal = journal = self._make_journal(backend, run_id, seq, owner)
+        if isinstance(journal, DurableJournal) and run is not None:
+            journal.run_info = {**run.info, "definition": dict(self._graph.definition)}
         runner = Runner(self, scheduler, journal)
         tasks = scheduler.begin()
         if journal.durable:
@@ -571,6 +573,7 @@ class Flow(Generic[T]):
             self._journal = journal = self._make_journal(backend, run_id, cp.seq, owner)
             assert isinstance(journal, DurableJournal)
             journal.committed = cp.state
+            journal.run_info = {**run.info, "definition": definition}
         except BaseException:
             if owner is not None:
                 LEASES.forget(backend, run_id, owner)

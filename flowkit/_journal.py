@@ -166,6 +166,9 @@ class DurableJournal(BasicJournal):
         )
         self.seq = seq
         self.owner = owner
+        #: the run's stored info dict; status updates merge into it (info is replaced
+        #: wholesale by update_run, and it holds the flow definition)
+        self.run_info: dict[str, Any] = {}
 
     async def checkpoint(
         self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
@@ -192,7 +195,10 @@ class DurableJournal(BasicJournal):
             log.info("flowkit: run %s checkpoint %d after %s", self.run_id, record.seq, method)
 
     async def set_status(self, status: str, info: dict[str, Any] | None = None) -> None:
-        await self.backend.aupdate_run(self.run_id, status=status, info=info)
+        merged = None
+        if info is not None:
+            merged = self.run_info = {**self.run_info, **info}
+        await self.backend.aupdate_run(self.run_id, status=status, info=merged)
 
     async def close(self) -> None:
         if self.owner is not None:

@@ -172,6 +172,7 @@ def test_failed_method_leaves_stored_run_as_before_it(backend_spec: str, run_id:
         run = p.get_run(run_id)
         assert run is not None and run.status == "failed"
         assert run.info["error"]["method"] == "second"
+        assert run.info["definition"]["methods"]["second"]["condition"] == "first"
         assert p.load_state(run_id)["items"] == ["first"]  # type: ignore[index]
         # fix the cause in the stored state via a fork-free path: resume after the fix
         p.save_checkpoint(
