@@ -238,7 +238,7 @@ def bench_linear_sync(have_peer: bool, quick: bool) -> Row:
         graph = _lg_linear(is_async=False)
         assert graph.invoke({"counter": 0})["counter"] == STEPS
         contenders["peer"] = lambda: graph.invoke({"counter": 0})
-    t = measure(contenders, batch=20 if quick else 100, rounds=3 if quick else 11)
+    t = measure(contenders, batch=20 if quick else 50, rounds=3 if quick else 11)
     return _rows_for(f"linear{STEPS}-sync kickoff", t, STEPS, 0.2 if have_peer else None)
 
 
@@ -269,7 +269,7 @@ def bench_fanout_sync(have_peer: bool, quick: bool) -> Row:
         graph = _lg_fanout(is_async=False)
         assert graph.invoke({"hits": 0})["hits"] == FANOUT
         contenders["peer"] = lambda: graph.invoke({"hits": 0})
-    t = measure(contenders, batch=5 if quick else 10, rounds=3 if quick else 11)
+    t = measure(contenders, batch=5 if quick else 6, rounds=3 if quick else 11)
     return _rows_for(f"fanout{FANOUT}-sync kickoff", t, FANOUT + 2, 0.2 if have_peer else None)
 
 
@@ -293,7 +293,7 @@ def bench_fanout_async(have_peer: bool, quick: bool) -> Row:
             graph = _lg_fanout(is_async=True)
             assert (await graph.ainvoke({"hits": 0}))["hits"] == FANOUT
             contenders["peer"] = lambda: graph.ainvoke({"hits": 0})
-        return await measure_async(contenders, batch=5 if quick else 10, rounds=3 if quick else 11)
+        return await measure_async(contenders, batch=5 if quick else 6, rounds=3 if quick else 11)
 
     t = asyncio.run(main())
     return _rows_for(
