@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -13,30 +14,54 @@ T = TypeVar("T")
 __all__ = ["run_sync"]
 
 
-class _ThreadRunner(threading.local):
-    """One reusable event loop per thread: creating a loop per kickoff costs more than
-    the kickoff of a small flow. Closed when the thread ends (or at exit)."""
+class _ThreadLoop(threading.local):
+    """One reusable event loop per thread: a new loop (or ``asyncio.Runner``, which
+    installs a SIGINT handler on every call) costs more than a small flow's kickoff.
+    Closed when the thread ends, or at exit for the main thread."""
 
-    runner: asyncio.Runner | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
-    def get(self) -> asyncio.Runner:
-        if self.runner is None:
-            self.runner = asyncio.Runner()
-            if threading.current_thread() is threading.main_thread():
-                atexit.register(self.runner.close)
+    def get(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            loop = self.loop = asyncio.new_event_loop()
+            thread = threading.current_thread()
+            if thread is threading.main_thread():
+                atexit.register(_close, loop)
             else:
-                _close_on_exit(self.runner)
-        return self.runner
+                weakref.finalize(thread, _close, loop)
+        return loop
 
 
-def _close_on_exit(runner: asyncio.Runner) -> None:
-    # threading.local values die with their thread; close the loop then.
-    import weakref
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        # A finalizer may run on a thread that has a loop running: then just close.
+        if asyncio._get_running_loop() is None:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
-    weakref.finalize(threading.current_thread(), runner.close)
+
+_local = _ThreadLoop()
 
 
-_local = _ThreadRunner()
+def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    task = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        # Ctrl-C (or another BaseException) while the loop ran: cancel the flow and let
+        # it unwind (releasing its lease) before re-raising.
+        if not task.done():
+            task.cancel()
+            try:
+                loop.run_until_complete(task)
+            except BaseException:  # noqa: S110  (the first exception is what matters)
+                pass
+        raise
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -50,15 +75,18 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _local.get().run(coro)
+        return _run_on(_local.get(), coro)
     result: list[T] = []
     error: list[BaseException] = []
 
     def target() -> None:
+        loop = asyncio.new_event_loop()
         try:
-            result.append(asyncio.run(coro))
+            result.append(_run_on(loop, coro))
         except BaseException as exc:
             error.append(exc)
+        finally:
+            _close(loop)
 
     thread = threading.Thread(target=target, name="flowkit-kickoff")
     thread.start()
