@@ -10,6 +10,7 @@ interrupted or crashed run continues where it stopped.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -18,6 +19,46 @@ from ._graph import Cond, FlowGraph
 from .exceptions import CorruptCheckpointError, MethodCallLimitError
 
 __all__ = ["Scheduler", "Task", "router_label"]
+
+
+@dataclass(slots=True)
+class _Node:
+    """A compiled or_/and_ node: which direct parts react to which event, so firing
+    costs what the event touches, not the size of the condition (an and_ of 50)."""
+
+    kind: str
+    size: int
+    path: str
+    leaves: dict[str, list[int]]
+    nested: list[tuple[int, _Node]]
+
+
+def _compile(cond: Cond, path: str = "") -> _Node | str:
+    if isinstance(cond, str):
+        return cond
+    kind, parts = cond
+    node = _Node(kind, len(parts), path, {}, [])
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            node.leaves.setdefault(part, []).append(i)
+        else:
+            child = _compile(part, f"{path}.{i}")
+            assert isinstance(child, _Node)
+            node.nested.append((i, child))
+    return node
+
+
+_COMPILED: dict[int, tuple[FlowGraph, dict[str, _Node | str]]] = {}
+
+
+def _compiled(graph: FlowGraph) -> dict[str, _Node | str]:
+    entry = _COMPILED.get(id(graph))
+    if entry is None or entry[0] is not graph:
+        conds = {
+            n.name: _compile(n.condition) for n in graph.nodes.values() if n.condition is not None
+        }
+        entry = _COMPILED[id(graph)] = (graph, conds)
+    return entry[1]
 
 
 @dataclass(slots=True)
@@ -46,6 +87,7 @@ class Scheduler:
 
     def __init__(self, graph: FlowGraph, *, max_method_calls: int = 100) -> None:
         self.graph = graph
+        self._conds = _compiled(graph)
         self.max_method_calls = max_method_calls
         self.pending: dict[int, Task] = {}
         self.calls: Counter[str] = Counter()
@@ -79,11 +121,10 @@ class Scheduler:
         for listener in self.graph.index.get(event, ()):
             if listener == event == source:
                 continue  # a method's own completion never triggers it (its name = a label)
-            cond = self.graph.nodes[listener].condition
-            assert cond is not None
-            if not self._feed(listener, cond, "", event):
+            cond = self._conds[listener]
+            if not (cond == event if isinstance(cond, str) else self._feed(listener, cond, event)):
                 continue
-            if isinstance(cond, tuple) and cond[0] == "or":
+            if not isinstance(cond, str) and cond.kind == "or":
                 if listener in self._or_fired:
                     continue
                 self._or_fired.add(listener)
@@ -93,18 +134,20 @@ class Scheduler:
             tasks.append(self._schedule(listener, source, output))
         return tasks
 
-    def _feed(self, listener: str, cond: Cond, path: str, event: str) -> bool:
-        if isinstance(cond, str):
-            return cond == event
-        kind, parts = cond
-        hits = [
-            i for i, part in enumerate(parts) if self._feed(listener, part, f"{path}.{i}", event)
-        ]
-        if kind == "or":
+    def _feed(self, listener: str, node: _Node, event: str) -> bool:
+        hits: Sequence[int] = node.leaves.get(event, ())
+        if node.nested:
+            # every nested part is fed, so and_ progress below updates even when an
+            # or_ above has already fired
+            nested = [i for i, child in node.nested if self._feed(listener, child, event)]
+            hits = [*hits, *nested]
+        if node.kind == "or":
             return bool(hits)
-        progress = self._and_progress.setdefault(listener, {}).setdefault(path, set())
+        if not hits:
+            return False
+        progress = self._and_progress.setdefault(listener, {}).setdefault(node.path, set())
         progress.update(hits)
-        if len(progress) == len(parts):
+        if len(progress) == node.size:
             progress.clear()
             return True
         return False
