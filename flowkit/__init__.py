@@ -21,13 +21,17 @@ Example::
     assert CountFlow().kickoff() == 2
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._conditions import and_, or_
 from ._decorators import listen, router, start
 from ._flow import Flow
+from ._interrupt import Interrupted
 from ._persist import persist
-from ._runner import Interrupted
-from ._state import FlowState, migration
 from .exceptions import FlowkitError
+
+if TYPE_CHECKING:
+    from ._state import FlowState, migration
 
 __all__ = [
     "Flow",
@@ -44,3 +48,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # FlowState needs pydantic's model machinery: load it when first asked for, so
+    # that ``import flowkit`` stays light.
+    if name in ("FlowState", "migration"):
+        from . import _state
+
+        value = getattr(_state, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,35 +1,26 @@
-"""``Flow[State]``: state, kickoff, resume and fork."""
+"""``Flow[State]``: the class users subclass. Definition, state and the front doors
+(kickoff, resume, fork); the execution itself lives in ``_execution`` and loads on the
+first kickoff, so that ``import flowkit`` stays light."""
 
 from __future__ import annotations
 
 import typing
-import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ._graph import FlowGraph, build_graph, diff_definitions
-from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
-from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
-from ._runner import CallContext, Interrupted, InterruptSignal, Runner, current_call
-from ._scheduler import Scheduler, Task
-from ._state import StateAdapter
-from ._sync import run_sync
-from .events import GLOBAL_BUS, EventBus, FlowEvent, FlowFinished, FlowStarted
-from .exceptions import (
-    DefinitionChangedError,
-    FlowConfigurationError,
-    FlowDefinitionError,
-    FlowUsageError,
-    ResumeError,
-    RunNotFoundError,
-    StateAssignmentError,
-    UnsupportedOperationError,
-)
+from ._bus import GLOBAL_BUS, EventBus
+from ._graph import FlowGraph, build_graph
+from ._interrupt import CallContext, InterruptSignal, current_call
+from .exceptions import FlowConfigurationError, FlowUsageError, StateAssignmentError
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .persistence import Checkpoint, FlowPersistence
+    from ._execution import _Plan
+    from ._journal import Journal
+    from ._state import StateAdapter
+    from .events import FlowEvent
+    from .persistence import FlowPersistence
 
 __all__ = ["Flow"]
 
@@ -45,48 +36,6 @@ def _state_type_of(cls: type) -> Any:
                 if args and not isinstance(args[0], TypeVar):
                     return args[0]
     return None
-
-
-class _Plan:
-    """How one flow class persists: backend, and after which methods."""
-
-    def __init__(self, cls: type[Flow[Any]]) -> None:
-        class_cfg: PersistConfig | None = getattr(cls, PERSIST_ATTR, None)
-        method_cfgs = {
-            name: cfg
-            for name in cls._graph.nodes
-            if isinstance(cfg := getattr(getattr(cls, name), PERSIST_ATTR, None), PersistConfig)
-        }
-        backends = {id(c.backend): c.backend for c in method_cfgs.values()}
-        if len(backends) > 1:
-            raise FlowDefinitionError(
-                f"{cls._graph.flow_name}: methods {sorted(method_cfgs)} use different @persist "
-                "backends; one run is stored in one place. Use one backend (or put @persist "
-                "on the class)."
-            )
-        self.class_cfg = class_cfg
-        self.method_cfgs = method_cfgs
-        self.methods = frozenset(method_cfgs)
-        self.verbose = bool(
-            (class_cfg and class_cfg.verbose) or any(c.verbose for c in method_cfgs.values())
-        )
-
-    def backend(self, override: FlowPersistence | None) -> FlowPersistence | None:
-        if override is not None:
-            return override
-        if self.class_cfg is not None:
-            return self.class_cfg.backend or default_persistence()
-        if self.method_cfgs:
-            chosen = next(iter(self.method_cfgs.values())).backend
-            return chosen or default_persistence()
-        return None
-
-    def persist_all(self, override: FlowPersistence | None) -> bool:
-        return self.class_cfg is not None or (override is not None and not self.method_cfgs)
-
-
-def _is_durable(backend: FlowPersistence) -> bool:
-    return bool(backend.supports_runs and backend.supports_cas and backend.supports_history)
 
 
 class Flow(Generic[T]):
@@ -125,6 +74,8 @@ class Flow(Generic[T]):
             return
         flow_name = name or cls.__qualname__
         cls._graph = build_graph(cls, flow_name)
+        from ._state import StateAdapter  # pydantic: paid when a flow is defined
+
         cls._adapter = StateAdapter(flow_name, _state_type_of(cls), cls.initial_state)
 
     def __init__(
@@ -169,7 +120,7 @@ class Flow(Generic[T]):
         self._state: Any = cls._adapter.new()
         self._bus = EventBus()
         self._busy = False
-        self._journal: Journal = Journal()
+        self._journal: Journal | None = None
 
     # -- state -----------------------------------------------------------------------
 
@@ -244,69 +195,20 @@ class Flow(Generic[T]):
         raise InterruptSignal(payload)
 
     async def _rollback(self) -> None:
-        committed = getattr(self._journal, "committed", None)
-        if committed is not None:
-            self._state = self._load_state(committed, None, self._run_id(), None)
+        from ._execution import rollback
+
+        rollback(self)
 
     # -- persistence plumbing ----------------------------------------------------------
 
     @classmethod
     def _plan(cls) -> _Plan:
-        if cls.__dict__.get("_plan_cache") is None:
-            cls._plan_cache = _Plan(cls)
-        assert cls._plan_cache is not None
-        return cls._plan_cache
+        from ._execution import plan_for
+
+        return plan_for(cls)
 
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)
-
-    def _durable_backend(self, operation: str) -> FlowPersistence:
-        backend = self._backend()
-        if backend is None:
-            raise FlowConfigurationError(
-                f"{type(self).__qualname__}.{operation}() needs persistence: add @persist to "
-                "the class (or a method), or pass Flow(persistence=...)."
-            )
-        if not _is_durable(backend):
-            missing = [
-                f
-                for f, ok in (
-                    ("supports_runs", backend.supports_runs),
-                    ("supports_cas", backend.supports_cas),
-                    ("supports_history", backend.supports_history),
-                )
-                if not ok
-            ]
-            raise UnsupportedOperationError(
-                f"{type(self).__qualname__}.{operation}() needs a backend with runs, history "
-                f"and compare-and-set; {type(backend).__name__} lacks {missing}. Use a built-in "
-                "backend or implement those operations."
-            )
-        return backend
-
-    def _cipher(self, backend: FlowPersistence | None) -> Any:
-        from ._secrets import resolve_cipher
-
-        return resolve_cipher(getattr(backend, "secret_key", None))
-
-    def _load_state(self, data: Any, version: int | None, run_id: str, seq: int | None) -> Any:
-        from ._codec import decode
-
-        cipher = self._cipher(self._backend())
-        return self._adapter.load(
-            decode(data, cipher=cipher, run_id=run_id, seq=seq),
-            version=version,
-            run_id=run_id,
-            seq=seq,
-        )
-
-    def _check_run(self, run: Any, run_id: str, operation: str) -> None:
-        # A run written through plain save_state() has no flow name: any flow may adopt it.
-        if run.flow_name is not None and run.flow_name != self._graph.flow_name:
-            raise ResumeError(
-                f"run {run_id!r} belongs to flow {run.flow_name!r}, not "
-                f"{self._graph.flow_name!r}; {operation} it with that flow class."
-            )
 
     # -- kickoff -----------------------------------------------------------------------
 
@@ -318,11 +220,15 @@ class Flow(Generic[T]):
         latest checkpoint of run X first (an unknown X starts a fresh run with id X).
         Works in plain code and inside a running event loop.
         """
+        from ._sync import run_sync
+
         return run_sync(self.kickoff_async(inputs))
 
     async def kickoff_async(self, inputs: Mapping[str, Any] | None = None) -> Any:
         """Awaitable form of :meth:`kickoff`."""
-        return await self._execute(dict(inputs or {}), None)
+        from ._execution import execute
+
+        return await execute(self, dict(inputs or {}), None)
 
     akickoff = kickoff_async
 
@@ -335,11 +241,15 @@ class Flow(Generic[T]):
         ``force=True`` resumes even if the flow's definition changed since the run
         started. Returns what :meth:`kickoff` would have returned.
         """
+        from ._sync import run_sync
+
         return run_sync(self.resume_async(run_id, value, force=force))
 
     async def resume_async(self, run_id: str, value: Any = _MISSING, *, force: bool = False) -> Any:
         """Awaitable form of :meth:`resume`."""
-        return await self._execute({}, (run_id, value, force))
+        from ._execution import MISSING, execute
+
+        return await execute(self, {}, (run_id, MISSING if value is _MISSING else value, force))
 
     def fork(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.
@@ -347,266 +257,12 @@ class Flow(Generic[T]):
         The new run records its parent (run and seq); ``resume(new_id)`` continues it
         from that point. The original run is unchanged.
         """
+        from ._sync import run_sync
+
         return run_sync(self.fork_async(run_id, seq, new_run_id=new_run_id))
 
     async def fork_async(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
         """Awaitable form of :meth:`fork`."""
-        backend = self._durable_backend("fork")
-        run = await backend.aget_run(run_id)
-        if run is None:
-            raise RunNotFoundError(f"cannot fork: no run {run_id!r} in {type(backend).__name__}.")
-        self._check_run(run, run_id, "fork")
-        cp = await backend.aload_checkpoint(run_id, seq)
-        if cp is None:
-            raise RunNotFoundError(
-                f"cannot fork: run {run_id!r} has no checkpoint {seq} (it has 1..{run.last_seq}"
-                ", minus pruned ones); see its history."
-            )
-        child = new_run_id or str(uuid.uuid4())
-        state = dict(cp.state)
-        state["id"] = child
-        meta = dict(cp.meta)
-        pending = (meta.get("position") or {}).get("pending")
-        status = "interrupted" if "interrupt" in meta else ("running" if pending else "completed")
-        await backend.acreate_run(
-            child,
-            self._graph.flow_name,
-            parent_run_id=run_id,
-            parent_seq=seq,
-            fingerprint=run.fingerprint,
-            info={"definition": run.info.get("definition")},
-        )
-        await backend.asave_checkpoint(
-            child, cp.method_name, state, expected_seq=0, meta=meta, status=status
-        )
-        return child
+        from ._execution import fork
 
-    # -- the one execution path ----------------------------------------------------------
-
-    async def _execute(self, inputs: dict[str, Any], resume: tuple[str, Any, bool] | None) -> Any:
-        if self._busy:
-            raise FlowUsageError(
-                f"{type(self).__qualname__} instance is already running; create one flow "
-                "object per concurrent kickoff."
-            )
-        self._busy = True
-        try:
-            if resume is None:
-                runner, tasks = await self._prepare_kickoff(inputs)
-            else:
-                runner = await self._prepare_resume(*resume)
-                tasks = sorted(runner.scheduler.pending.values(), key=lambda t: t.id)
-            try:
-                if self._has_listeners():
-                    self._emit(FlowStarted, inputs=inputs, resumed=resume is not None)
-                if not tasks:  # a resumed run that had finished its last method
-                    await self._journal.set_status("completed")
-                    result = runner.last[1] if runner.last else None
-                else:
-                    result = await runner.run(tasks)
-                if self._has_listeners() and not isinstance(result, Interrupted):
-                    self._emit(FlowFinished, output=result)
-                return result
-            finally:
-                await self._journal.close()
-        finally:
-            self._busy = False
-
-    def _make_journal(
-        self, backend: FlowPersistence | None, run_id: str, seq: int, owner: str | None
-    ) -> Journal:
-        plan = self._plan()
-        if backend is None:
-            return Journal()
-        persist_all = plan.persist_all(self._persistence)
-        cipher = self._cipher(backend)
-        if _is_durable(backend):
-            return DurableJournal(
-                backend,
-                run_id,
-                self._adapter,
-                cipher,
-                persist_all=persist_all,
-                methods=plan.methods,
-                verbose=plan.verbose,
-                seq=seq,
-                owner=owner,
-            )
-        return BasicJournal(
-            backend,
-            run_id,
-            self._adapter,
-            cipher,
-            persist_all=persist_all,
-            methods=plan.methods,
-            verbose=plan.verbose,
-        )
-
-    async def _lease(self, backend: FlowPersistence, run_id: str) -> str | None:
-        if not backend.supports_leases:
-            return None
-        owner = new_owner()
-        await backend.aacquire_lease(run_id, owner, self.lease_ttl)
-        LEASES.keep(backend, run_id, owner, self.lease_ttl)
-        return owner
-
-    async def _prepare_kickoff(self, inputs: dict[str, Any]) -> tuple[Runner, list[Task]]:
-        backend = self._backend()
-        run_id = inputs.get("id")
-        if run_id is not None and not isinstance(run_id, str):
-            raise FlowConfigurationError(
-                f"kickoff(inputs={{'id': {run_id!r}}}): a run id is a string (e.g. a UUID)."
-            )
-        seq = 0
-        run = None
-        if backend is not None and run_id is not None:
-            if _is_durable(backend):
-                run = await backend.aget_run(run_id)
-                if run is not None:
-                    self._check_run(run, run_id, "kick off")
-                    cp = await backend.aload_checkpoint(run_id)
-                    if cp is not None:
-                        self._state = self._load_state(
-                            cp.state, cp.meta.get("state_version"), run_id, cp.seq
-                        )
-            else:
-                data = await backend.aload_state(run_id)
-                if data is not None:
-                    self._state = self._load_state(data, None, run_id, None)
-        if inputs:
-            self._state = self._adapter.apply_inputs(self._state, inputs)
-        run_id = self._run_id()
-        scheduler = Scheduler(self._graph, max_method_calls=self.max_method_calls)
-        owner = None
-        if backend is not None and _is_durable(backend):
-            if run is None:
-                run = await backend.acreate_run(
-                    run_id,
-                    self._graph.flow_name,
-                    fingerprint=self._graph.fingerprint,
-                    info={"definition": dict(self._graph.definition)},
-                    exist_ok=True,
-                )
-                self._check_run(run, run_id, "kick off")
-            elif run.fingerprint != self._graph.fingerprint:
-                await backend.aupdate_run(
-                    run_id,
-                    fingerprint=self._graph.fingerprint,
-                    info={**run.info, "definition": dict(self._graph.definition)},
-                )
-            owner = await self._lease(backend, run_id)
-            seq = run.last_seq
-        self._journal = journal = self._make_journal(backend, run_id, seq, owner)
-        if isinstance(journal, DurableJournal) and run is not None:
-            journal.run_info = {**run.info, "definition": dict(self._graph.definition)}
-        runner = Runner(self, scheduler, journal)
-        tasks = scheduler.begin()
-        if journal.durable:
-            try:
-                await journal.checkpoint("kickoff", self._state, scheduler, {}, "running")
-            except BaseException:
-                await journal.close()
-                raise
-        return runner, tasks
-
-    async def _prepare_resume(self, run_id: str, value: Any, force: bool) -> Runner:
-        from ._codec import decode
-
-        backend = self._durable_backend("resume")
-        run = await backend.aget_run(run_id)
-        if run is None:
-            raise RunNotFoundError(
-                f"cannot resume: no run {run_id!r} in {type(backend).__name__}; check the id "
-                "(list runs with `flowkit runs`)."
-            )
-        self._check_run(run, run_id, "resume")
-        if run.status == "completed":
-            raise ResumeError(
-                f"run {run_id!r} already completed; nothing to resume. Use "
-                "kickoff(inputs={'id': ...}) to run it again, or fork(run_id, seq) to branch."
-            )
-        definition = dict(self._graph.definition)
-        if run.fingerprint not in (None, self._graph.fingerprint) and not force:
-            changes = diff_definitions(run.info.get("definition") or {}, definition)
-            raise DefinitionChangedError(
-                f"run {run_id!r} was started by a different definition of "
-                f"{self._graph.flow_name}: {'; '.join(changes) or 'the wiring changed'}. "
-                "Resume with the old code, or pass resume(..., force=True) to continue with "
-                "this one."
-            )
-        cp = await backend.aload_checkpoint(run_id)
-        position = cp.meta.get("position") if cp is not None else None
-        if cp is None or not isinstance(position, dict):
-            raise ResumeError(
-                f"run {run_id!r} has no checkpoint with an execution position (it was saved "
-                "with save_state only); use kickoff(inputs={'id': ...}) to run it again."
-            )
-        cipher = self._cipher(backend)
-        self._state = self._load_state(cp.state, cp.meta.get("state_version"), run_id, cp.seq)
-        scheduler = _restore_scheduler(self, position, cipher, run_id, cp)
-        answers = {
-            int(k): list(decode(v, cipher=cipher, run_id=run_id, seq=cp.seq))
-            for k, v in position.get("answers", {}).items()
-        }
-        interrupt = cp.meta.get("interrupt")
-        if run.status == "interrupted" and isinstance(interrupt, dict):
-            if value is _MISSING:
-                raise ResumeError(
-                    f"run {run_id!r} is waiting for an answer to {interrupt['method']}'s "
-                    f"interrupt (payload {interrupt.get('payload')!r}); pass it: "
-                    "resume(run_id, value)."
-                )
-            answers.setdefault(int(interrupt["task_id"]), []).append(value)
-        elif value is not _MISSING:
-            raise ResumeError(
-                f"run {run_id!r} is not waiting for input (status {run.status!r}); call "
-                "resume(run_id) without a value."
-            )
-        owner = await self._lease(backend, run_id)
-        try:
-            if run.fingerprint != self._graph.fingerprint:
-                await backend.aupdate_run(
-                    run_id,
-                    fingerprint=self._graph.fingerprint,
-                    info={**run.info, "definition": definition},
-                )
-            self._journal = journal = self._make_journal(backend, run_id, cp.seq, owner)
-            assert isinstance(journal, DurableJournal)
-            journal.committed = cp.state
-            journal.run_info = {**run.info, "definition": definition}
-        except BaseException:
-            if owner is not None:
-                LEASES.forget(backend, run_id, owner)
-                await backend.arelease_lease(run_id, owner)
-            raise
-        last = position.get("last")
-        runner = Runner(self, scheduler, journal, answers=answers)
-        if isinstance(last, dict):
-            runner.last = (
-                last["method"],
-                decode(last.get("output"), cipher=cipher, run_id=run_id, seq=cp.seq),
-            )
-        return runner
-
-
-def _restore_scheduler(
-    flow: Flow[Any], position: dict[str, Any], cipher: Any, run_id: str, cp: Checkpoint
-) -> Scheduler:
-    from ._codec import decode
-
-    scheduler = Scheduler.restore(
-        flow._graph, position, max_method_calls=flow.max_method_calls, run_id=run_id, seq=cp.seq
-    )
-    lost = set(position.get("lost_payloads", []))
-    for task in scheduler.pending.values():
-        if task.id in lost:
-            if flow._graph.nodes[task.method].takes_payload:
-                raise ResumeError(
-                    f"run {run_id!r}: {task.method} must run again but its input (the output "
-                    f"of {task.trigger}) could not be stored; return JSON-compatible values "
-                    "from methods whose listeners take them."
-                )
-            task.payload = None
-        else:
-            task.payload = decode(task.payload, cipher=cipher, run_id=run_id, seq=cp.seq)
-    return scheduler
+        return await fork(self, run_id, seq, new_run_id=new_run_id)

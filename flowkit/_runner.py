@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
 from .exceptions import FlowConfigurationError, FlowkitError
 
@@ -22,46 +22,7 @@ if TYPE_CHECKING:
     from ._journal import Journal
     from ._scheduler import Scheduler, Task
 
-__all__ = ["InterruptSignal", "Interrupted", "Runner", "current_call"]
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """What ``kickoff`` / ``resume`` return when a method called ``self.interrupt()``.
-
-    Resume the run later, in any process, with ``MyFlow().resume(run_id, value)``.
-    """
-
-    run_id: str
-    payload: Any
-    method_name: str
-
-
-class InterruptSignal(BaseException):
-    """Raised inside a method by ``self.interrupt()`` when no answer is stored yet.
-
-    A BaseException so that a method's ``except Exception`` does not swallow it.
-    """
-
-    def __init__(self, payload: Any) -> None:
-        super().__init__(payload)
-        self.payload = payload
-
-
-@dataclass
-class CallContext:
-    """The method call a piece of code runs in (for ``self.interrupt``)."""
-
-    flow: Flow[Any]
-    task_id: int
-    method: str
-    answers: list[Any]
-    asked: int = 0
-
-
-current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
-    "flowkit_current_call", default=None
-)
+__all__ = ["Runner"]
 
 
 def _call_sync(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:

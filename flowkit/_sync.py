@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -57,10 +58,8 @@ def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
         # it unwind (releasing its lease) before re-raising.
         if not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(BaseException):  # the first exception is what matters
                 loop.run_until_complete(task)
-            except BaseException:  # noqa: S110  (the first exception is what matters)
-                pass
         raise
 
 

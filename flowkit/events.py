@@ -90,34 +90,7 @@ class FlowFinished(FlowEvent):
     output: Any
 
 
-Handler = Callable[[FlowEvent], Any]
-
-
-class EventBus:
-    """Handlers with optional type filters; cheap to check when empty."""
-
-    __slots__ = ("handlers",)
-
-    def __init__(self) -> None:
-        self.handlers: list[tuple[Handler, tuple[type[FlowEvent], ...]]] = []
-
-    def add(self, handler: Handler, types: tuple[type[FlowEvent], ...]) -> Callable[[], None]:
-        entry = (handler, types or (FlowEvent,))
-        self.handlers.append(entry)
-
-        def unsubscribe() -> None:
-            if entry in self.handlers:
-                self.handlers.remove(entry)
-
-        return unsubscribe
-
-    def emit(self, event: FlowEvent) -> None:
-        for handler, types in list(self.handlers):
-            if isinstance(event, types):
-                handler(event)
-
-
-GLOBAL_BUS = EventBus()
+from ._bus import GLOBAL_BUS, Handler  # noqa: E402
 
 
 def subscribe(handler: Handler, *event_types: type[FlowEvent]) -> Callable[[], None]:

@@ -1,0 +1,46 @@
+"""Event handlers with type filters: cheap to check when nobody listens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .events import FlowEvent
+
+__all__ = ["GLOBAL_BUS", "EventBus", "Handler"]
+
+Handler = Callable[["FlowEvent"], Any]
+
+
+class EventBus:
+    """Handlers with optional type filters; cheap to check when empty."""
+
+    __slots__ = ("handlers",)
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[Handler, tuple[type[FlowEvent], ...]]] = []
+
+    def add(self, handler: Handler, types: tuple[type[FlowEvent], ...]) -> Callable[[], None]:
+        entry = (handler, types or (_event_base(),))
+        self.handlers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self.handlers:
+                self.handlers.remove(entry)
+
+        return unsubscribe
+
+    def emit(self, event: FlowEvent) -> None:
+        for handler, types in list(self.handlers):
+            if isinstance(event, types):
+                handler(event)
+
+
+GLOBAL_BUS = EventBus()
+
+
+def _event_base() -> type[FlowEvent]:
+    from .events import FlowEvent
+
+    return FlowEvent

@@ -1,0 +1,54 @@
+"""Interrupts: what ``self.interrupt()`` raises, and what kickoff returns for it.
+
+No asyncio here: ``import flowkit`` loads this, and the runner only on first kickoff.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._flow import Flow
+
+__all__ = ["CallContext", "InterruptSignal", "Interrupted", "current_call"]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """What ``kickoff`` / ``resume`` return when a method called ``self.interrupt()``.
+
+    Resume the run later, in any process, with ``MyFlow().resume(run_id, value)``.
+    """
+
+    run_id: str
+    payload: Any
+    method_name: str
+
+
+class InterruptSignal(BaseException):
+    """Raised inside a method by ``self.interrupt()`` when no answer is stored yet.
+
+    A BaseException so that a method's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__(payload)
+        self.payload = payload
+
+
+@dataclass
+class CallContext:
+    """The method call a piece of code runs in (for ``self.interrupt``)."""
+
+    flow: Flow[Any]
+    task_id: int
+    method: str
+    answers: list[Any]
+    asked: int = 0
+
+
+current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "flowkit_current_call", default=None
+)
