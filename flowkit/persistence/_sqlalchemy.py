@@ -3,14 +3,18 @@
 One :class:`_Database` per URL and process: an engine that lives on its own portal
 thread (asyncpg connections belong to the loop that made them, and callers come from
 many loops and threads). Operations are the statement generators of ``_sql_ops``.
-SQLite runs a whole operation inside aiosqlite's thread, one hop per operation; other
-databases await each statement on a pooled connection.
+SQLite runs a whole operation inside aiosqlite's thread, one hop per operation: async
+callers queue it there straight from their own loop (aiosqlite resolves a future on the
+loop that created it), sync callers go through the portal; the portal also opens the
+connection and creates the schema, once. Other databases await each statement on a
+pooled connection, on the portal loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import itertools
 import json
@@ -45,8 +49,10 @@ _BLOB_CACHE_RUNS = 1024
 _sql_text: Callable[[str], TextClause] = functools.lru_cache(maxsize=512)(text)
 
 
-def _drive_sqlite(connection: sqlite3.Connection, op: Op[T], write: bool) -> T:
-    """Run ``op`` in one transaction on a plain sqlite3 connection (in its own thread)."""
+def _drive_sqlite(driver: Any, op: Op[T], write: bool) -> T:
+    """Run ``op`` in one transaction on the sqlite3 connection under the aiosqlite
+    ``driver``; called in aiosqlite's worker thread."""
+    connection: sqlite3.Connection = driver._conn
     if connection.in_transaction:
         connection.rollback()
     # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
@@ -67,6 +73,38 @@ def _drive_sqlite(connection: sqlite3.Connection, op: Op[T], write: bool) -> T:
     except BaseException:
         connection.rollback()
         raise
+
+
+class _Reply:
+    """Stands in for the asyncio future aiosqlite's worker resolves.
+
+    The worker calls ``reply.get_loop().call_soon_threadsafe(set_result, reply, value)``;
+    this forwards to a future on the caller's loop, and does nothing if that loop has
+    closed meanwhile (a caller cancelled at shutdown), where the plain future would make
+    ``call_soon_threadsafe`` raise in the worker and kill aiosqlite's thread.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+    def get_loop(self) -> _Reply:
+        return self
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        # RuntimeError: the caller's loop is closed, nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self.future.get_loop().call_soon_threadsafe(callback, *args)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, result: Any) -> None:
+        self.future.set_result(result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.future.set_exception(exc)
 
 
 async def _drive_async(connection: AsyncConnection, op: Op[T]) -> T:
@@ -126,6 +164,11 @@ class _Database:
         self._ready: asyncio.Lock | None = None
         self._sqlite: AsyncConnection | None = None
         self._sqlite_driver: Any = None  # the aiosqlite.Connection under self._sqlite
+        # SQLite: the driver async callers submit to directly, set once the schema is
+        # ready, cleared (under _direct_lock) before the connection closes; with the pid
+        # that opened it (a forked child must not use its parent's worker thread).
+        self._direct: tuple[Any, int] | None = None
+        self._direct_lock = threading.Lock()
         # (run_id) -> (seq, blob hashes) of the last checkpoint this process wrote.
         self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
 
@@ -156,6 +199,9 @@ class _Database:
                 await self._close_engine(engine)
                 raise
             self.engine = engine
+            if self.dialect == "sqlite":
+                with self._direct_lock:
+                    self._direct = (self._sqlite_driver, os.getpid())
 
     def _create_engine(self) -> AsyncEngine:
         kwargs = dict(self.engine_kwargs)
@@ -173,13 +219,21 @@ class _Database:
 
     async def _run_sqlite(self, op: Op[T], *, write: bool) -> T:
         driver = self._sqlite_driver
-        execute = getattr(driver, "_execute", None)
-        if execute is None:  # pragma: no cover - aiosqlite without its worker hook
+        if getattr(driver, "_tx", None) is None:  # pragma: no cover - other aiosqlite
             raise PersistenceError(
-                "This aiosqlite version lacks Connection._execute, which flowkit uses to run "
-                "a transaction in one step. Install a supported aiosqlite (>= 0.20)."
+                "This aiosqlite version lacks the Connection._tx queue, which flowkit uses "
+                "to run a transaction in one step. Install a supported aiosqlite (>= 0.20)."
             )
-        return await execute(_drive_sqlite, driver._conn, op, write)  # type: ignore[no-any-return]
+        return await _submit(driver, op, write)
+
+    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | None:
+        """Queue ``op`` on aiosqlite's worker from the caller's loop, or None while the
+        database is not started (or was opened by another process)."""
+        with self._direct_lock:
+            direct = self._direct
+            if direct is None or direct[1] != os.getpid():
+                return None
+            return _queue(direct[0], op, write)
 
     async def execute(self, op: Op[T], *, write: bool) -> T:
         await self._start()
@@ -195,6 +249,8 @@ class _Database:
             await self._close_engine(engine)
 
     async def _close_engine(self, engine: AsyncEngine) -> None:
+        with self._direct_lock:  # operations queued before this run before the close
+            self._direct = None
         held, self._sqlite, self._sqlite_driver = self._sqlite, None, None
         if held is not None:
             await held.close()
@@ -210,6 +266,17 @@ class _Database:
 
     async def acall(self, op: Op[T], *, write: bool, what: str) -> T:
         try:
+            if self.dialect == "sqlite":
+                # aiosqlite resolves futures on whichever loop created them, and the whole
+                # operation is one function in its worker thread: async callers skip the
+                # portal (one hop there and back instead of two). The portal still does
+                # the one-time start (engine, connection, schema).
+                future = self._submit_direct(op, write)
+                if future is None:
+                    await self.portal.arun(self._start())
+                    future = self._submit_direct(op, write)
+                if future is not None:
+                    return await future
             return await self.portal.arun(self.execute(op, write=write))
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
@@ -224,6 +291,19 @@ class _Database:
         if self.engine is not None and not self.portal.in_portal_thread():
             self.portal.run(self.dispose())
         self.portal.stop()
+
+
+def _queue(driver: Any, op: Op[T], write: bool) -> asyncio.Future[T]:
+    """Put ``op`` (one whole transaction) on the aiosqlite worker's queue; the returned
+    future belongs to the running loop. aiosqlite runs its queue in order, one item at a
+    time, so operations from every thread and loop are serialised."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    driver._tx.put_nowait((_Reply(future), functools.partial(_drive_sqlite, driver, op, write)))
+    return future
+
+
+async def _submit(driver: Any, op: Op[T], write: bool) -> T:
+    return await _queue(driver, op, write)
 
 
 def _sqlite_pragmas(in_memory: bool, dbapi_connection: Any, _record: Any) -> None:

@@ -3,6 +3,7 @@ stored once, one engine per URL, clean shutdown, error messages."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flowkit.exceptions import (
+    ConcurrentUpdateError,
     FlowConfigurationError,
     PersistenceError,
     UnserializableStateError,
@@ -216,6 +218,122 @@ def test_unclosed_backend_does_not_hang_exit(tmp_path: Path) -> None:
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "ok", "")
+
+
+def test_async_callers_on_many_loops_at_once(db_path: Path) -> None:
+    """Async callers on several threads, each with its own event loop, use one SQLite
+    backend at once (straight to aiosqlite's worker, no portal): every save lands, CAS on
+    a shared run lets exactly one writer win each seq, and the transactions stay whole."""
+    persistence = SQLiteFlowPersistence(db_path)
+    shared = f"shared-{uuid.uuid4().hex}"
+    persistence.save_checkpoint(shared, "start", {"id": shared, "n": 0}, expected_seq=0)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    async def work(worker: int) -> None:
+        own = f"own-{worker}-{uuid.uuid4().hex}"
+        for n in range(10):
+            await persistence.asave_checkpoint(own, f"s{n}", {"id": own, "n": n}, expected_seq=n)
+            assert (await persistence.aload_state(own)) == {"id": own, "n": n}
+        for _ in range(10):
+            run = await persistence.aget_run(shared)
+            assert run is not None
+            try:
+                await persistence.asave_checkpoint(
+                    shared,
+                    f"w{worker}",
+                    {"id": shared, "n": run.last_seq},
+                    expected_seq=run.last_seq,
+                )
+                result = "won"
+            except ConcurrentUpdateError:
+                result = "lost"
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=asyncio.run, args=(work(w),)) for w in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(outcomes) == 40
+        history = persistence.history(shared)
+        assert [c.seq for c in history] == list(range(1, outcomes.count("won") + 2))
+        # Each winner stored the seq it read: no save was applied on a stale view.
+        assert all(c.state["n"] == c.seq - 1 for c in history)
+        assert len(persistence.list_runs(limit=100)) == 5
+    finally:
+        persistence.close()
+
+
+def test_caller_loop_closed_mid_operation_leaves_backend_usable(db_path: Path) -> None:
+    """Operations whose caller's loop is closed before they finish (cancelled at
+    shutdown) still complete in the worker, and the backend keeps working from other
+    loops (the worker thread must survive replying to a closed loop)."""
+    persistence = SQLiteFlowPersistence(db_path)
+    persistence.init_db()
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def save(n: int) -> None:
+            run_id = f"orphan-{n}"
+            await persistence.asave_checkpoint(run_id, "a", {"id": run_id}, expected_seq=0)
+
+        tasks = [loop.create_task(save(n)) for n in range(20)]
+        loop.run_until_complete(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    finally:
+        loop.close()
+
+    async def later() -> dict[str, object] | None:
+        await persistence.asave_state("after", "a", {"id": "after"})
+        return await persistence.aload_state("after")
+
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(asyncio.run(later())), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert done == [{"id": "after"}], "the backend stopped answering after the loop closed"
+    try:
+        assert persistence.load_state("orphan-19") == {"id": "orphan-19"}
+    finally:
+        persistence.close()
+
+
+def test_close_while_async_callers_run(db_path: Path) -> None:
+    """close() from another thread while async callers are saving: no operation hangs or
+    is lost; the callers reconnect, and the final close leaves no thread behind."""
+    persistence = SQLiteFlowPersistence(db_path)
+    persistence.init_db()
+    stop = threading.Event()
+    saved: list[int] = []
+
+    async def writer() -> None:
+        run_id = f"busy-{uuid.uuid4().hex}"
+        n = 0
+        while not stop.is_set():
+            await persistence.asave_checkpoint(run_id, "s", {"id": run_id, "n": n}, expected_seq=n)
+            n += 1
+        saved.append(n)
+        assert len(await persistence.ahistory(run_id)) == n
+
+    threads = [threading.Thread(target=asyncio.run, args=(writer(),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for _ in range(5):
+        persistence.close()
+        stop.wait(0.02)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(saved) == 2 and min(saved) > 0
+    persistence.close()
+    assert not any(t.name.startswith("flowkit-db-") for t in threading.enumerate())
 
 
 @pytest.mark.postgres
