@@ -22,6 +22,7 @@ from .exceptions import (
     FlowDefinitionError,
     FlowUsageError,
     ResumeError,
+    RunExistsError,
     RunNotFoundError,
     UnsupportedOperationError,
 )
@@ -264,35 +265,44 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
     run_id = flow._run_id()
     scheduler = Scheduler(flow._graph, max_method_calls=flow.max_method_calls)
     owner = None
+    definition = dict(flow._graph.definition)
     if backend is not None and _is_durable(backend):
-        if run is None:
-            run = await backend.acreate_run(
-                run_id,
-                flow._graph.flow_name,
-                fingerprint=flow._graph.fingerprint,
-                info={"definition": dict(flow._graph.definition)},
-                exist_ok=True,
-            )
-            check_run(flow, run, run_id, "kick off")
-        elif run.fingerprint != flow._graph.fingerprint:
-            await backend.aupdate_run(
-                run_id,
-                fingerprint=flow._graph.fingerprint,
-                info={**run.info, "definition": dict(flow._graph.definition)},
-            )
-        owner = await take_lease(flow, backend, run_id)
-        seq = run.last_seq
+        if run is not None:
+            if run.fingerprint != flow._graph.fingerprint:
+                await backend.aupdate_run(
+                    run_id,
+                    fingerprint=flow._graph.fingerprint,
+                    info={**run.info, "definition": definition},
+                )
+            seq = run.last_seq
+        owner = new_owner() if backend.supports_leases else None
     flow._journal = journal = make_journal(flow, backend, run_id, seq, owner)
-    if isinstance(journal, DurableJournal) and run is not None:
-        journal.run_info = {**run.info, "definition": dict(flow._graph.definition)}
     runner = Runner(flow, scheduler, journal)
     tasks = scheduler.begin()
-    if journal.durable:
+    if isinstance(journal, DurableJournal):
+        # One backend call (one transaction on the built-in backends): create the run if
+        # missing, take the lease, store the kickoff checkpoint.
         try:
-            await journal.checkpoint("kickoff", flow._state, scheduler, {}, "running")
+            stored = await journal.begin(
+                "kickoff",
+                flow._state,
+                scheduler,
+                flow_name=flow._graph.flow_name,
+                fingerprint=flow._graph.fingerprint,
+                info={"definition": definition},
+                ttl=flow.lease_ttl,
+            )
+        except RunExistsError:
+            # Created meanwhile by another flow: report it as kickoff always has.
+            await journal.close()
+            found = await journal.backend.aget_run(run_id)
+            if found is not None:
+                check_run(flow, found, run_id, "kick off")
+            raise
         except BaseException:
             await journal.close()
             raise
+        journal.run_info = {**stored.info, "definition": definition}
     return runner, tasks
 
 

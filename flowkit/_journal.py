@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._scheduler import Scheduler
     from ._secrets import SecretCipher as Cipher
     from ._state import StateAdapter
-    from .persistence import FlowPersistence
+    from .persistence import FlowPersistence, RunRecord
 
 __all__ = ["BasicJournal", "DurableJournal", "Journal", "new_owner"]
 
@@ -166,29 +166,85 @@ class DurableJournal(BasicJournal):
         )
         self.seq = seq
         self.owner = owner
+        #: True once a final checkpoint (end_run) gave the lease back
+        self.released = False
         #: the run's stored info dict; status updates merge into it (info is replaced
         #: wholesale by update_run, and it holds the flow definition)
         self.run_info: dict[str, Any] = {}
 
-    async def checkpoint(
-        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
-    ) -> None:
-        data = self.encode_state(state)
+    def _meta(self, scheduler: Scheduler, extra: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "position": encode_position(scheduler, extra, self.cipher),
             "state_version": self.adapter.version,
         }
         if "interrupt" in extra:
             meta["interrupt"] = extra["interrupt"]
-        record = await self.backend.asave_checkpoint(
+        return meta
+
+    async def begin(
+        self,
+        method: str,
+        state: Any,
+        scheduler: Scheduler,
+        *,
+        flow_name: str,
+        fingerprint: str,
+        info: dict[str, Any],
+        ttl: float,
+    ) -> RunRecord:
+        """The kickoff checkpoint, in one backend call with creating the run (if missing)
+        and taking the lease; the lease keeper takes over the lease once it is held."""
+        data = self.encode_state(state)
+        run, record = await self.backend.abegin_run(
             self.run_id,
-            method,
-            data,
+            flow_name,
+            owner=self.owner,
+            ttl=ttl if self.owner is not None else None,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method,
+            state=data,
+            meta=self._meta(scheduler, {}),
             expected_seq=self.seq,
-            meta=meta,
-            status=status,
-            lease_owner=self.owner,
         )
+        if self.owner is not None:
+            LEASES.keep(self.backend, self.run_id, self.owner, ttl)
+        self.seq = record.seq
+        self.committed = data
+        if self.verbose:
+            log.info("flowkit: run %s checkpoint %d after %s", self.run_id, record.seq, method)
+        return run
+
+    async def checkpoint(
+        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
+    ) -> None:
+        data = self.encode_state(state)
+        meta = self._meta(scheduler, extra)
+        if status != "running" and self.owner is not None and not self.released:
+            # The execution's last checkpoint (completed, or paused by an interrupt): it
+            # gives the lease back in the same transaction. The keeper stops first; if
+            # the save fails, close() still releases.
+            LEASES.forget(self.backend, self.run_id, self.owner)
+            record = await self.backend.aend_run(
+                self.run_id,
+                method,
+                data,
+                owner=self.owner,
+                expected_seq=self.seq,
+                meta=meta,
+                status=status,
+            )
+            self.released = True
+        else:
+            record = await self.backend.asave_checkpoint(
+                self.run_id,
+                method,
+                data,
+                expected_seq=self.seq,
+                meta=meta,
+                status=status,
+                lease_owner=self.owner,
+            )
         self.seq = record.seq
         self.committed = data
         if self.verbose:
@@ -201,9 +257,10 @@ class DurableJournal(BasicJournal):
         await self.backend.aupdate_run(self.run_id, status=status, info=merged)
 
     async def close(self) -> None:
-        if self.owner is not None:
+        if self.owner is not None and not self.released:
             LEASES.forget(self.backend, self.run_id, self.owner)
             await self.backend.arelease_lease(self.run_id, self.owner)
+            self.released = True
 
 
 @dataclass

@@ -699,6 +699,111 @@ class PersistenceContract:
         with pytest.raises(RunNotFoundError, match=unknown):
             await ops.acquire_lease(unknown, "worker-1", 30)
 
+    # -- begin_run / end_run (composed from the above when a backend lacks them) -----
+
+    async def test_begin_run_creates_leases_and_saves(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """begin_run on a missing run creates it (flow name, fingerprint, info), takes the
+        lease and stores checkpoint 1, returning both."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        run, saved = await ops.begin_run(
+            run_id,
+            flow_name,
+            owner="worker-1",
+            ttl=30,
+            fingerprint="fp1",
+            info={"definition": {"a": 1}},
+            method_name="kickoff",
+            state=_state(run_id, n=1),
+            meta={"position": {}},
+            expected_seq=0,
+        )
+        assert (saved.seq, saved.method_name, saved.state) == (1, "kickoff", _state(run_id, n=1))
+        assert (run.last_seq, run.status, run.lease_owner) == (1, "running", "worker-1")
+        stored = await ops.get_run(run_id)
+        assert (stored.flow_name, stored.fingerprint, stored.info) == (
+            flow_name,
+            "fp1",
+            {"definition": {"a": 1}},
+        )
+        assert (stored.last_seq, stored.lease_owner) == (1, "worker-1")
+        assert stored.lease_expires_at is not None
+        assert (await ops.load_checkpoint(run_id)).meta == {"position": {}}
+
+    async def test_begin_run_continues_an_existing_run(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """begin_run on an existing run of the same flow keeps its fields and appends
+        after its last checkpoint (expected_seq = its last_seq)."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        await ops.create_run(run_id, flow_name, fingerprint="old", info={"k": "v"})
+        await ops.save_checkpoint(run_id, "a", _state(run_id, n=1), expected_seq=0)
+        run, saved = await ops.begin_run(
+            run_id,
+            flow_name,
+            owner="worker-1",
+            ttl=30,
+            fingerprint="new",
+            info={"other": 1},
+            method_name="kickoff",
+            state=_state(run_id, n=2),
+            expected_seq=1,
+        )
+        assert (saved.seq, run.last_seq, run.fingerprint, run.info) == (2, 2, "old", {"k": "v"})
+        assert await ops.load_state(run_id) == _state(run_id, n=2)
+
+    async def test_begin_run_refused_writes_nothing(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """begin_run raises RunLockedError while another owner holds the lease,
+        ConcurrentUpdateError on a stale expected_seq, RunExistsError for a run of another
+        flow; each time nothing is stored and the lease stays as it was."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "holder", 60)
+        args = {"method_name": "kickoff", "state": _state(run_id), "ttl": 30}
+        with pytest.raises(RunLockedError, match="holder"):
+            await ops.begin_run(run_id, flow_name, owner="intruder", expected_seq=0, **args)
+        await ops.release_lease(run_id, "holder")
+        with pytest.raises(ConcurrentUpdateError, match=run_id):
+            await ops.begin_run(run_id, flow_name, owner="late", expected_seq=5, **args)
+        with pytest.raises(RunExistsError, match=flow_name):
+            await ops.begin_run(run_id, "SomeOtherFlow", owner="other", expected_seq=0, **args)
+        run = await ops.get_run(run_id)
+        assert (run.last_seq, run.lease_owner, run.flow_name) == (0, None, flow_name)
+        assert await ops.load_state(run_id) is None
+
+    async def test_end_run_saves_and_releases(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """end_run appends the checkpoint with the given status and frees the owner's
+        lease; a refused end_run (stale seq) stores nothing and keeps the lease."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        await ops.begin_run(
+            run_id,
+            flow_name,
+            owner="worker-1",
+            ttl=30,
+            method_name="kickoff",
+            state=_state(run_id, n=0),
+            expected_seq=0,
+        )
+        with pytest.raises(ConcurrentUpdateError):
+            await ops.end_run(run_id, "last", _state(run_id, n=9), owner="worker-1", expected_seq=7)
+        assert (await ops.get_run(run_id)).lease_owner == "worker-1"
+        saved = await ops.end_run(
+            run_id, "last", _state(run_id, n=1), owner="worker-1", expected_seq=1
+        )
+        assert (saved.seq, saved.state) == (2, _state(run_id, n=1))
+        run = await ops.get_run(run_id)
+        assert (run.status, run.last_seq, run.lease_owner, run.lease_expires_at) == (
+            "completed",
+            2,
+            None,
+            None,
+        )
+
 
 def _dummy_call(op: str, run_id: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Arguments that are valid for ``op`` on a backend that has it."""

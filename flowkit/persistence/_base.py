@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from abc import ABC
 from collections.abc import Coroutine
 from types import TracebackType
@@ -34,7 +35,15 @@ CAPABILITY_OPS: dict[str, tuple[str, ...]] = {
     "supports_cas": ("save_checkpoint",),
     "supports_leases": ("acquire_lease", "renew_lease", "release_lease"),
 }
-ALL_OPS = REQUIRED_OPS + NO_OP_DEFAULTS + tuple(op for ops in CAPABILITY_OPS.values() for op in ops)
+# Operations the base class composes from the others when a backend does not define them
+# (built-in backends do each in one transaction).
+COMPOSITE_OPS = ("begin_run", "end_run")
+ALL_OPS = (
+    REQUIRED_OPS
+    + NO_OP_DEFAULTS
+    + tuple(op for ops in CAPABILITY_OPS.values() for op in ops)
+    + COMPOSITE_OPS
+)
 
 _sync_portal = Portal("flowkit-persistence-sync")
 
@@ -127,12 +136,78 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     def _derived_sync(self, op: str, *args: Any, **kwargs: Any) -> Any:
         if "a" + op in self._native_ops:
             return _run_coroutine_sync(getattr(self, "a" + op)(*args, **kwargs))
+        if op in COMPOSITE_OPS:
+            return _run_coroutine_sync(getattr(self, "_composed_" + op)(*args, **kwargs))
         return self._unsupported(op)
 
     async def _derived_async(self, op: str, *args: Any, **kwargs: Any) -> Any:
         if op in self._native_ops:
             return await asyncio.to_thread(getattr(self, op), *args, **kwargs)
+        if op in COMPOSITE_OPS:
+            return await getattr(self, "_composed_" + op)(*args, **kwargs)
         return self._unsupported(op)
+
+    async def _composed_begin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None,
+        fingerprint: str | None,
+        info: dict[str, Any] | None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        from flowkit.persistence import _rules
+
+        run = await self.acreate_run(
+            run_id, flow_name, fingerprint=fingerprint, info=info, exist_ok=True
+        )
+        _rules.check_flow(run, flow_name)
+        if owner is not None:
+            run = await self.aacquire_lease(run_id, owner, _rules.lease_ttl(ttl))
+        try:
+            saved = await self.asave_checkpoint(
+                run_id,
+                method_name,
+                state,
+                expected_seq=expected_seq,
+                meta=meta,
+                lease_owner=owner,
+            )
+        except BaseException:
+            if owner is not None:  # the lease was taken for this save: give it back
+                with contextlib.suppress(Exception):
+                    await self.arelease_lease(run_id, owner)
+            raise
+        return run.replace(last_seq=saved.seq, status="running", updated_at=saved.created_at), saved
+
+    async def _composed_end_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None,
+        status: str,
+    ) -> Checkpoint:
+        saved = await self.asave_checkpoint(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            lease_owner=owner,
+        )
+        if owner is not None:
+            await self.arelease_lease(run_id, owner)
+        return saved
 
     # -- required (CrewAI-compatible) --------------------------------------------------
 
@@ -518,3 +593,145 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     async def arelease_lease(self, run_id: str, owner: str) -> None:
         """Awaitable :meth:`release_lease`."""
         return await self._derived_async("release_lease", run_id, owner)  # type: ignore[no-any-return]
+
+    # -- one transaction per kickoff boundary (composed from the above by default) -------
+
+    def begin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        """Start executing a run: create it if missing, take its lease, append a checkpoint.
+
+        Built-in backends do all three in one transaction; for other backends the base
+        class calls ``create_run(..., exist_ok=True)``, ``acquire_lease`` and
+        ``save_checkpoint`` (giving the lease back if the save fails), so a backend with
+        runs, compare-and-set and leases needs nothing more.
+
+        Args:
+            run_id: The run; created with ``flow_name``, ``fingerprint`` and ``info`` if
+                missing (an existing run keeps its fields).
+            flow_name: The flow starting it; an existing run of another flow is refused.
+            owner: The lease owner to install for ``ttl`` seconds, or None for no lease.
+            ttl: Lease duration in seconds (needed with an owner).
+            method_name: Method name of the checkpoint.
+            state: JSON-ready state of the checkpoint.
+            meta: Engine data stored verbatim with the checkpoint.
+            expected_seq: The ``last_seq`` the caller expects (0 for a new run), or None.
+
+        Returns:
+            The run after the call (lease held, ``last_seq`` = the new seq, status
+            ``"running"``) and the stored checkpoint.
+
+        Raises:
+            RunExistsError: The run exists and belongs to another flow.
+            RunLockedError: Another owner holds an unexpired lease.
+            ConcurrentUpdateError: ``expected_seq`` differs from the stored ``last_seq``.
+            UnserializableStateError: ``state``, ``meta`` or ``info`` is not JSON-ready.
+            (Built-in backends write nothing when any of these is raised.)
+        """
+        return self._derived_sync(  # type: ignore[no-any-return]
+            "begin_run",
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method_name,
+            state=state,
+            meta=meta,
+            expected_seq=expected_seq,
+        )
+
+    async def abegin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        """Awaitable :meth:`begin_run`."""
+        return await self._derived_async(  # type: ignore[no-any-return]
+            "begin_run",
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method_name,
+            state=state,
+            meta=meta,
+            expected_seq=expected_seq,
+        )
+
+    def end_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        """Append the last checkpoint of an execution and give up ``owner``'s lease.
+
+        :meth:`save_checkpoint` with ``lease_owner=owner`` followed by
+        :meth:`release_lease`, in one transaction on the built-in backends (composed
+        from those two otherwise). The release is skipped when the save is refused.
+
+        Raises:
+            The errors of :meth:`save_checkpoint` (nothing written, lease kept).
+        """
+        return self._derived_sync(  # type: ignore[no-any-return]
+            "end_run",
+            run_id,
+            method_name,
+            state,
+            owner=owner,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+        )
+
+    async def aend_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        """Awaitable :meth:`end_run`."""
+        return await self._derived_async(  # type: ignore[no-any-return]
+            "end_run",
+            run_id,
+            method_name,
+            state,
+            owner=owner,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+        )

@@ -29,6 +29,7 @@ from typing import Any
 from flowkit.persistence import _rules
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import (
+    EncodedState,
     corrupt,
     decode_object,
     dumps,
@@ -416,6 +417,77 @@ class FileFlowPersistence(FlowPersistence):
         flow_name: str | None = None,
         lease_owner: str | None = None,
     ) -> Checkpoint:
+        return self._save(
+            run_id, method_name, state, expected_seq, meta, status, flow_name, lease_owner
+        )
+
+    def end_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        return self._save(
+            run_id, method_name, state, expected_seq, meta, status, None, owner, release=True
+        )
+
+    def begin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        encoded = encode_state(state)
+        meta_text = dumps(meta or {}, what="meta")
+        info_copy = json.loads(dumps(info or {}, what="info"))
+        lease_ttl = _rules.lease_ttl(ttl) if owner is not None else 0.0
+        run_dir = self._run_dir(run_id)
+        with self._locked(run_dir):
+            at = _rules.now()
+            run = self._read_run(run_dir, run_id)
+            if run is None:
+                created = utc_from_timestamp(at)
+                run = RunRecord(
+                    run_id=run_id,
+                    flow_name=flow_name,
+                    status="running",
+                    created_at=created,
+                    updated_at=created,
+                    fingerprint=fingerprint,
+                    info=info_copy,
+                )
+            _rules.check_flow(run, flow_name)
+            if owner is not None:
+                run = _rules.acquire(run, owner, lease_ttl, at)
+            _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=owner, at=at)
+            run = self._append(run_dir, run, method_name, encoded, meta_text, "running", None, at)
+        return run, self._saved(run, method_name, encoded, meta_text)
+
+    def _save(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        expected_seq: int | None,
+        meta: dict[str, Any] | None,
+        status: str,
+        flow_name: str | None,
+        lease_owner: str | None,
+        release: bool = False,
+    ) -> Checkpoint:
         _rules.check_status(status)
         encoded = encode_state(state)
         meta_text = dumps(meta or {}, what="meta")
@@ -426,8 +498,8 @@ class FileFlowPersistence(FlowPersistence):
             _rules.check_save(
                 run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at
             )
-            created = utc_from_timestamp(at)
             if run is None:
+                created = utc_from_timestamp(at)
                 run = RunRecord(
                     run_id=run_id,
                     flow_name=flow_name,
@@ -435,36 +507,59 @@ class FileFlowPersistence(FlowPersistence):
                     created_at=created,
                     updated_at=created,
                 )
-            seq = run.last_seq + 1
-            if encoded.blobs:
-                blob_dir = run_dir / "blobs"
-                blob_dir.mkdir(exist_ok=True)
-                for digest, text in encoded.blobs.items():
-                    if not (blob_dir / f"{digest}.json").exists():
-                        _write_atomic(blob_dir / f"{digest}.json", text)
-                _fsync_dir(blob_dir)
-            body = (
-                f'{{"seq":{seq},"method_name":{dumps(method_name, what="method_name")},'
-                f'"created_at":{at!r},"blobs":{dumps(sorted(encoded.blobs), what="blobs")},'
-                f'"meta":{meta_text},"state":{encoded.text}}}'
-            )
-            _write_atomic(run_dir / f"{seq:012d}.json", body)
-            self._write_run(
-                run_dir,
-                run.replace(
-                    last_seq=seq,
-                    status=status,
-                    updated_at=created,
-                    flow_name=run.flow_name if run.flow_name is not None else flow_name,
-                ),
-            )
+            if release and lease_owner is not None and run.lease_owner == lease_owner:
+                run = run.replace(lease_owner=None, lease_expires_at=None)
+            run = self._append(run_dir, run, method_name, encoded, meta_text, status, flow_name, at)
+        return self._saved(run, method_name, encoded, meta_text)
+
+    def _append(
+        self,
+        run_dir: Path,
+        run: RunRecord,
+        method_name: str,
+        encoded: EncodedState,
+        meta_text: str,
+        status: str,
+        flow_name: str | None,
+        at: float,
+    ) -> RunRecord:
+        """Write the next checkpoint of ``run`` and commit it in run.json (checks done;
+        the caller holds the run's lock). Returns the run as written."""
+        seq = run.last_seq + 1
+        if encoded.blobs:
+            blob_dir = run_dir / "blobs"
+            blob_dir.mkdir(exist_ok=True)
+            for digest, text in encoded.blobs.items():
+                if not (blob_dir / f"{digest}.json").exists():
+                    _write_atomic(blob_dir / f"{digest}.json", text)
+            _fsync_dir(blob_dir)
+        body = (
+            f'{{"seq":{seq},"method_name":{dumps(method_name, what="method_name")},'
+            f'"created_at":{at!r},"blobs":{dumps(sorted(encoded.blobs), what="blobs")},'
+            f'"meta":{meta_text},"state":{encoded.text}}}'
+        )
+        _write_atomic(run_dir / f"{seq:012d}.json", body)
+        run = run.replace(
+            last_seq=seq,
+            status=status,
+            updated_at=utc_from_timestamp(at),
+            flow_name=run.flow_name if run.flow_name is not None else flow_name,
+        )
+        self._write_run(run_dir, run)
+        return run
+
+    @staticmethod
+    def _saved(
+        run: RunRecord, method_name: str, encoded: EncodedState, meta_text: str
+    ) -> Checkpoint:
         blobs = encoded.blobs
+        seq = run.last_seq
         return Checkpoint(
-            run_id=run_id,
+            run_id=run.run_id,
             seq=seq,
             method_name=method_name,
-            state=inflate_state(json.loads(encoded.text), blobs.get, run_id=run_id, seq=seq),
-            created_at=created,
+            state=inflate_state(json.loads(encoded.text), blobs.get, run_id=run.run_id, seq=seq),
+            created_at=run.updated_at,
             meta=json.loads(meta_text),
         )
 

@@ -8,7 +8,13 @@ from typing import Any
 
 from flowkit.persistence import _rules
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import decode_object, decode_state, dumps, encode_state
+from flowkit.persistence._encoding import (
+    EncodedState,
+    decode_object,
+    decode_state,
+    dumps,
+    encode_state,
+)
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 
 
@@ -204,17 +210,33 @@ class InMemoryFlowPersistence(FlowPersistence):
         flow_name: str | None = None,
         lease_owner: str | None = None,
     ) -> Checkpoint:
+        return self._save(
+            run_id, method_name, state, expected_seq, meta, status, flow_name, lease_owner
+        )
+
+    def _save(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        expected_seq: int | None,
+        meta: dict[str, Any] | None,
+        status: str,
+        flow_name: str | None,
+        lease_owner: str | None,
+        release: bool = False,
+    ) -> Checkpoint:
         _rules.check_status(status)
         encoded = encode_state(state)
         meta_text = dumps(meta or {}, what="meta")
         with self._lock:
-            run = self._runs.get(run_id)
             at = _rules.now()
+            run = self._runs.get(run_id)
             _rules.check_save(
                 run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at
             )
-            created = utc_from_timestamp(at)
             if run is None:
+                created = utc_from_timestamp(at)
                 run = RunRecord(
                     run_id=run_id,
                     flow_name=flow_name,
@@ -222,19 +244,92 @@ class InMemoryFlowPersistence(FlowPersistence):
                     created_at=created,
                     updated_at=created,
                 )
-            seq = run.last_seq + 1
-            self._runs[run_id] = run.replace(
-                last_seq=seq,
-                status=status,
-                updated_at=created,
-                flow_name=run.flow_name if run.flow_name is not None else flow_name,
-            )
-            self._blobs.setdefault(run_id, {}).update(encoded.blobs)
-            stored = _StoredCheckpoint(
-                method_name, encoded.text, meta_text, at, frozenset(encoded.blobs)
-            )
-            self._checkpoints.setdefault(run_id, {})[seq] = stored
-            return self._checkpoint(run_id, seq, stored)
+            run, saved = self._append(run, method_name, encoded, meta_text, status, flow_name, at)
+            if release and lease_owner is not None and run.lease_owner == lease_owner:
+                self._runs[run_id] = run.replace(lease_owner=None, lease_expires_at=None)
+            return saved
+
+    def _append(
+        self,
+        run: RunRecord,
+        method_name: str,
+        encoded: EncodedState,
+        meta_text: str,
+        status: str,
+        flow_name: str | None,
+        at: float,
+    ) -> tuple[RunRecord, Checkpoint]:
+        """Store the next checkpoint of ``run`` (checks done; caller holds the lock)."""
+        run_id = run.run_id
+        seq = run.last_seq + 1
+        run = run.replace(
+            last_seq=seq,
+            status=status,
+            updated_at=utc_from_timestamp(at),
+            flow_name=run.flow_name if run.flow_name is not None else flow_name,
+        )
+        self._runs[run_id] = run
+        self._blobs.setdefault(run_id, {}).update(encoded.blobs)
+        stored = _StoredCheckpoint(
+            method_name, encoded.text, meta_text, at, frozenset(encoded.blobs)
+        )
+        self._checkpoints.setdefault(run_id, {})[seq] = stored
+        return run, self._checkpoint(run_id, seq, stored)
+
+    def begin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        encoded = encode_state(state)
+        meta_text = dumps(meta or {}, what="meta")
+        info_text = dumps(info or {}, what="info")
+        lease_ttl = _rules.lease_ttl(ttl) if owner is not None else 0.0
+        with self._lock:
+            at = _rules.now()
+            run = self._runs.get(run_id)
+            if run is None:
+                created = utc_from_timestamp(at)
+                run = RunRecord(
+                    run_id=run_id,
+                    flow_name=flow_name,
+                    status="running",
+                    created_at=created,
+                    updated_at=created,
+                    fingerprint=fingerprint,
+                    info=decode_object(info_text, run_id=run_id, seq=None, what="info"),
+                )
+            _rules.check_flow(run, flow_name)
+            if owner is not None:
+                run = _rules.acquire(run, owner, lease_ttl, at)
+            _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=owner, at=at)
+            self._checkpoints.setdefault(run_id, {})
+            run, saved = self._append(run, method_name, encoded, meta_text, "running", None, at)
+            return _copy_run(run), saved
+
+    def end_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        return self._save(
+            run_id, method_name, state, expected_seq, meta, status, None, owner, release=True
+        )
 
     # -- leases --------------------------------------------------------------------
 

@@ -55,6 +55,24 @@ def check_ttl(ttl: float) -> None:
         raise FlowConfigurationError(f"A lease needs a positive ttl in seconds, got {ttl!r}.")
 
 
+def lease_ttl(ttl: float | None) -> float:
+    """The ttl of a lease taken by ``begin_run`` (which has an owner)."""
+    if ttl is None:
+        raise FlowConfigurationError("begin_run(owner=...) needs ttl, the lease's seconds.")
+    check_ttl(ttl)
+    return ttl
+
+
+def check_flow(run: RunRecord, flow_name: str) -> None:
+    """``begin_run`` may continue a run of the same flow, or one with no flow name yet."""
+    if run.flow_name is not None and run.flow_name != flow_name:
+        raise RunExistsError(
+            f"A run with id {run.run_id!r} already exists and belongs to flow "
+            f"{run.flow_name!r}, not {flow_name!r}; nothing was written. Use that flow, or "
+            "another run id."
+        )
+
+
 def check_paging(limit: int, offset: int) -> None:
     if limit < 0 or offset < 0:
         raise FlowConfigurationError(

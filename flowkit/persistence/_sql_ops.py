@@ -118,10 +118,12 @@ def save_checkpoint(
     lease_owner: str | None,
     at: float,
     stored_blobs: tuple[int, frozenset[str]] | None,
+    release: bool = False,
 ) -> Op[SavedCheckpoint]:
     """Append a checkpoint. ``stored_blobs`` is what this process last wrote for the run
     (seq, blob hashes); those blobs are skipped only if that checkpoint is still the one
-    before ours, so a run deleted or rewritten elsewhere gets its blobs re-sent."""
+    before ours, so a run deleted or rewritten elsewhere gets its blobs re-sent. With
+    ``release`` the lease of ``lease_owner`` is given up in the same transaction."""
     sql = _schema.save_run_sql(
         may_create=expected_seq is None or expected_seq == 0,
         check_seq=expected_seq is not None,
@@ -165,7 +167,59 @@ def save_checkpoint(
             "now": at,
         },
     )
+    if release and lease_owner is not None:
+        yield from release_lease(run_id, lease_owner)
     return SavedCheckpoint(seq, at, frozenset(refs))
+
+
+def begin_run(
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    ttl: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    expected_seq: int | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[tuple[RunRecord, SavedCheckpoint]]:
+    """Create the run if missing, take its lease, append the first checkpoint."""
+    run = yield from create_run(
+        run_id,
+        flow_name,
+        parent_run_id=None,
+        parent_seq=None,
+        fingerprint=fingerprint,
+        info_text=info_text,
+        exist_ok=True,
+        at=at,
+    )
+    _rules.check_flow(run, flow_name)
+    if owner is not None:
+        run = yield from acquire_lease(run_id, owner, _rules.lease_ttl(ttl), at)
+    saved = yield from save_checkpoint(
+        run_id,
+        method_name,
+        encoded,
+        meta_text,
+        status="running",
+        flow_name=flow_name,
+        expected_seq=expected_seq,
+        lease_owner=owner,
+        at=at,
+        stored_blobs=stored_blobs,
+    )
+    after = run.replace(
+        last_seq=saved.seq,
+        status="running",
+        updated_at=utc_from_timestamp(at),
+        flow_name=run.flow_name if run.flow_name is not None else flow_name,
+    )
+    return after, saved
 
 
 def _fetch_blobs(dialect: str, run_id: str, refs: str | None) -> Op[dict[str, str]]:

@@ -35,7 +35,7 @@ from sqlalchemy.sql.elements import TextClause
 from flowkit.exceptions import FlowConfigurationError, PersistenceError
 from flowkit.persistence import _rules, _schema, _sql_ops
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import decode_state, dumps, encode_state
+from flowkit.persistence._encoding import EncodedState, decode_state, dumps, encode_state
 from flowkit.persistence._paths import default_db_path
 from flowkit.persistence._portal import Portal
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
@@ -477,6 +477,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         status: str,
         flow_name: str | None,
         lease_owner: str | None,
+        release: bool = False,
     ) -> tuple[Op[_sql_ops.SavedCheckpoint], Callable[[_sql_ops.SavedCheckpoint], Checkpoint]]:
         _rules.check_status(status)
         encoded = encode_state(state)
@@ -493,7 +494,20 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             lease_owner=lease_owner,
             at=_rules.now(),
             stored_blobs=database.stored_blobs.get(run_id),
+            release=release,
         )
+
+        return op, self._finisher(database, run_id, method_name, encoded, meta_text)
+
+    @staticmethod
+    def _finisher(
+        database: _Database,
+        run_id: str,
+        method_name: str,
+        encoded: EncodedState,
+        meta_text: str,
+    ) -> Callable[[_sql_ops.SavedCheckpoint], Checkpoint]:
+        """What turns a committed save into the Checkpoint returned to the caller."""
 
         def finish(saved: _sql_ops.SavedCheckpoint) -> Checkpoint:
             cache = database.stored_blobs
@@ -510,7 +524,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
                 meta=json.loads(meta_text),
             )
 
-        return op, finish
+        return finish
 
     def save_checkpoint(
         self,
@@ -559,6 +573,158 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             lease_owner=lease_owner,
         )
         return finish(await self._acall(op, write=True, what=f"save_checkpoint({run_id!r})"))
+
+    def _begin_op(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None,
+        fingerprint: str | None,
+        info: dict[str, Any] | None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None,
+        expected_seq: int | None,
+    ) -> tuple[
+        Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
+        Callable[[tuple[RunRecord, _sql_ops.SavedCheckpoint]], tuple[RunRecord, Checkpoint]],
+    ]:
+        encoded = encode_state(state)
+        meta_text = dumps(meta or {}, what="meta")
+        info_text = dumps(info or {}, what="info")
+        if owner is not None:
+            _rules.lease_ttl(ttl)
+        database = self._database()
+        op = _sql_ops.begin_run(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info_text=info_text,
+            method_name=method_name,
+            encoded=encoded,
+            meta_text=meta_text,
+            expected_seq=expected_seq,
+            at=_rules.now(),
+            stored_blobs=database.stored_blobs.get(run_id),
+        )
+
+        finish_save = self._finisher(database, run_id, method_name, encoded, meta_text)
+
+        def finish(
+            result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
+        ) -> tuple[RunRecord, Checkpoint]:
+            run, saved = result
+            return run, finish_save(saved)
+
+        return op, finish
+
+    def begin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        op, finish = self._begin_op(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method_name,
+            state=state,
+            meta=meta,
+            expected_seq=expected_seq,
+        )
+        return finish(self._call(op, write=True, what=f"begin_run({run_id!r})"))
+
+    async def abegin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        op, finish = self._begin_op(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method_name,
+            state=state,
+            meta=meta,
+            expected_seq=expected_seq,
+        )
+        return finish(await self._acall(op, write=True, what=f"begin_run({run_id!r})"))
+
+    def end_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        op, finish = self._save_op(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            flow_name=None,
+            lease_owner=owner,
+            release=True,
+        )
+        return finish(self._call(op, write=True, what=f"end_run({run_id!r})"))
+
+    async def aend_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        op, finish = self._save_op(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            flow_name=None,
+            lease_owner=owner,
+            release=True,
+        )
+        return finish(await self._acall(op, write=True, what=f"end_run({run_id!r})"))
 
     # -- runs ----------------------------------------------------------------------
 

@@ -11,7 +11,12 @@ from conftest import PROC
 from flows import Approval, Increment, SixSteps, backend
 
 from flowkit import Flow, FlowState, Interrupted, listen, start
-from flowkit.exceptions import ConcurrentUpdateError, RunLockedError, RunNotFoundError
+from flowkit.exceptions import (
+    ConcurrentUpdateError,
+    ResumeError,
+    RunLockedError,
+    RunNotFoundError,
+)
 
 
 def test_fork_from_a_checkpoint_and_resume_leaves_the_original_untouched(
@@ -184,5 +189,57 @@ def test_failed_method_leaves_stored_run_as_before_it(backend_spec: str, run_id:
             status="running",
         )
         assert Fragile(persistence=p).resume(run_id) == ["first", "second"]
+    finally:
+        p.close()
+
+
+def test_every_exit_gives_the_lease_back(backend_spec: str, run_id: str) -> None:
+    """A kickoff takes the run's lease with its first checkpoint and gives it back with
+    the last one (completed or interrupted), or on the way out of a failure; a kickoff
+    refused at the start (run of another flow) leaves nothing behind."""
+
+    class Acc(FlowState):
+        fail: bool = False
+        ask: bool = False
+
+    class Exits(Flow[Acc], name="exits"):
+        @start()
+        def first(self) -> int:
+            return 1
+
+        @listen(first)
+        def second(self, n: int) -> int:
+            if self.state.ask:
+                self.interrupt("ok?")
+            if self.state.fail:
+                raise RuntimeError("boom")
+            return n + 1
+
+    class Other(Flow[Acc], name="other-flow"):
+        @start()
+        def only(self) -> int:
+            return 0
+
+    p = backend(backend_spec)
+    ids = [f"{run_id}-{n}" for n in range(3)]
+    try:
+        assert Exits(persistence=p).kickoff(inputs={"id": ids[0]}) == 2
+        with pytest.raises(RuntimeError, match="boom"):
+            Exits(persistence=p).kickoff(inputs={"id": ids[1], "fail": True})
+        assert isinstance(
+            Exits(persistence=p).kickoff(inputs={"id": ids[2], "ask": True}), Interrupted
+        )
+        runs = [p.get_run(i) for i in ids]
+        assert [(r.status, r.lease_owner, r.lease_expires_at) for r in runs] == [
+            ("completed", None, None),
+            ("failed", None, None),
+            ("interrupted", None, None),
+        ]
+        assert [c.method_name for c in p.history(ids[0])] == ["kickoff", "first", "second"]
+        assert Exits(persistence=p).resume(ids[2], "yes") == 2
+        assert p.get_run(ids[2]).lease_owner is None
+        with pytest.raises(ResumeError, match="belongs to flow"):
+            Other(persistence=p).kickoff(inputs={"id": ids[0]})
+        assert p.get_run(ids[0]).last_seq == 3
     finally:
         p.close()

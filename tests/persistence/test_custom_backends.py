@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
-from flowkit.persistence import FlowPersistence
+from flowkit.persistence import FlowPersistence, InMemoryFlowPersistence
+from flowkit.persistence._base import CAPABILITY_OPS, REQUIRED_OPS
 from flowkit.testing import PersistenceContract
 
 
@@ -50,6 +51,45 @@ class AsyncOnly(FlowPersistence):
     async def aload_state(self, flow_uuid: str) -> dict[str, Any] | None:
         row = self.rows.get(flow_uuid)
         return copy.deepcopy(row) if row is not None else None
+
+
+_DELEGATED = (*REQUIRED_OPS, *(op for ops in CAPABILITY_OPS.values() for op in ops))
+
+
+def _delegate(op: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.inner, op)(*args, **kwargs)
+
+    method.__name__ = op
+    return method
+
+
+def _init_composed(self: Any) -> None:
+    self.inner = InMemoryFlowPersistence()
+
+
+# A user backend with every capability but not begin_run / end_run: the base class
+# composes those from create_run, acquire_lease, save_checkpoint and release_lease.
+ComposedOnly: type[FlowPersistence] = type(
+    "ComposedOnly",
+    (FlowPersistence,),
+    {
+        "supports_history": True,
+        "supports_runs": True,
+        "supports_cas": True,
+        "supports_leases": True,
+        "__init__": _init_composed,
+        **{op: _delegate(op) for op in _DELEGATED},
+    },
+)
+
+
+class TestComposedOnlyContract(PersistenceContract):
+    @pytest.fixture
+    def persistence(self) -> FlowPersistence:
+        store = ComposedOnly()
+        assert not {"begin_run", "abegin_run", "end_run", "aend_run"} & store._native_ops
+        return store
 
 
 class TestCrewAIStyleContract(PersistenceContract):
