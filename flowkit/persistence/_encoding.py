@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,38 @@ def _is_marker(value: object) -> bool:
     return isinstance(value, dict) and len(value) == 1 and BLOB_MARKER in value
 
 
+class _BigStrings:
+    """JSON text and digest of recently stored big ``str`` fields, by object identity.
+
+    A flow's unchanged big field is the same ``str`` object at every checkpoint, so it
+    is escaped and hashed once, not at every step. Only ``str``: it is immutable, and
+    the entry keeps the object alive so its id cannot be reused by another value.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.entries: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, value: str) -> tuple[str, str] | None:
+        with self.lock:
+            entry = self.entries.get(id(value))
+            if entry is None or entry[0] is not value:
+                return None
+            self.entries.move_to_end(id(value))
+            return entry[1], entry[2]
+
+    def put(self, value: str, text: str, digest: str) -> None:
+        with self.lock:
+            self.entries[id(value)] = (value, text, digest)
+            self.entries.move_to_end(id(value))
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+_big_strings = _BigStrings()
+
+
 def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedState:
     """Encode ``state``; with ``blobs`` big top-level fields become blob references."""
     if not isinstance(state, Mapping):
@@ -63,6 +97,18 @@ def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedStat
             raise UnserializableStateError(
                 f"State keys must be strings, got {key!r}. Rename the field.", path="state"
             )
+        if type(value) is str and len(value) > BLOB_THRESHOLD:
+            cached = _big_strings.get(value)
+            if cached is None:
+                text = dumps(value, what=f"state.{key}")
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                _big_strings.put(value, text, digest)
+            else:
+                text, digest = cached
+            found[digest] = text
+            text = _encoder.encode({BLOB_MARKER: digest})
+            parts.append(f"{_encoder.encode(key)}:{text}")
+            continue
         text = dumps(value, what=f"state.{key}")
         if len(text) > BLOB_THRESHOLD or _is_marker(value):
             digest = hashlib.sha256(text.encode()).hexdigest()

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import copy
 import functools
 import itertools
-import json
 import os
 import sqlite3
 import threading
@@ -35,7 +35,7 @@ from sqlalchemy.sql.elements import TextClause
 from flowkit.exceptions import FlowConfigurationError, PersistenceError
 from flowkit.persistence import _rules, _schema, _sql_ops
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import EncodedState, decode_state, dumps, encode_state
+from flowkit.persistence._encoding import dumps, encode_state
 from flowkit.persistence._paths import default_db_path
 from flowkit.persistence._portal import Portal
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
@@ -497,15 +497,15 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             release=release,
         )
 
-        return op, self._finisher(database, run_id, method_name, encoded, meta_text)
+        return op, self._finisher(database, run_id, method_name, state, meta)
 
     @staticmethod
     def _finisher(
         database: _Database,
         run_id: str,
         method_name: str,
-        encoded: EncodedState,
-        meta_text: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None,
     ) -> Callable[[_sql_ops.SavedCheckpoint], Checkpoint]:
         """What turns a committed save into the Checkpoint returned to the caller."""
 
@@ -519,9 +519,10 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
                 run_id=run_id,
                 seq=saved.seq,
                 method_name=method_name,
-                state=decode_state(encoded.text, encoded.blobs.get, run_id=run_id, seq=saved.seq),
+                # the caller's own values, copied: no need to parse back what was written
+                state=copy.deepcopy(state),
                 created_at=utc_from_timestamp(saved.created_at),
-                meta=json.loads(meta_text),
+                meta=copy.deepcopy(meta or {}),
             )
 
         return finish
@@ -612,7 +613,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             stored_blobs=database.stored_blobs.get(run_id),
         )
 
-        finish_save = self._finisher(database, run_id, method_name, encoded, meta_text)
+        finish_save = self._finisher(database, run_id, method_name, state, meta)
 
         def finish(
             result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
