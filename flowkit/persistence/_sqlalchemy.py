@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import copy
 import functools
 import itertools
+import json
 import os
 import sqlite3
 import threading
@@ -35,7 +35,12 @@ from sqlalchemy.sql.elements import TextClause
 from flowkit.exceptions import FlowConfigurationError, PersistenceError
 from flowkit.persistence import _rules, _schema, _sql_ops
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import dumps, encode_state
+from flowkit.persistence._encoding import (
+    EncodedState,
+    dumps,
+    encode_state,
+    inflate_state,
+)
 from flowkit.persistence._paths import default_db_path
 from flowkit.persistence._portal import Portal
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
@@ -497,7 +502,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             release=release,
         )
 
-        return op, self._finisher(database, run_id, method_name, state, meta)
+        return op, self._finisher(database, run_id, method_name, state, encoded, meta_text)
 
     @staticmethod
     def _finisher(
@@ -505,7 +510,8 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         run_id: str,
         method_name: str,
         state: dict[str, Any],
-        meta: dict[str, Any] | None,
+        encoded: EncodedState,
+        meta_text: str,
     ) -> Callable[[_sql_ops.SavedCheckpoint], Checkpoint]:
         """What turns a committed save into the Checkpoint returned to the caller."""
 
@@ -519,10 +525,17 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
                 run_id=run_id,
                 seq=saved.seq,
                 method_name=method_name,
-                # the caller's own values, copied: no need to parse back what was written
-                state=copy.deepcopy(state),
+                # Small fields: parse the JSON just written (a fresh copy). Big fields:
+                # the caller's value, copied -- parsing them back is the slow part.
+                state=inflate_state(
+                    json.loads(encoded.text),
+                    lambda digest: None,
+                    run_id=run_id,
+                    seq=saved.seq,
+                    originals=state,
+                ),
                 created_at=utc_from_timestamp(saved.created_at),
-                meta=copy.deepcopy(meta or {}),
+                meta=json.loads(meta_text),
             )
 
         return finish
@@ -613,7 +626,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             stored_blobs=database.stored_blobs.get(run_id),
         )
 
-        finish_save = self._finisher(database, run_id, method_name, state, meta)
+        finish_save = self._finisher(database, run_id, method_name, state, encoded, meta_text)
 
         def finish(
             result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
