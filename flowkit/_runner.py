@@ -8,10 +8,12 @@ only when something could overlap with it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
@@ -70,19 +72,26 @@ class Runner:
             return await _call_async(self._ctx(task), func, self._args(task))
         return _call_sync(self._ctx(task), func, self._args(task))
 
-    def _launch(self, task: Task) -> asyncio.Future[Any]:
+    def _launch(self, task: Task, inbox: _Inbox) -> _AnyFuture:
         func = getattr(self.flow, task.method)
         self._emit_started(task)
         ctx = self._ctx(task)
+        fut: _AnyFuture
         if self.scheduler.graph.nodes[task.method].is_async:
-            return asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
-        return asyncio.ensure_future(asyncio.to_thread(_call_sync, ctx, func, self._args(task)))
+            fut = asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
+        else:
+            # a plain pool future: no asyncio future chained to it, and its completion
+            # reaches the loop through the inbox, batched with its neighbours'
+            fut = _workers().submit(_call_sync, ctx, func, self._args(task))
+        fut.add_done_callback(inbox.put)
+        return fut
 
     async def run(self, tasks: list[Task]) -> Any:
         """Run ``tasks`` and everything they trigger; return the last output or an
         :class:`Interrupted`."""
         ready: deque[Task] = deque(tasks)
-        running: dict[asyncio.Future[Any], Task] = {}
+        running: dict[_AnyFuture, Task] = {}
+        inbox = _Inbox(asyncio.get_running_loop())
         try:
             while ready or running:
                 if not running and len(ready) == 1:
@@ -96,8 +105,8 @@ class Runner:
                     continue
                 while ready:
                     task = ready.popleft()
-                    running[self._launch(task)] = task
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    running[self._launch(task, inbox)] = task
+                done = await inbox.take()
                 for fut in sorted(done, key=lambda f: running[f].id):
                     task = running.pop(fut)
                     error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
@@ -133,7 +142,7 @@ class Runner:
         return new
 
     async def _failed(
-        self, task: Task, exc: BaseException, running: dict[asyncio.Future[Any], Task]
+        self, task: Task, exc: BaseException, running: dict[_AnyFuture, Task]
     ) -> None:
         if isinstance(exc, InterruptSignal):
             if not self.journal.durable:
@@ -183,9 +192,77 @@ class Runner:
         return Interrupted(run_id=self.flow._run_id(), payload=payload, method_name=task.method)
 
 
-async def _cancel(running: dict[asyncio.Future[Any], Task]) -> None:
+_WORKERS: concurrent.futures.ThreadPoolExecutor | None = None
+_WORKERS_LOCK = threading.Lock()
+#: Sync methods that run side by side (e.g. 20 listeners each calling an LLM API) each
+#: get a thread; asyncio's default pool has only cores + 4 workers.
+MAX_WORKER_THREADS = 64
+
+
+def _workers() -> concurrent.futures.ThreadPoolExecutor:
+    global _WORKERS
+    if _WORKERS is None:
+        with _WORKERS_LOCK:
+            if _WORKERS is None:
+                _WORKERS = concurrent.futures.ThreadPoolExecutor(
+                    MAX_WORKER_THREADS, thread_name_prefix="flowkit-method"
+                )
+    return _WORKERS
+
+
+async def _cancel(running: dict[_AnyFuture, Task]) -> None:
+    # Async methods are cancelled and awaited; a sync method already running in a
+    # thread cannot be stopped -- it finishes on its own and its result is dropped.
+    tasks = [fut for fut in running if isinstance(fut, asyncio.Future)]
     for fut in running:
         fut.cancel()
-    if running:
-        await asyncio.gather(*running, return_exceptions=True)
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
     running.clear()
+
+
+_AnyFuture = Union["asyncio.Future[Any]", "concurrent.futures.Future[Any]"]
+
+
+class _Inbox:
+    """Where finished method futures are posted, from the loop or a worker thread.
+
+    One done-callback per future (``asyncio.wait`` would re-register on every pending
+    future at each completion: quadratic in a wide fan-out), and at most one pending
+    wake-up of the loop however many threads finish at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[_AnyFuture] = deque()
+        self.lock = threading.Lock()
+        self.wake_pending = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, fut: _AnyFuture) -> None:
+        with self.lock:
+            self.items.append(fut)
+            if self.wake_pending:
+                return
+            self.wake_pending = True
+        if isinstance(fut, asyncio.Future):
+            self._wake()  # done-callbacks of asyncio futures run on the loop already
+        else:
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self.lock:
+            self.wake_pending = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def take(self) -> list[_AnyFuture]:
+        """Every future finished so far; waits for at least one."""
+        while True:
+            with self.lock:
+                if self.items:
+                    done = list(self.items)
+                    self.items.clear()
+                    return done
+            self.waiter = self.loop.create_future()
+            await self.waiter
