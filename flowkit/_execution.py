@@ -6,6 +6,8 @@ and the journal. :class:`Flow` delegates here; the runner drives the scheduler.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +19,14 @@ from ._runner import Runner
 from ._scheduler import Scheduler, Task
 from .events import FlowFinished, FlowStarted
 from .exceptions import (
+    ConcurrentUpdateError,
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
     FlowUsageError,
     ResumeError,
     RunExistsError,
+    RunLockedError,
     RunNotFoundError,
     UnsupportedOperationError,
 )
@@ -173,11 +177,7 @@ async def execute(
         )
     flow._busy = True
     try:
-        if resume is None:
-            runner, tasks = await prepare_kickoff(flow, inputs)
-        else:
-            runner = await prepare_resume(flow, *resume)
-            tasks = sorted(runner.scheduler.pending.values(), key=lambda t: t.id)
+        runner, tasks = await _prepare_waiting(flow, inputs, resume)
         journal = flow._journal
         assert journal is not None
         try:
@@ -195,6 +195,34 @@ async def execute(
             await journal.close()
     finally:
         flow._busy = False
+
+
+async def _prepare(
+    flow: Flow[Any], inputs: dict[str, Any], resume: tuple[str, Any, bool] | None
+) -> tuple[Runner, list[Task]]:
+    if resume is None:
+        return await prepare_kickoff(flow, inputs)
+    runner = await prepare_resume(flow, *resume)
+    return runner, sorted(runner.scheduler.pending.values(), key=lambda t: t.id)
+
+
+async def _prepare_waiting(
+    flow: Flow[Any], inputs: dict[str, Any], resume: tuple[str, Any, bool] | None
+) -> tuple[Runner, list[Task]]:
+    """Prepare, waiting up to ``flow.lease_wait`` seconds while another owner executes
+    the run. Each try reloads the run, so the state it starts from is the one the other
+    writer left."""
+    deadline = time.monotonic() + flow.lease_wait
+    pause = 0.05
+    while True:
+        try:
+            return await _prepare(flow, inputs, resume)
+        except (RunLockedError, ConcurrentUpdateError):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
 
 
 def make_journal(

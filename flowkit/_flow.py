@@ -45,6 +45,11 @@ class Flow(Generic[T]):
     (plain ``Flow``). Class keywords: ``abstract=True`` for a base class without a start,
     ``name="..."`` for the name runs are stored under (default: the class's qualified name).
 
+    Constructor: ``persistence=`` (overrides ``@persist``), ``max_method_calls=100`` (per
+    method and kickoff), ``lease_ttl=30.0`` (seconds a crashed owner keeps a run locked),
+    ``lease_wait=0.0`` (seconds to wait while another process executes the same run
+    before ``RunLockedError``). Anything else is an error.
+
     Example::
 
         class Greeter(Flow[dict]):
@@ -84,13 +89,15 @@ class Flow(Generic[T]):
         *,
         max_method_calls: int = 100,
         lease_ttl: float = 30.0,
+        lease_wait: float = 0.0,
         **kwargs: Any,
     ) -> None:
         cls = type(self)
         if kwargs:
             raise FlowConfigurationError(
                 f"{cls.__qualname__}() got unexpected keyword argument(s) {sorted(kwargs)}; "
-                "Flow accepts persistence=, max_method_calls= and lease_ttl=. Pass state "
+                "Flow accepts persistence=, max_method_calls=, lease_ttl= and lease_wait=. "
+                "Pass state "
                 "values with kickoff(inputs={...})."
             )
         if getattr(cls, "_graph", None) is None:
@@ -116,7 +123,13 @@ class Flow(Generic[T]):
             )
         self._persistence = persistence
         self.max_method_calls = max_method_calls
+        if lease_wait < 0:
+            raise FlowConfigurationError(
+                f"{cls.__qualname__}(lease_wait={lease_wait!r}): use 0 (refuse at once) or "
+                "a positive number of seconds to wait for another writer."
+            )
         self.lease_ttl = float(lease_ttl)
+        self.lease_wait = float(lease_wait)
         self._state: Any = cls._adapter.new()
         self._bus = EventBus()
         self._busy = False

@@ -13,6 +13,7 @@ from flows import Approval, Increment, SixSteps, backend
 from flowkit import Flow, FlowState, Interrupted, listen, start
 from flowkit.exceptions import (
     ConcurrentUpdateError,
+    FlowConfigurationError,
     ResumeError,
     RunLockedError,
     RunNotFoundError,
@@ -241,5 +242,38 @@ def test_every_exit_gives_the_lease_back(backend_spec: str, run_id: str) -> None
         with pytest.raises(ResumeError, match="belongs to flow"):
             Other(persistence=p).kickoff(inputs={"id": ids[0]})
         assert p.get_run(ids[0]).last_seq == 3
+    finally:
+        p.close()
+
+
+def test_second_writer_can_wait_for_the_lease_and_sees_the_first_writers_state(
+    backend_spec: str, run_id: str
+) -> None:
+    """With lease_wait, a second kickoff of a run being executed waits for it, then runs
+    on the state the first one stored (no update lost)."""
+    import asyncio
+
+    class Slow(FlowState):
+        n: int = 0
+
+    class Waits(Flow[Slow], name="waits"):
+        @start()
+        async def bump(self) -> int:
+            await asyncio.sleep(0.3)
+            self.state.n += 1
+            return self.state.n
+
+    p = backend(backend_spec)
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(Waits(persistence=p).kickoff_async({"id": run_id}))
+        await asyncio.sleep(0.1)
+        second = await Waits(persistence=p, lease_wait=5).kickoff_async({"id": run_id})
+        return [await first, second]
+
+    try:
+        assert asyncio.run(main()) == [1, 2]
+        with pytest.raises(FlowConfigurationError, match="lease_wait"):
+            Waits(persistence=p, lease_wait=-1)
     finally:
         p.close()
