@@ -55,6 +55,7 @@ def main() -> None:
     again = ResearchFlow()
     print(again.kickoff(inputs={"id": run_id}))
     print(f"run {run_id} stored in {default_db_path()}")
+    print(f"inspect it with:  flowkit show {run_id}   (or: flowkit runs, flowkit history {run_id})")
 
 
 if __name__ == "__main__":
