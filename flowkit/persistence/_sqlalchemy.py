@@ -1,370 +1,35 @@
 """SQLAlchemyFlowPersistence (any SQLAlchemy async URL) and SQLiteFlowPersistence.
 
-One :class:`_Database` per URL and process: an engine that lives on its own portal
-thread (asyncpg connections belong to the loop that made them, and callers come from
-many loops and threads). Operations are the statement generators of ``_sql_ops``.
-SQLite runs a whole operation inside aiosqlite's thread, one hop per operation: async
-callers queue it there straight from their own loop (aiosqlite resolves a future on the
-loop that created it), sync callers go through the portal; the portal also opens the
-connection and creates the schema, once. Other databases await each statement on a
-pooled connection, on the portal loop.
+The backends are thin: each method checks its arguments, builds an operation from
+``_sql_ops`` and runs it on the shared :class:`~._sql_database.Database` for its URL
+(``_sql_database``: engine, portal thread, registry). The compare-and-set writes live in
+``_sql_writes``; URL normalisation and SQLite connection setup in ``_sql_url``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import functools
-import itertools
-import json
 import os
-import sqlite3
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.engine import URL
 
-from flowkit.exceptions import FlowConfigurationError, PersistenceError
-from flowkit.persistence import _rules, _schema, _sql_ops
+from flowkit.persistence import _rules, _sql_ops
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import (
-    EncodedState,
-    dumps,
-    encode_state,
-    inflate_state,
-)
+from flowkit.persistence._encoding import dumps
 from flowkit.persistence._paths import default_db_path
-from flowkit.persistence._portal import Portal
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import Checkpoint, RunRecord
+from flowkit.persistence._sql_database import Database, acquire_database, release_database
 from flowkit.persistence._sql_ops import Op
+from flowkit.persistence._sql_url import normalise_url
+from flowkit.persistence._sql_writes import CheckpointWrites
 
 T = TypeVar("T")
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-_BLOB_CACHE_RUNS = 1024
 
-_sql_text: Callable[[str], TextClause] = functools.lru_cache(maxsize=512)(text)
-
-
-def _drive_sqlite(driver: Any, op: Op[T], write: bool) -> T:
-    """Run ``op`` in one transaction on the sqlite3 connection under the aiosqlite
-    ``driver``; called in aiosqlite's worker thread."""
-    connection: sqlite3.Connection = driver._conn
-    if connection.in_transaction:
-        connection.rollback()
-    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
-    # transaction never fails half way because another process started writing.
-    connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        stmt = next(op)
-        while True:
-            if stmt.many:
-                connection.executemany(stmt.sql, stmt.params)
-                rows: list[tuple[Any, ...]] = []
-            else:
-                rows = connection.execute(stmt.sql, stmt.params).fetchall()
-            stmt = op.send(rows)
-    except StopIteration as done:
-        connection.commit()
-        return done.value  # type: ignore[no-any-return]
-    except BaseException:
-        connection.rollback()
-        raise
-
-
-class _Reply:
-    """Stands in for the asyncio future aiosqlite's worker resolves.
-
-    The worker calls ``reply.get_loop().call_soon_threadsafe(set_result, reply, value)``;
-    this forwards to a future on the caller's loop, and does nothing if that loop has
-    closed meanwhile (a caller cancelled at shutdown), where the plain future would make
-    ``call_soon_threadsafe`` raise in the worker and kill aiosqlite's thread.
-    """
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self.future = future
-
-    def get_loop(self) -> _Reply:
-        return self
-
-    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
-        # RuntimeError: the caller's loop is closed, nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self.future.get_loop().call_soon_threadsafe(callback, *args)
-
-    def done(self) -> bool:
-        return self.future.done()
-
-    def set_result(self, result: Any) -> None:
-        self.future.set_result(result)
-
-    def set_exception(self, exc: BaseException) -> None:
-        self.future.set_exception(exc)
-
-
-async def _drive_async(connection: AsyncConnection, op: Op[T]) -> T:
-    """Run ``op`` on an SQLAlchemy connection; the caller owns the transaction."""
-    try:
-        stmt = next(op)
-        while True:
-            if stmt.many:
-                await connection.execute(_sql_text(stmt.sql), list(stmt.params))  # type: ignore[arg-type]
-                rows: list[tuple[Any, ...]] = []
-            else:
-                result = await connection.execute(_sql_text(stmt.sql), stmt.params)
-                rows = [tuple(row) for row in result.fetchall()] if result.returns_rows else []
-            stmt = op.send(rows)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-def _normalise_url(url: str | URL) -> URL:
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgres":
-        backend = "postgresql"
-    if backend not in _schema.SUPPORTED_DIALECTS:
-        raise FlowConfigurationError(
-            f"SQLAlchemyFlowPersistence supports SQLite and PostgreSQL URLs, got "
-            f"{parsed.render_as_string()!r}. Use 'sqlite+aiosqlite:///path.db' or "
-            "'postgresql+asyncpg://user@host/db', or write your own FlowPersistence."
-        )
-    driver = parsed.get_driver_name()
-    if backend == "sqlite" and driver != "aiosqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    elif backend == "postgresql" and driver in ("psycopg2", "pg8000", ""):
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    return parsed
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-class _Database:
-    """An engine on its portal thread, shared by every backend using the same URL."""
-
-    _names = itertools.count(1)
-
-    def __init__(self, url: URL, engine_kwargs: dict[str, Any]) -> None:
-        self.url = url
-        self.dialect = url.get_backend_name()
-        self.engine_kwargs = engine_kwargs
-        self.portal = Portal(f"flowkit-db-{next(self._names)}")
-        self.users = 0
-        self.engine: AsyncEngine | None = None
-        self._ready: asyncio.Lock | None = None
-        self._sqlite: AsyncConnection | None = None
-        self._sqlite_driver: Any = None  # the aiosqlite.Connection under self._sqlite
-        # SQLite: the driver async callers submit to directly, set once the schema is
-        # ready, cleared (under _direct_lock) before the connection closes; with the pid
-        # that opened it (a forked child must not use its parent's worker thread).
-        self._direct: tuple[Any, int] | None = None
-        self._direct_lock = threading.Lock()
-        # (run_id) -> (seq, blob hashes) of the last checkpoint this process wrote.
-        self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
-
-    def describe(self) -> str:
-        return self.url.render_as_string(hide_password=True)
-
-    # -- on the portal loop --------------------------------------------------------
-
-    async def _start(self) -> None:
-        if self.engine is not None:
-            return
-        if self._ready is None:
-            self._ready = asyncio.Lock()
-        async with self._ready:
-            if self.engine is not None:
-                return
-            engine = self._create_engine()
-            try:
-                if self.dialect == "sqlite":
-                    self._sqlite = await engine.connect()
-                    raw = await self._sqlite.get_raw_connection()
-                    self._sqlite_driver = raw.driver_connection
-                    await self._run_sqlite(_sql_ops.init_schema(self.dialect), write=True)
-                else:
-                    async with engine.begin() as connection:
-                        await _drive_async(connection, _sql_ops.init_schema(self.dialect))
-            except BaseException:
-                await self._close_engine(engine)
-                raise
-            self.engine = engine
-            if self.dialect == "sqlite":
-                with self._direct_lock:
-                    self._direct = (self._sqlite_driver, os.getpid())
-
-    def _create_engine(self) -> AsyncEngine:
-        kwargs = dict(self.engine_kwargs)
-        if self.dialect == "sqlite":
-            path = _sqlite_file(self.url)
-            if path is not None:
-                path.expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self.url, **kwargs)
-        if self.dialect == "sqlite":
-            in_memory = _sqlite_file(self.url) is None
-            event.listen(
-                engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, in_memory)
-            )
-        return engine
-
-    async def _run_sqlite(self, op: Op[T], *, write: bool) -> T:
-        driver = self._sqlite_driver
-        if getattr(driver, "_tx", None) is None:  # pragma: no cover - other aiosqlite
-            raise PersistenceError(
-                "This aiosqlite version lacks the Connection._tx queue, which flowkit uses "
-                "to run a transaction in one step. Install a supported aiosqlite (>= 0.20)."
-            )
-        return await _submit(driver, op, write)
-
-    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | None:
-        """Queue ``op`` on aiosqlite's worker from the caller's loop, or None while the
-        database is not started (or was opened by another process)."""
-        with self._direct_lock:
-            direct = self._direct
-            if direct is None or direct[1] != os.getpid():
-                return None
-            return _queue(direct[0], op, write)
-
-    async def execute(self, op: Op[T], *, write: bool) -> T:
-        await self._start()
-        if self.dialect == "sqlite":
-            return await self._run_sqlite(op, write=write)
-        assert self.engine is not None
-        async with self.engine.begin() as connection:
-            return await _drive_async(connection, op)
-
-    async def dispose(self) -> None:
-        engine, self.engine = self.engine, None
-        if engine is not None:
-            await self._close_engine(engine)
-
-    async def _close_engine(self, engine: AsyncEngine) -> None:
-        with self._direct_lock:  # operations queued before this run before the close
-            self._direct = None
-        held, self._sqlite, self._sqlite_driver = self._sqlite, None, None
-        if held is not None:
-            await held.close()
-        await engine.dispose()
-
-    # -- from any thread -----------------------------------------------------------
-
-    def call(self, op: Op[T], *, write: bool, what: str) -> T:
-        try:
-            return self.portal.run(self.execute(op, write=write))
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            raise self._failure(what, exc) from exc
-
-    async def acall(self, op: Op[T], *, write: bool, what: str) -> T:
-        try:
-            if self.dialect == "sqlite":
-                # aiosqlite resolves futures on whichever loop created them, and the whole
-                # operation is one function in its worker thread: async callers skip the
-                # portal (one hop there and back instead of two). The portal still does
-                # the one-time start (engine, connection, schema).
-                future = self._submit_direct(op, write)
-                if future is None:
-                    await self.portal.arun(self._start())
-                    future = self._submit_direct(op, write)
-                if future is not None:
-                    return await future
-            return await self.portal.arun(self.execute(op, write=write))
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            raise self._failure(what, exc) from exc
-
-    def _failure(self, what: str, exc: BaseException) -> PersistenceError:
-        return PersistenceError(
-            f"{what} failed on {self.describe()}: {exc}. Check that the database is reachable "
-            "and writable; the operation was rolled back."
-        )
-
-    def shutdown(self) -> None:
-        if self.engine is not None and not self.portal.in_portal_thread():
-            self.portal.run(self.dispose())
-        self.portal.stop()
-
-
-def _queue(driver: Any, op: Op[T], write: bool) -> asyncio.Future[T]:
-    """Put ``op`` (one whole transaction) on the aiosqlite worker's queue; the returned
-    future belongs to the running loop. aiosqlite runs its queue in order, one item at a
-    time, so operations from every thread and loop are serialised."""
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    driver._tx.put_nowait((_Reply(future), functools.partial(_drive_sqlite, driver, op, write)))
-    return future
-
-
-async def _submit(driver: Any, op: Op[T], write: bool) -> T:
-    return await _queue(driver, op, write)
-
-
-def _sqlite_pragmas(in_memory: bool, dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    if not in_memory:
-        cursor.execute("PRAGMA journal_mode = WAL")
-    # FULL: every committed checkpoint is on disk, even in WAL mode.
-    cursor.execute("PRAGMA synchronous = FULL")
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.close()
-
-
-_registry_lock = threading.Lock()
-_databases: dict[tuple[int, str, str], _Database] = {}
-
-
-def _acquire_database(url: URL, engine_kwargs: dict[str, Any]) -> _Database:
-    key = (
-        os.getpid(),
-        url.render_as_string(hide_password=False),
-        repr(sorted(engine_kwargs.items())),
-    )
-    with _registry_lock:
-        database = _databases.get(key)
-        if database is None:
-            database = _databases[key] = _Database(url, engine_kwargs)
-        database.users += 1
-        return database
-
-
-def _release_database(database: _Database) -> None:
-    with _registry_lock:
-        database.users -= 1
-        if database.users > 0:
-            return
-        for key, value in list(_databases.items()):
-            if value is database:
-                del _databases[key]
-    database.shutdown()
-
-
-def _shutdown_all() -> None:
-    with _registry_lock:
-        databases = [db for key, db in _databases.items() if key[0] == os.getpid()]
-        _databases.clear()
-    for database in databases:
-        database.shutdown()
-
-
-# Runs before the interpreter joins non-daemon threads (aiosqlite's worker is one), so a
-# backend the program never closed does not hang the exit.
-getattr(threading, "_register_atexit", atexit.register)(_shutdown_all)
-
-
-class SQLAlchemyFlowPersistence(FlowPersistence):
+class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     """Runs and checkpoints in a SQL database reached through SQLAlchemy's asyncio engine.
 
     ``url`` is an SQLite or PostgreSQL URL (``sqlite+aiosqlite:///runs.db``,
@@ -394,21 +59,21 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         secret_key: str | bytes | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self.url = _normalise_url(url)
+        self.url = normalise_url(url)
         self.secret_key = secret_key
         self._engine_kwargs = dict(engine_kwargs or {})
-        self._database_handle: _Database | None = None
+        self._database_handle: Database | None = None
         self._handle_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
 
-    def _database(self) -> _Database:
+    def _database(self) -> Database:
         handle = self._database_handle
         if handle is None:
             with self._handle_lock:
                 if self._database_handle is None:
-                    self._database_handle = _acquire_database(self.url, self._engine_kwargs)
+                    self._database_handle = acquire_database(self.url, self._engine_kwargs)
                 handle = self._database_handle
         return handle
 
@@ -430,7 +95,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         with self._handle_lock:
             handle, self._database_handle = self._database_handle, None
         if handle is not None:
-            _release_database(handle)
+            release_database(handle)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -468,277 +133,6 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
     async def aload_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
         op = _sql_ops.load_checkpoint(self.url.get_backend_name(), run_id, seq)
         return await self._acall(op, write=False, what=f"load_checkpoint({run_id!r}, {seq!r})")
-
-    # -- compare-and-set -----------------------------------------------------------
-
-    def _save_op(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None,
-        status: str,
-        flow_name: str | None,
-        lease_owner: str | None,
-        release: bool = False,
-    ) -> tuple[Op[_sql_ops.SavedCheckpoint], Callable[[_sql_ops.SavedCheckpoint], Checkpoint]]:
-        _rules.check_status(status)
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
-        database = self._database()
-        op = _sql_ops.save_checkpoint(
-            run_id,
-            method_name,
-            encoded,
-            meta_text,
-            status=status,
-            flow_name=flow_name,
-            expected_seq=expected_seq,
-            lease_owner=lease_owner,
-            at=_rules.now(),
-            stored_blobs=database.stored_blobs.get(run_id),
-            release=release,
-        )
-
-        return op, self._finisher(database, run_id, method_name, state, encoded, meta_text)
-
-    @staticmethod
-    def _finisher(
-        database: _Database,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        encoded: EncodedState,
-        meta_text: str,
-    ) -> Callable[[_sql_ops.SavedCheckpoint], Checkpoint]:
-        """What turns a committed save into the Checkpoint returned to the caller."""
-
-        def finish(saved: _sql_ops.SavedCheckpoint) -> Checkpoint:
-            cache = database.stored_blobs
-            cache[run_id] = (saved.seq, saved.blobs)
-            cache.move_to_end(run_id)
-            while len(cache) > _BLOB_CACHE_RUNS:
-                cache.popitem(last=False)
-            return Checkpoint(
-                run_id=run_id,
-                seq=saved.seq,
-                method_name=method_name,
-                # Small fields: parse the JSON just written (a fresh copy). Big fields:
-                # the caller's value, copied -- parsing them back is the slow part.
-                state=inflate_state(
-                    json.loads(encoded.text),
-                    lambda digest: None,
-                    run_id=run_id,
-                    seq=saved.seq,
-                    originals=state,
-                ),
-                created_at=utc_from_timestamp(saved.created_at),
-                meta=json.loads(meta_text),
-            )
-
-        return finish
-
-    def save_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        op, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=flow_name,
-            lease_owner=lease_owner,
-        )
-        return finish(self._call(op, write=True, what=f"save_checkpoint({run_id!r})"))
-
-    async def asave_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        op, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=flow_name,
-            lease_owner=lease_owner,
-        )
-        return finish(await self._acall(op, write=True, what=f"save_checkpoint({run_id!r})"))
-
-    def _begin_op(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None,
-        expected_seq: int | None,
-    ) -> tuple[
-        Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
-        Callable[[tuple[RunRecord, _sql_ops.SavedCheckpoint]], tuple[RunRecord, Checkpoint]],
-    ]:
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
-        info_text = dumps(info or {}, what="info")
-        if owner is not None:
-            _rules.lease_ttl(ttl)
-        database = self._database()
-        op = _sql_ops.begin_run(
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info_text=info_text,
-            method_name=method_name,
-            encoded=encoded,
-            meta_text=meta_text,
-            expected_seq=expected_seq,
-            at=_rules.now(),
-            stored_blobs=database.stored_blobs.get(run_id),
-        )
-
-        finish_save = self._finisher(database, run_id, method_name, state, encoded, meta_text)
-
-        def finish(
-            result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
-        ) -> tuple[RunRecord, Checkpoint]:
-            run, saved = result
-            return run, finish_save(saved)
-
-        return op, finish
-
-    def begin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        op, finish = self._begin_op(
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info=info,
-            method_name=method_name,
-            state=state,
-            meta=meta,
-            expected_seq=expected_seq,
-        )
-        return finish(self._call(op, write=True, what=f"begin_run({run_id!r})"))
-
-    async def abegin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        op, finish = self._begin_op(
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info=info,
-            method_name=method_name,
-            state=state,
-            meta=meta,
-            expected_seq=expected_seq,
-        )
-        return finish(await self._acall(op, write=True, what=f"begin_run({run_id!r})"))
-
-    def end_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        op, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=None,
-            lease_owner=owner,
-            release=True,
-        )
-        return finish(self._call(op, write=True, what=f"end_run({run_id!r})"))
-
-    async def aend_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        op, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=None,
-            lease_owner=owner,
-            release=True,
-        )
-        return finish(await self._acall(op, write=True, what=f"end_run({run_id!r})"))
 
     # -- runs ----------------------------------------------------------------------
 

@@ -1,0 +1,223 @@
+"""The database behind a URL: one :class:`Database` per URL and process, shared by backends.
+
+A :class:`Database` is an engine that lives on its own portal thread (asyncpg connections
+belong to the loop that made them, and callers come from many loops and threads).
+Operations are the statement generators of ``_sql_ops``. SQLite runs a whole operation
+inside aiosqlite's thread, one hop per operation: async callers queue it there straight
+from their own loop (aiosqlite resolves a future on the loop that created it), sync
+callers go through the portal; the portal also opens the connection and creates the
+schema, once. Other databases await each statement on a pooled connection, on the portal
+loop. Backends acquire the shared :class:`Database` for their URL and release it on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import itertools
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from flowkit.exceptions import PersistenceError
+from flowkit.persistence import _sql_ops
+from flowkit.persistence._portal import Portal
+from flowkit.persistence._sql_drive import drive_async, queue_sqlite, submit_sqlite
+from flowkit.persistence._sql_ops import Op
+from flowkit.persistence._sql_url import sqlite_file, sqlite_pragmas
+
+T = TypeVar("T")
+
+
+class Database:
+    """An engine on its portal thread, shared by every backend using the same URL."""
+
+    _names = itertools.count(1)
+
+    def __init__(self, url: URL, engine_kwargs: dict[str, Any]) -> None:
+        self.url = url
+        self.dialect = url.get_backend_name()
+        self.engine_kwargs = engine_kwargs
+        self.portal = Portal(f"flowkit-db-{next(self._names)}")
+        self.users = 0
+        self.engine: AsyncEngine | None = None
+        self._ready: asyncio.Lock | None = None
+        self._sqlite: AsyncConnection | None = None
+        self._sqlite_driver: Any = None  # the aiosqlite.Connection under self._sqlite
+        # SQLite: the driver async callers submit to directly, set once the schema is
+        # ready, cleared (under _direct_lock) before the connection closes; with the pid
+        # that opened it (a forked child must not use its parent's worker thread).
+        self._direct: tuple[Any, int] | None = None
+        self._direct_lock = threading.Lock()
+        # (run_id) -> (seq, blob hashes) of the last checkpoint this process wrote.
+        self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
+
+    def describe(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    # -- on the portal loop --------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self.engine is not None:
+            return
+        if self._ready is None:
+            self._ready = asyncio.Lock()
+        async with self._ready:
+            if self.engine is not None:
+                return
+            engine = self._create_engine()
+            try:
+                if self.dialect == "sqlite":
+                    self._sqlite = await engine.connect()
+                    raw = await self._sqlite.get_raw_connection()
+                    self._sqlite_driver = raw.driver_connection
+                    await self._run_sqlite(_sql_ops.init_schema(self.dialect), write=True)
+                else:
+                    async with engine.begin() as connection:
+                        await drive_async(connection, _sql_ops.init_schema(self.dialect))
+            except BaseException:
+                await self._close_engine(engine)
+                raise
+            self.engine = engine
+            if self.dialect == "sqlite":
+                with self._direct_lock:
+                    self._direct = (self._sqlite_driver, os.getpid())
+
+    def _create_engine(self) -> AsyncEngine:
+        kwargs = dict(self.engine_kwargs)
+        if self.dialect == "sqlite":
+            path = sqlite_file(self.url)
+            if path is not None:
+                path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            in_memory = sqlite_file(self.url) is None
+            event.listen(
+                engine.sync_engine, "connect", functools.partial(sqlite_pragmas, in_memory)
+            )
+        return engine
+
+    async def _run_sqlite(self, op: Op[T], *, write: bool) -> T:
+        driver = self._sqlite_driver
+        if getattr(driver, "_tx", None) is None:  # pragma: no cover - other aiosqlite
+            raise PersistenceError(
+                "This aiosqlite version lacks the Connection._tx queue, which flowkit uses "
+                "to run a transaction in one step. Install a supported aiosqlite (>= 0.20)."
+            )
+        return await submit_sqlite(driver, op, write)
+
+    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | None:
+        """Queue ``op`` on aiosqlite's worker from the caller's loop, or None while the
+        database is not started (or was opened by another process)."""
+        with self._direct_lock:
+            direct = self._direct
+            if direct is None or direct[1] != os.getpid():
+                return None
+            return queue_sqlite(direct[0], op, write)
+
+    async def execute(self, op: Op[T], *, write: bool) -> T:
+        await self._start()
+        if self.dialect == "sqlite":
+            return await self._run_sqlite(op, write=write)
+        assert self.engine is not None
+        async with self.engine.begin() as connection:
+            return await drive_async(connection, op)
+
+    async def dispose(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await self._close_engine(engine)
+
+    async def _close_engine(self, engine: AsyncEngine) -> None:
+        with self._direct_lock:  # operations queued before this run before the close
+            self._direct = None
+        held, self._sqlite, self._sqlite_driver = self._sqlite, None, None
+        if held is not None:
+            await held.close()
+        await engine.dispose()
+
+    # -- from any thread -----------------------------------------------------------
+
+    def call(self, op: Op[T], *, write: bool, what: str) -> T:
+        try:
+            return self.portal.run(self.execute(op, write=write))
+        except (DBAPIError, sqlite3.Error, OSError) as exc:
+            raise self._failure(what, exc) from exc
+
+    async def acall(self, op: Op[T], *, write: bool, what: str) -> T:
+        try:
+            if self.dialect == "sqlite":
+                # aiosqlite resolves futures on whichever loop created them, and the whole
+                # operation is one function in its worker thread: async callers skip the
+                # portal (one hop there and back instead of two). The portal still does
+                # the one-time start (engine, connection, schema).
+                future = self._submit_direct(op, write)
+                if future is None:
+                    await self.portal.arun(self._start())
+                    future = self._submit_direct(op, write)
+                if future is not None:
+                    return await future
+            return await self.portal.arun(self.execute(op, write=write))
+        except (DBAPIError, sqlite3.Error, OSError) as exc:
+            raise self._failure(what, exc) from exc
+
+    def _failure(self, what: str, exc: BaseException) -> PersistenceError:
+        return PersistenceError(
+            f"{what} failed on {self.describe()}: {exc}. Check that the database is reachable "
+            "and writable; the operation was rolled back."
+        )
+
+    def shutdown(self) -> None:
+        if self.engine is not None and not self.portal.in_portal_thread():
+            self.portal.run(self.dispose())
+        self.portal.stop()
+
+
+_registry_lock = threading.Lock()
+_databases: dict[tuple[int, str, str], Database] = {}
+
+
+def acquire_database(url: URL, engine_kwargs: dict[str, Any]) -> Database:
+    key = (
+        os.getpid(),
+        url.render_as_string(hide_password=False),
+        repr(sorted(engine_kwargs.items())),
+    )
+    with _registry_lock:
+        database = _databases.get(key)
+        if database is None:
+            database = _databases[key] = Database(url, engine_kwargs)
+        database.users += 1
+        return database
+
+
+def release_database(database: Database) -> None:
+    with _registry_lock:
+        database.users -= 1
+        if database.users > 0:
+            return
+        for key, value in list(_databases.items()):
+            if value is database:
+                del _databases[key]
+    database.shutdown()
+
+
+def _shutdown_all() -> None:
+    with _registry_lock:
+        databases = [db for key, db in _databases.items() if key[0] == os.getpid()]
+        _databases.clear()
+    for database in databases:
+        database.shutdown()
+
+
+# Runs before the interpreter joins non-daemon threads (aiosqlite's worker is one), so a
+# backend the program never closed does not hang the exit.
+getattr(threading, "_register_atexit", atexit.register)(_shutdown_all)

@@ -1,0 +1,309 @@
+"""Compare-and-set writes of the SQL backends: save_checkpoint, begin_run and end_run.
+
+Each write is built once for both flavours (``_save_op`` / ``_begin_op``): the state is
+encoded before anything touches the database, the operation skips the big fields this
+process already stored for the run, and a committed save is turned into the
+:class:`Checkpoint` returned to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flowkit.persistence import _rules, _sql_ops
+from flowkit.persistence._encoding import (
+    EncodedState,
+    dumps,
+    encode_state,
+    inflate_state,
+)
+from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._sql_database import Database
+from flowkit.persistence._sql_ops import Op
+
+T = TypeVar("T")
+
+_BLOB_CACHE_RUNS = 1024
+
+
+class CheckpointWrites:
+    """Mixed into :class:`SQLAlchemyFlowPersistence`, which provides the database access."""
+
+    if TYPE_CHECKING:
+
+        def _database(self) -> Database: ...
+
+        def _call(self, op: Op[T], *, write: bool, what: str) -> T: ...
+
+        async def _acall(self, op: Op[T], *, write: bool, what: str) -> T: ...
+
+    def _save_op(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None,
+        status: str,
+        flow_name: str | None,
+        lease_owner: str | None,
+        release: bool = False,
+    ) -> tuple[Op[_sql_ops.SavedCheckpoint], Callable[[_sql_ops.SavedCheckpoint], Checkpoint]]:
+        _rules.check_status(status)
+        encoded = encode_state(state)
+        meta_text = dumps(meta or {}, what="meta")
+        database = self._database()
+        op = _sql_ops.save_checkpoint(
+            run_id,
+            method_name,
+            encoded,
+            meta_text,
+            status=status,
+            flow_name=flow_name,
+            expected_seq=expected_seq,
+            lease_owner=lease_owner,
+            at=_rules.now(),
+            stored_blobs=database.stored_blobs.get(run_id),
+            release=release,
+        )
+
+        return op, self._finisher(database, run_id, method_name, state, encoded, meta_text)
+
+    @staticmethod
+    def _finisher(
+        database: Database,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        encoded: EncodedState,
+        meta_text: str,
+    ) -> Callable[[_sql_ops.SavedCheckpoint], Checkpoint]:
+        """What turns a committed save into the Checkpoint returned to the caller."""
+
+        def finish(saved: _sql_ops.SavedCheckpoint) -> Checkpoint:
+            cache = database.stored_blobs
+            cache[run_id] = (saved.seq, saved.blobs)
+            cache.move_to_end(run_id)
+            while len(cache) > _BLOB_CACHE_RUNS:
+                cache.popitem(last=False)
+            return Checkpoint(
+                run_id=run_id,
+                seq=saved.seq,
+                method_name=method_name,
+                # Small fields: parse the JSON just written (a fresh copy). Big fields:
+                # the caller's value, copied -- parsing them back is the slow part.
+                state=inflate_state(
+                    json.loads(encoded.text),
+                    lambda digest: None,
+                    run_id=run_id,
+                    seq=saved.seq,
+                    originals=state,
+                ),
+                created_at=utc_from_timestamp(saved.created_at),
+                meta=json.loads(meta_text),
+            )
+
+        return finish
+
+    def save_checkpoint(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "running",
+        flow_name: str | None = None,
+        lease_owner: str | None = None,
+    ) -> Checkpoint:
+        op, finish = self._save_op(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            flow_name=flow_name,
+            lease_owner=lease_owner,
+        )
+        return finish(self._call(op, write=True, what=f"save_checkpoint({run_id!r})"))
+
+    async def asave_checkpoint(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "running",
+        flow_name: str | None = None,
+        lease_owner: str | None = None,
+    ) -> Checkpoint:
+        op, finish = self._save_op(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            flow_name=flow_name,
+            lease_owner=lease_owner,
+        )
+        return finish(await self._acall(op, write=True, what=f"save_checkpoint({run_id!r})"))
+
+    def _begin_op(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None,
+        fingerprint: str | None,
+        info: dict[str, Any] | None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None,
+        expected_seq: int | None,
+    ) -> tuple[
+        Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
+        Callable[[tuple[RunRecord, _sql_ops.SavedCheckpoint]], tuple[RunRecord, Checkpoint]],
+    ]:
+        encoded = encode_state(state)
+        meta_text = dumps(meta or {}, what="meta")
+        info_text = dumps(info or {}, what="info")
+        if owner is not None:
+            _rules.lease_ttl(ttl)
+        database = self._database()
+        op = _sql_ops.begin_run(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info_text=info_text,
+            method_name=method_name,
+            encoded=encoded,
+            meta_text=meta_text,
+            expected_seq=expected_seq,
+            at=_rules.now(),
+            stored_blobs=database.stored_blobs.get(run_id),
+        )
+
+        finish_save = self._finisher(database, run_id, method_name, state, encoded, meta_text)
+
+        def finish(
+            result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
+        ) -> tuple[RunRecord, Checkpoint]:
+            run, saved = result
+            return run, finish_save(saved)
+
+        return op, finish
+
+    def begin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        op, finish = self._begin_op(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method_name,
+            state=state,
+            meta=meta,
+            expected_seq=expected_seq,
+        )
+        return finish(self._call(op, write=True, what=f"begin_run({run_id!r})"))
+
+    async def abegin_run(
+        self,
+        run_id: str,
+        flow_name: str,
+        *,
+        owner: str | None,
+        ttl: float | None = None,
+        fingerprint: str | None = None,
+        info: dict[str, Any] | None = None,
+        method_name: str,
+        state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        expected_seq: int | None,
+    ) -> tuple[RunRecord, Checkpoint]:
+        op, finish = self._begin_op(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info=info,
+            method_name=method_name,
+            state=state,
+            meta=meta,
+            expected_seq=expected_seq,
+        )
+        return finish(await self._acall(op, write=True, what=f"begin_run({run_id!r})"))
+
+    def end_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        op, finish = self._save_op(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            flow_name=None,
+            lease_owner=owner,
+            release=True,
+        )
+        return finish(self._call(op, write=True, what=f"end_run({run_id!r})"))
+
+    async def aend_run(
+        self,
+        run_id: str,
+        method_name: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None,
+        expected_seq: int | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "completed",
+    ) -> Checkpoint:
+        op, finish = self._save_op(
+            run_id,
+            method_name,
+            state,
+            expected_seq=expected_seq,
+            meta=meta,
+            status=status,
+            flow_name=None,
+            lease_owner=owner,
+            release=True,
+        )
+        return finish(await self._acall(op, write=True, what=f"end_run({run_id!r})"))
