@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -46,6 +47,30 @@ def _require_file(path: Path, shown: str) -> None:
             f"no flowkit database at {shown}: the file does not exist. Pass --db PATH_OR_URL "
             f"(or set {DB_URL_ENV}) to the database your flows use; it is created when a "
             "flow with @persist first runs."
+        )
+    _require_flowkit_tables(path, shown)
+
+
+def _require_flowkit_tables(path: Path, shown: str) -> None:
+    """Refuse a SQLite file that flowkit never wrote to: opening it through the backend
+    would create flowkit's tables in someone else's database."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as raw:
+            found = raw.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flowkit_runs'"
+            ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CliError(
+            f"{shown} is not a SQLite database ({exc}); pass the file your flows use."
+        ) from None
+    if found is None:
+        raise CliError(
+            f"{shown} is a SQLite database without flowkit's tables; pass the file your "
+            "flows use (the command leaves other databases untouched)."
         )
 
 

@@ -6,9 +6,11 @@ through ``main([...])`` (and, where it matters, as a real subprocess).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -551,21 +553,31 @@ def test_missing_database_file_is_an_error_and_is_not_created(
     ("kind", "message"),
     [
         pytest.param("directory", "is a directory, not a database file", id="directory"),
-        pytest.param("garbage", "cannot read the flowkit database", id="not-sqlite"),
+        pytest.param("garbage", "is not a SQLite database", id="not-sqlite"),
+        pytest.param("foreign", "without flowkit's tables", id="foreign-sqlite"),
     ],
 )
 def test_bad_db_path_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
 ) -> None:
     target = tmp_path / "bad.db"
+    """A directory, a non-SQLite file, or another program's SQLite database is refused,
+    and a foreign database is left exactly as it was (no flowkit tables created)."""
     if kind == "directory":
         target.mkdir()
-    else:
+    elif kind == "garbage":
         target.write_bytes(b"this is not sqlite " * 100)
+    else:
+        with contextlib.closing(sqlite3.connect(target)) as raw:
+            raw.execute("CREATE TABLE notes (body TEXT)")
+            raw.commit()
+    before = target.read_bytes() if kind != "directory" else b""
     assert main(["--db", str(target), "runs"]) == 1
     err = capsys.readouterr().err
     assert message in err
     assert str(target) in err
+    if kind != "directory":
+        assert target.read_bytes() == before
 
 
 def test_unreachable_database_server_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
