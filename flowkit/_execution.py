@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ._flow import MISSING
 from ._graph import diff_definitions
 from ._interrupt import Interrupted
 from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
@@ -34,8 +35,6 @@ from .exceptions import (
 if TYPE_CHECKING:
     from ._flow import Flow
     from .persistence import Checkpoint, FlowPersistence
-
-MISSING: Any = object()
 
 
 class _Plan:

@@ -25,7 +25,8 @@ if typing.TYPE_CHECKING:
 __all__ = ["Flow"]
 
 T = TypeVar("T")
-_MISSING: Any = object()
+#: ``resume(run_id)`` without a value (``None`` is a valid answer to an interrupt)
+MISSING: Any = object()
 
 
 def _state_type_of(cls: type) -> Any:
@@ -245,7 +246,7 @@ class Flow(Generic[T]):
 
     akickoff = kickoff_async
 
-    def resume(self, run_id: str, value: Any = _MISSING, *, force: bool = False) -> Any:
+    def resume(self, run_id: str, value: Any = MISSING, *, force: bool = False) -> Any:
         """Continue an unfinished run of this flow, in this or any other process.
 
         Methods that completed are not run again; the one that was cut off (by a crash
@@ -258,11 +259,11 @@ class Flow(Generic[T]):
 
         return run_sync(self.resume_async(run_id, value, force=force))
 
-    async def resume_async(self, run_id: str, value: Any = _MISSING, *, force: bool = False) -> Any:
+    async def resume_async(self, run_id: str, value: Any = MISSING, *, force: bool = False) -> Any:
         """Awaitable form of :meth:`resume`."""
-        from ._execution import MISSING, execute
+        from ._execution import execute
 
-        return await execute(self, {}, (run_id, MISSING if value is _MISSING else value, force))
+        return await execute(self, {}, (run_id, value, force))
 
     def fork(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.
