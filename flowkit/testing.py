@@ -310,6 +310,24 @@ class PersistenceContract:
         )
         assert await ops.load_state(run_id) == _state(run_id, n=2)
 
+    async def test_returned_checkpoint_is_a_snapshot(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """The checkpoint save_checkpoint returns holds the state as saved: changing the
+        dicts passed in afterwards (small and big fields, meta) does not change it."""
+        _require(ops.persistence, "supports_cas")
+        state = _state(run_id, small=[1, 2], big=[{"n": n} for n in range(400)])
+        meta = {"position": {"done": ["a"]}}
+        saved = await ops.save_checkpoint(
+            run_id, "a", state, expected_seq=0, meta=meta, flow_name=flow_name
+        )
+        state["small"].append(3)
+        state["big"].append({"n": -1})
+        meta["position"]["done"].append("b")
+        assert saved.state == _state(run_id, small=[1, 2], big=[{"n": n} for n in range(400)])
+        assert saved.meta == {"position": {"done": ["a"]}}
+        assert saved == await ops.load_checkpoint(run_id, 1)
+
     async def test_meta_is_stored_verbatim(self, ops: Flavoured, run_id: str) -> None:
         """The meta dict comes back exactly as saved, in history and load_checkpoint."""
         _require(ops.persistence, "supports_cas", "supports_history")

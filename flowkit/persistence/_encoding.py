@@ -8,7 +8,6 @@ such a marker is stored as a blob too, so a marker in stored state is never user
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import threading
@@ -148,15 +147,10 @@ def inflate_state(
     *,
     run_id: str,
     seq: int,
-    originals: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Replace the blob markers of a parsed state by the values they stand for (a copy
-    of ``originals[key]`` when the caller still has the value it just stored)."""
+    """Replace the blob markers of a parsed state by the values they stand for."""
     for key, value in state.items():
         if _is_marker(value):
-            if originals is not None and key in originals:
-                state[key] = copy.deepcopy(originals[key])
-                continue
             digest = value[BLOB_MARKER]
             blob = fetch_blob(digest) if isinstance(digest, str) else None
             if blob is None:

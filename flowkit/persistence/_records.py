@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
@@ -11,21 +12,103 @@ RunStatus = Literal["running", "completed", "failed", "interrupted"]
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 
 
-@dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """One saved step of a run.
+    """One saved step of a run (immutable).
 
     ``state`` is the JSON-ready dict the engine saved; each load returns a fresh copy, so
     mutating it never changes what is stored. ``meta`` is the engine's opaque dict
     (execution position, state version, ...), stored verbatim.
+
+    A backend that has the stored JSON at hand may build the record with
+    :meth:`deferred`: ``state`` and ``meta`` are then parsed on first access, so a save
+    whose returned record is only read for its ``seq`` (the engine's case) parses
+    nothing.
     """
+
+    __slots__ = ("_meta", "_parse", "_state", "created_at", "method_name", "run_id", "seq")
 
     run_id: str
     seq: int
     method_name: str
-    state: dict[str, Any]
     created_at: datetime
-    meta: dict[str, Any] = field(default_factory=dict)
+    _state: dict[str, Any]
+    _meta: dict[str, Any]
+    _parse: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None
+
+    def __init__(
+        self,
+        run_id: str,
+        seq: int,
+        method_name: str,
+        state: dict[str, Any],
+        created_at: datetime,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "run_id", run_id)
+        setattr_(self, "seq", seq)
+        setattr_(self, "method_name", method_name)
+        setattr_(self, "created_at", created_at)
+        setattr_(self, "_state", state)
+        setattr_(self, "_meta", {} if meta is None else meta)
+        setattr_(self, "_parse", None)
+
+    @classmethod
+    def deferred(
+        cls,
+        run_id: str,
+        seq: int,
+        method_name: str,
+        created_at: datetime,
+        parse: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+    ) -> Checkpoint:
+        """A record whose ``(state, meta)`` come from ``parse()``, called once, on the
+        first access to either."""
+        record = cls(run_id, seq, method_name, {}, created_at)
+        object.__setattr__(record, "_parse", parse)
+        return record
+
+    def _parsed(self) -> None:
+        parse = self._parse
+        if parse is not None:
+            state, meta = parse()
+            object.__setattr__(self, "_state", state)
+            object.__setattr__(self, "_meta", meta)
+            object.__setattr__(self, "_parse", None)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        self._parsed()
+        return self._state
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        self._parsed()
+        return self._meta
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.run_id, self.seq, self.method_name, self.state, self.created_at, self.meta)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Checkpoint)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Checkpoint(run_id={self.run_id!r}, seq={self.seq!r}, "
+            f"method_name={self.method_name!r}, state={self.state!r}, "
+            f"created_at={self.created_at!r}, meta={self.meta!r})"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,14 +70,13 @@ class CheckpointWrites:
             release=release,
         )
 
-        return op, self._finisher(database, run_id, method_name, state, encoded, meta_text)
+        return op, self._finisher(database, run_id, method_name, encoded, meta_text)
 
     @staticmethod
     def _finisher(
         database: Database,
         run_id: str,
         method_name: str,
-        state: dict[str, Any],
         encoded: EncodedState,
         meta_text: str,
     ) -> Callable[[_sql_ops.SavedCheckpoint], Checkpoint]:
@@ -89,21 +88,18 @@ class CheckpointWrites:
             cache.move_to_end(run_id)
             while len(cache) > _BLOB_CACHE_RUNS:
                 cache.popitem(last=False)
-            return Checkpoint(
-                run_id=run_id,
-                seq=saved.seq,
-                method_name=method_name,
-                # Small fields: parse the JSON just written (a fresh copy). Big fields:
-                # the caller's value, copied -- parsing them back is the slow part.
-                state=inflate_state(
-                    json.loads(encoded.text),
-                    lambda digest: None,
-                    run_id=run_id,
-                    seq=saved.seq,
-                    originals=state,
-                ),
-                created_at=utc_from_timestamp(saved.created_at),
-                meta=json.loads(meta_text),
+
+            def parse() -> tuple[dict[str, Any], dict[str, Any]]:
+                # From the JSON written (not the caller's objects, which may have
+                # changed since): a fresh copy of exactly what is stored.
+                state_copy = inflate_state(
+                    json.loads(encoded.text), encoded.blobs.get, run_id=run_id, seq=saved.seq
+                )
+                return state_copy, json.loads(meta_text)
+
+            # Parsed on first access: the engine reads only ``seq``.
+            return Checkpoint.deferred(
+                run_id, saved.seq, method_name, utc_from_timestamp(saved.created_at), parse
             )
 
         return finish
@@ -194,7 +190,7 @@ class CheckpointWrites:
             stored_blobs=database.stored_blobs.get(run_id),
         )
 
-        finish_save = self._finisher(database, run_id, method_name, state, encoded, meta_text)
+        finish_save = self._finisher(database, run_id, method_name, encoded, meta_text)
 
         def finish(
             result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
