@@ -8,6 +8,7 @@ schema version adds a function to :data:`MIGRATIONS`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 SCHEMA_VERSION = 1
@@ -74,6 +75,13 @@ INSERT_RUN = (
     f"ON CONFLICT (run_id) DO NOTHING RETURNING {RUN_COLUMNS}"
 )
 
+# begin_run of a run that does not exist yet: created already leased and numbered for its
+# first checkpoint, in one statement (no row comes back if the id is taken).
+INSERT_STARTED_RUN = (
+    f"INSERT INTO flowkit_runs ({RUN_COLUMNS}) VALUES (:run_id, :flow_name, 'running', :now, "
+    ":now, 1, NULL, NULL, :fingerprint, :info, :owner, :expires) "
+    "ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+)
 # The latest checkpoint through the run row, so a run whose latest row is missing is
 # reported instead of looking like a fresh run.
 SELECT_LATEST = (
@@ -144,6 +152,7 @@ def json_sql(dialect: str, name: str) -> str:
     return _JSON_SQL[dialect][name]
 
 
+@functools.cache
 def save_run_sql(*, may_create: bool, check_seq: bool, check_lease: bool) -> str:
     """The statement that takes the next seq for a save: it creates or updates the run row
     and returns the new ``last_seq``, or no row when the CAS or lease guard refuses.

@@ -8,6 +8,7 @@ is awaited. The logic exists once, whatever runs it.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,14 +138,40 @@ def save_checkpoint(
         "expected_seq": expected_seq,
         "lease_owner": lease_owner,
     }
-    rows = yield Stmt(sql, {k: v for k, v in params.items() if f":{k}" in sql})
+    rows = yield Stmt(sql, {k: params[k] for k in _param_names(sql)})
     if not rows:
         rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
         run = run_from_row(rows[0]) if rows else None
         _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at)
         stored = run.last_seq if run is not None else 0
         raise _rules.concurrent_update(run_id, expected_seq or 0, stored)
-    seq = int(rows[0][0])
+    refs = yield from _append(
+        run_id, int(rows[0][0]), method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs
+    )
+    if release and lease_owner is not None:
+        yield from release_lease(run_id, lease_owner)
+    return SavedCheckpoint(int(rows[0][0]), at, refs)
+
+
+@functools.cache
+def _param_names(sql: str) -> tuple[str, ...]:
+    """The bound parameters ``save_run_sql`` statements use (they vary with the guards)."""
+    names = ("run_id", "flow_name", "status", "now", "expected_seq", "lease_owner")
+    return tuple(name for name in names if f":{name}" in sql)
+
+
+def _append(
+    run_id: str,
+    seq: int,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[frozenset[str]]:
+    """Insert checkpoint ``seq`` (its number already taken on the run row) and the blobs
+    it needs; return the hashes it refers to."""
     blobs = encoded.blobs
     if stored_blobs is not None and stored_blobs[0] == seq - 1:
         blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
@@ -167,9 +194,7 @@ def save_checkpoint(
             "now": at,
         },
     )
-    if release and lease_owner is not None:
-        yield from release_lease(run_id, lease_owner)
-    return SavedCheckpoint(seq, at, frozenset(refs))
+    return frozenset(refs)
 
 
 def begin_run(
@@ -188,6 +213,21 @@ def begin_run(
     stored_blobs: tuple[int, frozenset[str]] | None,
 ) -> Op[tuple[RunRecord, SavedCheckpoint]]:
     """Create the run if missing, take its lease, append the first checkpoint."""
+    if expected_seq is None or expected_seq == 0:
+        started = yield from _start_new_run(
+            run_id,
+            flow_name,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info_text=info_text,
+            method_name=method_name,
+            encoded=encoded,
+            meta_text=meta_text,
+            at=at,
+        )
+        if started is not None:
+            return started
     run = yield from create_run(
         run_id,
         flow_name,
@@ -220,6 +260,53 @@ def begin_run(
         flow_name=run.flow_name if run.flow_name is not None else flow_name,
     )
     return after, saved
+
+
+def _start_new_run(
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    ttl: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    at: float,
+) -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
+    """``begin_run`` of an id not taken yet: the run row (leased, ``last_seq`` 1) and its
+    first checkpoint in two statements. None, with nothing written, if the id exists."""
+    expires = None if owner is None else at + _rules.lease_ttl(ttl)
+    rows = yield Stmt(
+        _schema.INSERT_STARTED_RUN,
+        {
+            "run_id": run_id,
+            "flow_name": flow_name,
+            "now": at,
+            "fingerprint": fingerprint,
+            "info": info_text,
+            "owner": owner,
+            "expires": expires,
+        },
+    )
+    if not rows:
+        return None
+    refs = yield from _append(run_id, 1, method_name, encoded, meta_text, at=at, stored_blobs=None)
+    when = utc_from_timestamp(at)
+    run = RunRecord(
+        run_id=run_id,
+        flow_name=flow_name,
+        status="running",
+        created_at=when,
+        updated_at=when,
+        last_seq=1,
+        fingerprint=fingerprint,
+        info=decode_object(info_text, run_id=run_id, seq=None, what="run info"),
+        lease_owner=owner,
+        lease_expires_at=None if expires is None else utc_from_timestamp(expires),
+    )
+    return run, SavedCheckpoint(1, at, refs)
 
 
 def _fetch_blobs(dialect: str, run_id: str, refs: str | None) -> Op[dict[str, str]]:
