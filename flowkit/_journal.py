@@ -285,18 +285,27 @@ class LeaseKeeper:
     lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    #: when the sleeping keeper looks again by itself (monotonic); a new lease due
+    #: earlier wakes it, a later one waits for that look -- so a kickoff does not have to
+    #: wake the thread (a thread switch) just to register a lease due in ttl / 3
+    wakes_at: float = float("-inf")
+    #: the longest the keeper sleeps, also with no lease to renew
+    idle_look: float = 1.0
 
     def keep(self, backend: FlowPersistence, run_id: str, owner: str, ttl: float) -> None:
+        due = time.monotonic() + ttl / 3
         with self.lock:
             self.leases[(id(backend), run_id, owner)] = _Lease(
-                weakref.ref(backend), run_id, owner, ttl, time.monotonic() + ttl / 3
+                weakref.ref(backend), run_id, owner, ttl, due
             )
             if self.thread is None or not self.thread.is_alive():
+                self.wakes_at = float("-inf")
                 self.thread = threading.Thread(
                     target=self._loop, name="flowkit-leases", daemon=True
                 )
                 self.thread.start()
-        self.wake.set()
+            elif due < self.wakes_at:
+                self.wake.set()
 
     def forget(self, backend: FlowPersistence, run_id: str, owner: str) -> None:
         with self.lock:
@@ -305,8 +314,18 @@ class LeaseKeeper:
     def _loop(self) -> None:
         while True:
             with self.lock:
-                due = [lease for lease in self.leases.values() if lease.due <= time.monotonic()]
-                nxt = min((lease.due for lease in self.leases.values()), default=None)
+                now = time.monotonic()
+                due = [lease for lease in self.leases.values() if lease.due <= now]
+                if not due:
+                    # Nothing to renew: sleep until the next lease is due (at most
+                    # idle_look). Cleared under the lock, so a keep() after this wakes us.
+                    nxt = min((lease.due for lease in self.leases.values()), default=None)
+                    timeout = self.idle_look if nxt is None else min(nxt - now, self.idle_look)
+                    self.wakes_at = now + timeout
+                    self.wake.clear()
+            if not due:
+                self.wake.wait(timeout)
+                continue
             for lease in due:
                 backend = lease.backend()
                 if backend is None:
@@ -323,9 +342,6 @@ class LeaseKeeper:
                 except Exception:  # never let the keeper thread die
                     log.exception("flowkit: renewing the lease on run %s failed", lease.run_id)
                     lease.due = time.monotonic() + min(1.0, lease.ttl / 10)
-            timeout = None if nxt is None else max(0.0, nxt - time.monotonic())
-            self.wake.wait(timeout if not due else 0.01)
-            self.wake.clear()
 
     def forget_key(self, lease: _Lease) -> None:
         with self.lock:

@@ -277,3 +277,58 @@ def test_second_writer_can_wait_for_the_lease_and_sees_the_first_writers_state(
             Waits(persistence=p, lease_wait=-1)
     finally:
         p.close()
+
+
+def test_lease_is_renewed_while_a_long_method_runs(backend_spec: str, run_id: str) -> None:
+    """A method running for several lease ttls keeps its run: the keeper thread renews
+    the lease (a new lease due sooner than the keeper's next look wakes it), so another
+    writer is still refused near the end, and the run finishes with the lease given back."""
+    import threading
+    import time
+
+    class Slow(FlowState):
+        n: int = 0
+
+    started = threading.Event()
+
+    class Long(Flow[Slow], name="long"):
+        @start()
+        def work(self) -> int:
+            started.set()
+            time.sleep(1.0)  # about 3 ttls of 0.3 s
+            self.state.n += 1
+            return self.state.n
+
+    class Quick(Flow[Slow], name="quick"):
+        @start()
+        def work(self) -> int:
+            return 1
+
+    p = backend(backend_spec)
+    try:
+        # the keeper thread exists and sleeps (its next look is a second away)
+        assert Quick(persistence=p).kickoff() == 1
+        time.sleep(0.05)
+        outcome: list[object] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(
+                Long(persistence=p, lease_ttl=0.3).kickoff(inputs={"id": run_id})
+            )
+        )
+        runner.start()
+        assert started.wait(10)
+        first = p.get_run(run_id)
+        assert first is not None and first.lease_expires_at is not None
+        time.sleep(0.7)  # past two ttls: only renewals can keep the lease alive
+        later = p.get_run(run_id)
+        assert later is not None and later.lease_owner == first.lease_owner
+        assert later.lease_expires_at is not None
+        assert later.lease_expires_at > first.lease_expires_at
+        with pytest.raises(RunLockedError, match=run_id):
+            p.acquire_lease(run_id, "intruder", 5.0)
+        runner.join(10)
+        assert outcome == [1]
+        done = p.get_run(run_id)
+        assert done is not None and done.status == "completed" and done.lease_owner is None
+    finally:
+        p.close()
