@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Key of the PostgreSQL advisory lock that serialises schema creation across processes.
 SCHEMA_LOCK_KEY = 0x666C6F776B6974  # "flowkit"
@@ -20,7 +20,8 @@ CREATE_VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS flowkit_schema_version (version INTEGER NOT NULL)"
 )
 
-SCHEMA_V1 = (
+# The tables of a new database (the current version; older ones get MIGRATIONS).
+SCHEMA = (
     """CREATE TABLE IF NOT EXISTS flowkit_runs (
         run_id TEXT NOT NULL PRIMARY KEY,
         flow_name TEXT,
@@ -35,8 +36,10 @@ SCHEMA_V1 = (
         lease_owner TEXT,
         lease_expires_at DOUBLE PRECISION
     )""",
-    "CREATE INDEX IF NOT EXISTS flowkit_runs_flow_name ON flowkit_runs (flow_name, updated_at)",
-    "CREATE INDEX IF NOT EXISTS flowkit_runs_status ON flowkit_runs (status, updated_at)",
+    # Only flowkit_runs_updated_at holds a column every checkpoint changes: a step rewrites
+    # the run row and that one index entry, nothing else (schema version 2).
+    "CREATE INDEX IF NOT EXISTS flowkit_runs_flow_name ON flowkit_runs (flow_name)",
+    "CREATE INDEX IF NOT EXISTS flowkit_runs_status ON flowkit_runs (status)",
     "CREATE INDEX IF NOT EXISTS flowkit_runs_updated_at ON flowkit_runs (updated_at)",
     "CREATE INDEX IF NOT EXISTS flowkit_runs_parent ON flowkit_runs (parent_run_id)",
     """CREATE TABLE IF NOT EXISTS flowkit_checkpoints (
@@ -57,9 +60,22 @@ SCHEMA_V1 = (
     )""",
 )
 
+
+def _v1_to_v2(dialect: str) -> tuple[str, ...]:
+    """Version 1 indexed (flow_name, updated_at) and (status, updated_at), so each
+    checkpoint rewrote three index entries; version 2 indexes flow_name and status alone
+    (listing filters by them, then orders by updated_at). No data changes."""
+    return (
+        "DROP INDEX IF EXISTS flowkit_runs_flow_name",
+        "DROP INDEX IF EXISTS flowkit_runs_status",
+        "CREATE INDEX IF NOT EXISTS flowkit_runs_flow_name ON flowkit_runs (flow_name)",
+        "CREATE INDEX IF NOT EXISTS flowkit_runs_status ON flowkit_runs (status)",
+    )
+
+
 # MIGRATIONS[n] upgrades a database from version n to n + 1 (a list of statements per
-# dialect name). Empty while version 1 is the only one.
-MIGRATIONS: dict[int, Callable[[str], tuple[str, ...]]] = {}
+# dialect name), inside the transaction that records the new version.
+MIGRATIONS: dict[int, Callable[[str], tuple[str, ...]]] = {1: _v1_to_v2}
 
 RUN_COLUMNS = (
     "run_id, flow_name, status, created_at, updated_at, last_seq, parent_run_id, parent_seq, "
@@ -167,19 +183,26 @@ def save_run_sql(*, may_create: bool, check_seq: bool, check_lease: bool) -> str
             "(flowkit_runs.lease_owner IS NULL OR flowkit_runs.lease_owner = :lease_owner "
             "OR flowkit_runs.lease_expires_at <= :now)"
         )
-    assignments = (
-        "last_seq = flowkit_runs.last_seq + 1, status = :status, updated_at = :now, "
-        "flow_name = COALESCE(flowkit_runs.flow_name, :flow_name)"
-    )
+    # Only last_seq and updated_at: assigning an indexed column rewrites its index entry
+    # even with an unchanged value. status and flow_name come back and are set by
+    # SET_RUN_STATUS in the rare case they differ.
+    assignments = "last_seq = flowkit_runs.last_seq + 1, updated_at = :now"
+    returning = "RETURNING last_seq, status, flow_name"
     if may_create:
         where = f" WHERE {' AND '.join(guards)}" if guards else ""
         return (
             "INSERT INTO flowkit_runs (run_id, flow_name, status, created_at, updated_at, "
             "last_seq, info) VALUES (:run_id, :flow_name, :status, :now, :now, 1, '{}') "
-            f"ON CONFLICT (run_id) DO UPDATE SET {assignments}{where} RETURNING last_seq"
+            f"ON CONFLICT (run_id) DO UPDATE SET {assignments}{where} {returning}"
         )
     where = " AND ".join(["flowkit_runs.run_id = :run_id", *guards])
-    return f"UPDATE flowkit_runs SET {assignments} WHERE {where} RETURNING last_seq"
+    return f"UPDATE flowkit_runs SET {assignments} WHERE {where} {returning}"
+
+
+SET_RUN_STATUS = (
+    "UPDATE flowkit_runs SET status = :status, flow_name = COALESCE(flow_name, :flow_name) "
+    "WHERE run_id = :run_id"
+)
 
 
 def update_run_sql(*, status: bool, fingerprint: bool, info: bool) -> str:

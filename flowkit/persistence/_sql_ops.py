@@ -86,7 +86,7 @@ def init_schema(dialect: str) -> Op[int]:
             f"this flowkit understands ({_schema.SCHEMA_VERSION}). Upgrade flowkit."
         )
     if found == 0:
-        for ddl in _schema.SCHEMA_V1:
+        for ddl in _schema.SCHEMA:
             yield Stmt(ddl)
         yield Stmt(
             "INSERT INTO flowkit_schema_version (version) VALUES (:version)",
@@ -145,12 +145,17 @@ def save_checkpoint(
         _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at)
         stored = run.last_seq if run is not None else 0
         raise _rules.concurrent_update(run_id, expected_seq or 0, stored)
+    seq, stored_status, stored_flow = rows[0]
+    if stored_status != status or (stored_flow is None and flow_name is not None):
+        yield Stmt(
+            _schema.SET_RUN_STATUS, {"run_id": run_id, "status": status, "flow_name": flow_name}
+        )
     refs = yield from _append(
-        run_id, int(rows[0][0]), method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs
+        run_id, int(seq), method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs
     )
     if release and lease_owner is not None:
         yield from release_lease(run_id, lease_owner)
-    return SavedCheckpoint(int(rows[0][0]), at, refs)
+    return SavedCheckpoint(int(seq), at, refs)
 
 
 @functools.cache

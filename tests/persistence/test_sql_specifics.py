@@ -105,6 +105,89 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
         persistence.close()
 
 
+def _make_v1_database(db_path: Path) -> None:
+    """A database as flowkit 0.1 (schema version 1) left it: v1 indexes, one run with two
+    checkpoints, version row 1. Written with plain sqlite3, like an old install."""
+    from flowkit.persistence._schema import SCHEMA
+
+    v1_indexes = {
+        "flowkit_runs_flow_name": "(flow_name, updated_at)",
+        "flowkit_runs_status": "(status, updated_at)",
+    }
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("CREATE TABLE flowkit_schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO flowkit_schema_version VALUES (1)")
+        for ddl in SCHEMA:
+            for name, columns in v1_indexes.items():
+                if f" {name} ON" in ddl:
+                    ddl = f"CREATE INDEX {name} ON flowkit_runs {columns}"
+            connection.execute(ddl)
+        connection.execute(
+            "INSERT INTO flowkit_runs (run_id, flow_name, status, created_at, updated_at, "
+            "last_seq, info) VALUES ('old', 'f', 'completed', 1.0, 2.0, 2, '{}')"
+        )
+        for seq in (1, 2):
+            connection.execute(
+                "INSERT INTO flowkit_checkpoints VALUES ('old', ?, 'm', ?, '{}', NULL, 1.5)",
+                (seq, f'{{"id": "old", "n": {seq}}}'),
+            )
+
+
+def _index_columns(db_path: Path, name: str) -> list[str]:
+    return [str(row[2]) for row in _rows(db_path, f"PRAGMA index_info({name})")]
+
+
+def test_version_1_database_is_migrated_in_place(db_path: Path) -> None:
+    """Opening a version-1 database upgrades it to the current version on first use: the
+    run and its checkpoints are kept, the indexes are the new ones, and it takes writes."""
+    _make_v1_database(db_path)
+    assert _index_columns(db_path, "flowkit_runs_status") == ["status", "updated_at"]
+    store = SQLiteFlowPersistence(db_path)
+    try:
+        assert store.load_state("old") == {"id": "old", "n": 2}
+        assert [c.seq for c in store.history("old")] == [1, 2]
+        assert _rows(db_path, "SELECT version FROM flowkit_schema_version") == [(SCHEMA_VERSION,)]
+        assert _index_columns(db_path, "flowkit_runs_status") == ["status"]
+        assert _index_columns(db_path, "flowkit_runs_flow_name") == ["flow_name"]
+        assert _index_columns(db_path, "flowkit_runs_updated_at") == ["updated_at"]
+        saved = store.save_checkpoint("old", "more", {"id": "old", "n": 3}, expected_seq=2)
+        assert saved.seq == 3
+        run = store.get_run("old")
+        assert run is not None and (run.last_seq, run.status, run.flow_name) == (
+            3,
+            "running",
+            "f",
+        )
+    finally:
+        store.close()
+
+
+def test_a_checkpoint_rewrites_only_the_run_row_and_its_updated_at_entry(
+    store: SQLiteFlowPersistence, db_path: Path
+) -> None:
+    """A step's save changes last_seq and updated_at only (status and flow name are
+    written when they change): the WAL grows by the same few pages per save, however
+    many runs share the table."""
+    for n in range(300):
+        store.save_checkpoint(f"other-{n}", "a", {"id": "x"}, expected_seq=0, flow_name="f")
+    store.save_checkpoint("r1", "a", {"id": "r1", "n": 0}, expected_seq=0, flow_name="f")
+
+    def wal_frames() -> int:
+        return int(_rows(db_path, "PRAGMA wal_checkpoint(PASSIVE)")[0][1])
+
+    _rows(db_path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    before = wal_frames()
+    for n in range(1, 21):
+        store.save_checkpoint("r1", "a", {"id": "r1", "n": n}, expected_seq=n)
+    per_save = (wal_frames() - before) / 20
+    # run row + updated_at index entry + checkpoint row + its key: 4 pages. Schema
+    # version 1 also rewrote the (flow_name, updated_at) and (status, updated_at)
+    # entries: 6 pages per save, measured with this test.
+    assert per_save < 5, per_save
+    run = store.get_run("r1")
+    assert run is not None and (run.last_seq, run.status, run.flow_name) == (21, "running", "f")
+
+
 def test_sqlite_runs_in_wal_with_full_sync(store: SQLiteFlowPersistence, db_path: Path) -> None:
     """The SQLite file is in WAL mode, and connections use synchronous=FULL."""
     store.init_db()
