@@ -90,6 +90,9 @@ def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedStat
         )
     if not blobs:
         return EncodedState(dumps(dict(state), what="state"), {})
+    small = _small_state_text(state)
+    if small is not None:
+        return EncodedState(small, {})
     parts: list[str] = []
     found: dict[str, str] = {}
     for key, value in state.items():
@@ -116,6 +119,21 @@ def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedStat
             text = _encoder.encode({BLOB_MARKER: digest})
         parts.append(f"{_encoder.encode(key)}:{text}")
     return EncodedState("{" + ",".join(parts) + "}", found)
+
+
+def _small_state_text(state: Mapping[str, Any]) -> str | None:
+    """The JSON of a state too small to hold a blob-sized field, in one encoder call (the
+    common case); None when it needs the field-by-field path (a big or marker-like
+    value, a non-string key, or a value that is not JSON, whose error names the field)."""
+    for key, value in state.items():
+        if type(key) is not str or _is_marker(value):
+            return None
+    try:
+        text = _encoder.encode(state if type(state) is dict else dict(state))
+    except (TypeError, ValueError):
+        return None
+    # Every field's JSON is shorter than the whole, so none can reach the threshold.
+    return text if len(text) <= BLOB_THRESHOLD else None
 
 
 def decode_object(text: str | None, *, run_id: str, seq: int | None, what: str) -> dict[str, Any]:
