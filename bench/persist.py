@@ -20,6 +20,7 @@ Run: ``python bench/persist.py`` (``--quick`` for a smoke run).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -142,6 +143,92 @@ def _raw_sqlite(path: Path, blob: str = "") -> tuple[Any, sqlite3.Connection]:
     return run, conn
 
 
+# -- below the engine: the storage layer alone, and aiosqlite alone ------------------
+
+
+def _storage_only(backend: Any, state: dict[str, Any], meta: dict[str, Any]) -> Any:
+    """The 11 backend calls a persisted 10-step kickoff makes (begin_run, 9 saves,
+    end_run), made directly on one event loop: flowkit's storage cost without the engine."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+
+    async def calls() -> None:
+        run_id = str(uuid.uuid4())
+        await backend.abegin_run(
+            run_id,
+            "Storage",
+            owner="bench",
+            ttl=30.0,
+            method_name="kickoff",
+            state=state,
+            meta=meta,
+            expected_seq=0,
+        )
+        for seq in range(1, STEPS):
+            await backend.asave_checkpoint(
+                run_id, f"s{seq}", state, expected_seq=seq, meta=meta, lease_owner="bench"
+            )
+        await backend.aend_run(
+            run_id,
+            f"s{STEPS}",
+            state,
+            owner="bench",
+            expected_seq=STEPS,
+            meta=meta,
+            status="completed",
+        )
+
+    return lambda: loop.run_until_complete(calls()), loop.close
+
+
+def _aiosqlite_floor(path: Path) -> tuple[Any, Any]:
+    """aiosqlite doing 11 transactions (each: insert a checkpoint row, bump the run row,
+    commit) as one function per transaction on its worker thread, awaited one after the
+    other: the floor for one durable commit per step through aiosqlite."""
+    import asyncio
+
+    import aiosqlite
+
+    loop = asyncio.new_event_loop()
+    db = loop.run_until_complete(aiosqlite.connect(str(path), isolation_level=None))
+    conn = db._conn  # the sqlite3 connection, used only inside aiosqlite's worker thread
+
+    def setup() -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, last_seq INTEGER)")
+        conn.execute(
+            "CREATE TABLE checkpoints (run_id TEXT, seq INTEGER, state TEXT, "
+            "PRIMARY KEY (run_id, seq))"
+        )
+
+    def commit(run_id: str, seq: int, text: str) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        if seq == 0:
+            conn.execute("INSERT INTO runs VALUES (?, 0)", (run_id,))
+        conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (run_id, seq + 1, text))
+        conn.execute("UPDATE runs SET last_seq = ? WHERE run_id = ?", (seq + 1, run_id))
+        conn.execute("COMMIT")
+
+    async def in_worker(function: Any) -> Any:
+        return await db._execute(function)
+
+    loop.run_until_complete(in_worker(setup))
+
+    async def calls() -> None:
+        run_id = str(uuid.uuid4())
+        for seq in range(STEPS + 1):
+            text = json.dumps({"id": run_id, "counter": seq})
+            await in_worker(functools.partial(commit, run_id, seq, text))
+
+    def close() -> None:
+        loop.run_until_complete(db.close())
+        loop.close()
+
+    return lambda: loop.run_until_complete(calls()), close
+
+
 # -- cases ----------------------------------------------------------------------------
 
 
@@ -154,6 +241,13 @@ def bench_small(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) ->
         flow_cls = _persisted_flow(Counter, backend, "Persisted10")
         assert flow_cls().kickoff() == STEPS
         contenders["flowkit"] = lambda: flow_cls().kickoff()
+        sample = backend.load_checkpoint(backend.list_runs(limit=1)[0].run_id)
+        storage, close_loop = _storage_only(backend, sample.state, sample.meta)
+        closers.append(close_loop)
+        contenders["storage"] = storage
+    floor, close_floor = _aiosqlite_floor(folder / "aiosqlite-small.db")
+    closers.append(close_floor)
+    contenders["aiosqlite"] = floor
     if have_peer:
         graph, conn = _lg_graph(LGCounter, folder / "langgraph-small.db")
         closers.append(conn.close)
@@ -178,6 +272,23 @@ def bench_small(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) ->
             0.35 if have_peer else None,
             note or f"raw sqlite3 ({STEPS} commits) {t['raw'] / 1e6:.2f} ms",
             {"raw_ns": t["raw"]},
+        ),
+        Row(
+            f"persist{STEPS} storage layer alone",
+            t.get("storage"),
+            t.get("peer"),
+            PEER if have_peer else "",
+            None,
+            "the kickoff's 11 backend calls (begin_run, 9 saves, end_run) made directly, no engine",
+        ),
+        Row(
+            f"persist{STEPS} aiosqlite floor",
+            t["aiosqlite"],
+            t.get("peer"),
+            PEER if have_peer else "",
+            None,
+            f"aiosqlite alone: {STEPS + 1} transactions (insert + update + commit), one "
+            "worker-thread call each",
         ),
         Row(
             f"persist{STEPS} vs raw sqlite3",
