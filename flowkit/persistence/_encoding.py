@@ -20,6 +20,8 @@ from flowkit.exceptions import CorruptCheckpointError, UnserializableStateError
 
 BLOB_MARKER = "__flowkit_blob__"
 BLOB_THRESHOLD = 1024
+# Longest string value a state may hold to be encoded in one call (see _small_state_text).
+_FLAT_STR = 256
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -121,16 +123,25 @@ def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedStat
     return EncodedState("{" + ",".join(parts) + "}", found)
 
 
+_FLAT = (type(None), bool, int, float)
+
+
 def _small_state_text(state: Mapping[str, Any]) -> str | None:
-    """The JSON of a state too small to hold a blob-sized field, in one encoder call (the
-    common case); None when it needs the field-by-field path (a big or marker-like
-    value, a non-string key, or a value that is not JSON, whose error names the field)."""
+    """The JSON of a flat state (string keys; None, bool, number or short string values)
+    in one encoder call, if it is too small to hold a blob-sized field; None when it
+    needs the field-by-field path. Only flat states: encoding a nested or big value here
+    first would encode it twice."""
     for key, value in state.items():
-        if type(key) is not str or _is_marker(value):
+        if type(key) is not str:
+            return None
+        if type(value) is str:
+            if len(value) > _FLAT_STR:
+                return None
+        elif type(value) not in _FLAT:
             return None
     try:
         text = _encoder.encode(state if type(state) is dict else dict(state))
-    except (TypeError, ValueError):
+    except ValueError:  # nan or infinity: the field-by-field path names the field
         return None
     # Every field's JSON is shorter than the whole, so none can reach the threshold.
     return text if len(text) <= BLOB_THRESHOLD else None
