@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["run_sync"]
+__all__ = ["may_block", "run_sync"]
 
 
 class _ThreadLoop(threading.local):
@@ -49,7 +49,24 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
 _local = _ThreadLoop()
 
 
+#: The loops run_sync runs flows on (a thread's reusable loop, a helper thread's loop).
+_own_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def may_block() -> bool:
+    """True when the running loop is one of run_sync's and the current task is the only
+    unfinished task on it: a synchronous ``kickoff()`` with nothing beside it. Blocking
+    this thread while waiting for I/O then delays nobody, and saves the event loop's
+    wake-up path (a self-pipe write, a selector round and a task step per wait). Never
+    true on a caller's own loop (``kickoff_async``)."""
+    loop = asyncio._get_running_loop()
+    if loop is None or loop not in _own_loops:
+        return False
+    return len(asyncio.all_tasks(loop)) <= 1
+
+
 def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    _own_loops.add(loop)
     task = loop.create_task(coro)
     try:
         return loop.run_until_complete(task)

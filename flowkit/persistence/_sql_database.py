@@ -4,10 +4,11 @@ A :class:`Database` is an engine that lives on its own portal thread (asyncpg co
 belong to the loop that made them, and callers come from many loops and threads).
 Operations are the statement generators of ``_sql_ops``. SQLite runs a whole operation
 inside aiosqlite's thread, one hop per operation: async callers queue it there straight
-from their own loop (aiosqlite resolves a future on the loop that created it), sync
-callers go through the portal; the portal also opens the connection and creates the
-schema, once. Other databases await each statement on a pooled connection, on the portal
-loop. Backends acquire the shared :class:`Database` for their URL and release it on close.
+from their own loop (aiosqlite resolves a future on the loop that created it); sync
+callers, and a synchronous kickoff with nothing beside it on its loop, queue it and wait
+on their own thread. The portal opens the connection and creates the schema, once. Other
+databases await each statement on a pooled connection, on the portal loop. Backends
+acquire the shared :class:`Database` for their URL and release it on close.
 """
 
 from __future__ import annotations
@@ -20,21 +21,35 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from flowkit._sync import may_block
 from flowkit.exceptions import PersistenceError
 from flowkit.persistence import _sql_ops
 from flowkit.persistence._portal import Portal
-from flowkit.persistence._sql_drive import drive_async, queue_sqlite, submit_sqlite
+from flowkit.persistence._sql_drive import (
+    call_sqlite_blocking,
+    drive_async,
+    queue_sqlite,
+    submit_sqlite,
+)
 from flowkit.persistence._sql_ops import Op
 from flowkit.persistence._sql_url import sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Done(Generic[T]):
+    """The result of an operation already run (which may itself be None)."""
+
+    value: T
 
 
 class Database:
@@ -114,14 +129,27 @@ class Database:
             )
         return await submit_sqlite(driver, op, write)
 
-    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | None:
-        """Queue ``op`` on aiosqlite's worker from the caller's loop, or None while the
-        database is not started (or was opened by another process)."""
+    def _direct_driver(self) -> Any:
+        """The aiosqlite connection to queue on, or None while the database is not started
+        (or was opened by another process)."""
+        with self._direct_lock:
+            direct = self._direct
+            return None if direct is None or direct[1] != os.getpid() else direct[0]
+
+    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | _Done[T] | None:
+        """Queue ``op`` on aiosqlite's worker from the caller's loop (a future to await),
+        or run it there and wait on this thread when the caller may block (its result,
+        boxed), or None while the database is not started (or was opened by another
+        process)."""
         with self._direct_lock:
             direct = self._direct
             if direct is None or direct[1] != os.getpid():
                 return None
-            return queue_sqlite(direct[0], op, write)
+            if not may_block():
+                return queue_sqlite(direct[0], op, write)
+            driver = direct[0]
+        # Outside the lock: a close waits for queued operations, which this one is.
+        return _Done(call_sqlite_blocking(driver, op, write))
 
     async def execute(self, op: Op[T], *, write: bool) -> T:
         await self._start()
@@ -148,6 +176,12 @@ class Database:
 
     def call(self, op: Op[T], *, write: bool, what: str) -> T:
         try:
+            if self.dialect == "sqlite":
+                # A started SQLite database: straight to aiosqlite's worker and back
+                # (the portal would add a second hop).
+                driver = self._direct_driver()
+                if driver is not None:
+                    return call_sqlite_blocking(driver, op, write)
             return self.portal.run(self.execute(op, write=write))
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
@@ -159,12 +193,14 @@ class Database:
                 # operation is one function in its worker thread: async callers skip the
                 # portal (one hop there and back instead of two). The portal still does
                 # the one-time start (engine, connection, schema).
-                future = self._submit_direct(op, write)
-                if future is None:
+                submitted = self._submit_direct(op, write)
+                if submitted is None:
                     await self.portal.arun(self._start())
-                    future = self._submit_direct(op, write)
-                if future is not None:
-                    return await future
+                    submitted = self._submit_direct(op, write)
+                if isinstance(submitted, _Done):
+                    return submitted.value
+                if submitted is not None:
+                    return await submitted
             return await self.portal.arun(self.execute(op, write=write))
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc

@@ -8,6 +8,7 @@ owns.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import functools
@@ -111,3 +112,28 @@ def queue_sqlite(driver: Any, op: Op[T], write: bool) -> asyncio.Future[T]:
 
 async def submit_sqlite(driver: Any, op: Op[T], write: bool) -> T:
     return await queue_sqlite(driver, op, write)
+
+
+def call_sqlite_blocking(driver: Any, op: Op[T], write: bool) -> T:
+    """Run ``op`` on the aiosqlite worker and wait for it on this thread, not through an
+    event loop (for a caller that may block, see ``flowkit._sync.may_block``). The queue
+    is the same, so operations stay in order with everyone else's."""
+    done = _thread.allocate_lock()
+    done.acquire()
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, _drive_sqlite(driver, op, write)))
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            outcome.append((False, exc))
+        finally:
+            done.release()
+
+    # No future: aiosqlite then reports nothing to any loop; ``work`` reports itself.
+    driver._tx.put_nowait((None, work))
+    done.acquire()  # interruptible (Ctrl-C); the operation then still completes
+    ok, value = outcome[0]
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value

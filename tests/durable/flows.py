@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
-from flowkit import Flow, FlowState, and_, listen, migration, start
+from flowkit import Flow, FlowState, and_, listen, migration, or_, router, start
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -203,3 +203,31 @@ class UsesSecret(Flow[Credentials], name="uses-secret"):
     @start()
     def call(self) -> str:
         return self.state.api_key.get_secret_value()[::-1]
+
+
+class Laps(FlowState):
+    laps: int = 0
+
+
+class Looping(Flow[Laps], name="looping"):
+    """A router loop of instant laps (each lap is two checkpoints) until 400 laps: a
+    process running it spends most of its time waiting for checkpoint commits. Prints
+    "looping" once it runs."""
+
+    LAPS: ClassVar[int] = 400
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_method_calls=10_000, **kwargs)
+
+    @start()
+    def begin(self) -> None:
+        print("looping", flush=True)
+
+    @router(or_(begin, "again"))
+    def lap(self) -> str:
+        self.state.laps += 1
+        return "done" if self.state.laps >= self.LAPS else "again"
+
+    @listen("done")
+    def finish(self) -> int:
+        return self.state.laps

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
-from flows import SixSteps, backend
+from conftest import PROC
+from flows import Looping, SixSteps, backend
 
 STEPS = [f"s{i}" for i in range(1, 7)]
 
@@ -87,5 +90,41 @@ def test_resume_of_finished_unknown_or_foreign_run_is_clear(backend_spec: str, r
             SixSteps(persistence=p).resume("no-such-run")
         with pytest.raises(ResumeError, match="belongs to flow 'six-steps'"):
             Approval(persistence=p).resume(run_id)
+    finally:
+        p.close()
+
+
+def test_ctrl_c_while_checkpointing_leaves_the_run_unlocked_and_resumable(
+    backend_spec: str, run_id: str
+) -> None:
+    """SIGINT to a process that is mostly waiting for checkpoint commits (a synchronous
+    kickoff waits on its own thread): KeyboardInterrupt ends it, the lease is given back
+    on the way out, the stored run is whole, and resume finishes it."""
+    import signal
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import flows; "
+        "p = flows.backend(sys.argv[2]); "
+        "flows.Looping(persistence=p, lease_ttl=30).kickoff(inputs={'id': sys.argv[3]})"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(PROC.parent), backend_spec, run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "looping"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0 and "KeyboardInterrupt" in err, err
+    p = backend(backend_spec)
+    try:
+        run = p.get_run(run_id)
+        assert run is not None and run.lease_owner is None  # given back, not left to expire
+        assert run.status == "running"  # stopped mid-way: resumable
+        stored = p.load_checkpoint(run_id)
+        assert stored is not None and 0 < stored.state["laps"] < Looping.LAPS
+        assert Looping(persistence=p, lease_ttl=30).resume(run_id) == Looping.LAPS
     finally:
         p.close()
