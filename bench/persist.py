@@ -148,7 +148,8 @@ def _raw_sqlite(path: Path, blob: str = "") -> tuple[Any, sqlite3.Connection]:
 
 def _storage_only(backend: Any, state: dict[str, Any], meta: dict[str, Any]) -> Any:
     """The 11 backend calls a persisted 10-step kickoff makes (begin_run, 9 saves,
-    end_run), made directly on one event loop: flowkit's storage cost without the engine."""
+    end_run), awaited directly on a plain asyncio loop: flowkit's storage cost on the
+    async path, without the engine."""
     import asyncio
 
     loop = asyncio.new_event_loop()
@@ -279,7 +280,8 @@ def bench_small(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) ->
             t.get("peer"),
             PEER if have_peer else "",
             None,
-            "the kickoff's 11 backend calls (begin_run, 9 saves, end_run) made directly, no engine",
+            "the kickoff's 11 backend calls (begin_run, 9 saves, end_run) awaited directly "
+            "on a plain asyncio loop, no engine",
         ),
         Row(
             f"persist{STEPS} aiosqlite floor",

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._codec import encode
 from .exceptions import LeaseLostError, PersistenceError, UnserializableStateError
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ class BasicJournal(Journal):
         self.committed: dict[str, Any] | None = None
 
     def encode_state(self, state: Any) -> dict[str, Any]:
-        from ._codec import encode
-
         data: dict[str, Any] = encode(self.adapter.dump(state), path="state", cipher=self.cipher)
         return data
 
@@ -109,8 +108,6 @@ def encode_position(
     scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher | None
 ) -> dict[str, Any]:
     """The scheduler snapshot plus runner data, with payloads encoded where possible."""
-    from ._codec import encode
-
     snap = scheduler.snapshot()
     lost: list[int] = []
     for item in snap["pending"]:
