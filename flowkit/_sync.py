@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import sys
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -49,8 +50,23 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
 _local = _ThreadLoop()
 
 
-#: The loops run_sync runs flows on (a thread's reusable loop, a helper thread's loop).
-_own_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+class _Running(threading.local):
+    #: the loop run_sync is running on this thread, if any
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+_running = _Running()
+
+
+def _task_registry() -> tuple[Any, ...]:
+    """asyncio's registries of live tasks (every loop of the process), where this Python
+    keeps them in sets we can take the length of; empty if it does not."""
+    names = ("_all_tasks",) if sys.version_info < (3, 12) else ("_scheduled_tasks", "_eager_tasks")
+    found = tuple(getattr(asyncio.tasks, name, None) for name in names)
+    return found if all(hasattr(registry, "__len__") for registry in found) else ()
+
+
+_registries = _task_registry()
 
 
 def may_block() -> bool:
@@ -60,14 +76,16 @@ def may_block() -> bool:
     wake-up path (a self-pipe write, a selector round and a task step per wait). Never
     true on a caller's own loop (``kickoff_async``)."""
     loop = asyncio._get_running_loop()
-    if loop is None or loop not in _own_loops:
+    if loop is None or loop is not _running.loop:
         return False
+    if _registries and sum(len(registry) for registry in _registries) == 1:
+        return True  # the only task in the whole process: the running one
     return len(asyncio.all_tasks(loop)) <= 1
 
 
 def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    _own_loops.add(loop)
     task = loop.create_task(coro)
+    outer, _running.loop = _running.loop, loop
     try:
         return loop.run_until_complete(task)
     except BaseException:
@@ -78,6 +96,8 @@ def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
             with contextlib.suppress(BaseException):  # the first exception is what matters
                 loop.run_until_complete(task)
         raise
+    finally:
+        _running.loop = outer
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
