@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -34,8 +35,8 @@ from flowkit.exceptions import PersistenceError
 from flowkit.persistence import _sql_ops
 from flowkit.persistence._portal import Portal
 from flowkit.persistence._sql_drive import (
-    call_sqlite_blocking,
     drive_async,
+    put_sqlite_blocking,
     queue_sqlite,
     submit_sqlite,
 )
@@ -129,27 +130,29 @@ class Database:
             )
         return await submit_sqlite(driver, op, write)
 
-    def _direct_driver(self) -> Any:
-        """The aiosqlite connection to queue on, or None while the database is not started
-        (or was opened by another process)."""
+    def _put_direct_blocking(self, op: Op[T], write: bool) -> Callable[[], T] | None:
+        """Queue ``op`` on aiosqlite's worker for a caller that waits on its own thread,
+        or None while the database is not started (or was opened by another process)."""
         with self._direct_lock:
             direct = self._direct
-            return None if direct is None or direct[1] != os.getpid() else direct[0]
+            if direct is None or direct[1] != os.getpid():
+                return None
+            return put_sqlite_blocking(direct[0], op, write)
 
     def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | _Done[T] | None:
         """Queue ``op`` on aiosqlite's worker from the caller's loop (a future to await),
-        or run it there and wait on this thread when the caller may block (its result,
-        boxed), or None while the database is not started (or was opened by another
-        process)."""
+        or, when the caller may block, queue it and wait on this thread (its result,
+        boxed); None while the database is not started (or was opened by another
+        process). Queued under the lock, so a close (which takes it) never puts its stop
+        before an operation it let through."""
         with self._direct_lock:
             direct = self._direct
             if direct is None or direct[1] != os.getpid():
                 return None
             if not may_block():
                 return queue_sqlite(direct[0], op, write)
-            driver = direct[0]
-        # Outside the lock: a close waits for queued operations, which this one is.
-        return _Done(call_sqlite_blocking(driver, op, write))
+            wait = put_sqlite_blocking(direct[0], op, write)
+        return _Done(wait())  # outside the lock: waiting must not hold up other callers
 
     async def execute(self, op: Op[T], *, write: bool) -> T:
         await self._start()
@@ -177,11 +180,11 @@ class Database:
     def call(self, op: Op[T], *, write: bool, what: str) -> T:
         try:
             if self.dialect == "sqlite":
-                # A started SQLite database: straight to aiosqlite's worker and back
-                # (the portal would add a second hop).
-                driver = self._direct_driver()
-                if driver is not None:
-                    return call_sqlite_blocking(driver, op, write)
+                # A started SQLite database: straight to aiosqlite's worker and back (the
+                # portal would add a second hop); queued under the lock a close takes.
+                wait = self._put_direct_blocking(op, write)
+                if wait is not None:
+                    return wait()
             return self.portal.run(self.execute(op, write=write))
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc

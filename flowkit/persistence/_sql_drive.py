@@ -114,10 +114,12 @@ async def submit_sqlite(driver: Any, op: Op[T], write: bool) -> T:
     return await queue_sqlite(driver, op, write)
 
 
-def call_sqlite_blocking(driver: Any, op: Op[T], write: bool) -> T:
-    """Run ``op`` on the aiosqlite worker and wait for it on this thread, not through an
-    event loop (for a caller that may block, see ``flowkit._sync.may_block``). The queue
-    is the same, so operations stay in order with everyone else's."""
+def put_sqlite_blocking(driver: Any, op: Op[T], write: bool) -> Callable[[], T]:
+    """Put ``op`` on the aiosqlite worker's queue and return the function that waits for
+    its result on the calling thread, not through an event loop (for a caller that may
+    block, see ``flowkit._sync.may_block``). Queued now, so that a caller holding the lock
+    that orders operations before a close can wait after releasing it. The queue is the
+    same as the awaited path's, so operations stay in order with everyone else's."""
     done = _thread.allocate_lock()
     done.acquire()
     outcome: list[tuple[bool, Any]] = []
@@ -130,10 +132,13 @@ def call_sqlite_blocking(driver: Any, op: Op[T], write: bool) -> T:
         finally:
             done.release()
 
+    def wait() -> T:
+        done.acquire()  # interruptible (Ctrl-C); the operation then still completes
+        ok, value = outcome[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
     # No future: aiosqlite then reports nothing to any loop; ``work`` reports itself.
     driver._tx.put_nowait((None, work))
-    done.acquire()  # interruptible (Ctrl-C); the operation then still completes
-    ok, value = outcome[0]
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+    return wait
