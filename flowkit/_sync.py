@@ -22,6 +22,9 @@ class _ThreadLoop(threading.local):
     Closed when the thread ends, or at exit for the main thread."""
 
     loop: asyncio.AbstractEventLoop | None = None
+    #: the loop run_sync is running on this thread right now (this thread's reusable
+    #: loop, or a helper thread's own), if any
+    running: asyncio.AbstractEventLoop | None = None
 
     def get(self) -> asyncio.AbstractEventLoop:
         loop = self.loop
@@ -50,14 +53,6 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
 _local = _ThreadLoop()
 
 
-class _Running(threading.local):
-    #: the loop run_sync is running on this thread, if any
-    loop: asyncio.AbstractEventLoop | None = None
-
-
-_running = _Running()
-
-
 def _task_registry() -> tuple[Any, ...]:
     """asyncio's registries of live tasks (every loop of the process), where this Python
     keeps them in sets we can take the length of; empty if it does not."""
@@ -76,7 +71,7 @@ def may_block() -> bool:
     wake-up path (a self-pipe write, a selector round and a task step per wait). Never
     true on a caller's own loop (``kickoff_async``)."""
     loop = asyncio._get_running_loop()
-    if loop is None or loop is not _running.loop:
+    if loop is None or loop is not _local.running:
         return False
     if _registries and sum(len(registry) for registry in _registries) == 1:
         return True  # the only task in the whole process: the running one
@@ -85,7 +80,7 @@ def may_block() -> bool:
 
 def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     task = loop.create_task(coro)
-    outer, _running.loop = _running.loop, loop
+    outer, _local.running = _local.running, loop
     try:
         return loop.run_until_complete(task)
     except BaseException:
@@ -97,7 +92,7 @@ def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
                 loop.run_until_complete(task)
         raise
     finally:
-        _running.loop = outer
+        _local.running = outer
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -22,8 +22,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL
@@ -44,13 +43,6 @@ from flowkit.persistence._sql_ops import Op
 from flowkit.persistence._sql_url import sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Done(Generic[T]):
-    """The result of an operation already run (which may itself be None)."""
-
-    value: T
 
 
 class Database:
@@ -139,20 +131,14 @@ class Database:
                 return None
             return put_sqlite_blocking(direct[0], op, write)
 
-    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | _Done[T] | None:
-        """Queue ``op`` on aiosqlite's worker from the caller's loop (a future to await),
-        or, when the caller may block, queue it and wait on this thread (its result,
-        boxed); None while the database is not started (or was opened by another
-        process). Queued under the lock, so a close (which takes it) never puts its stop
-        before an operation it let through."""
+    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | None:
+        """Queue ``op`` on aiosqlite's worker from the caller's loop, or None while the
+        database is not started (or was opened by another process)."""
         with self._direct_lock:
             direct = self._direct
             if direct is None or direct[1] != os.getpid():
                 return None
-            if not may_block():
-                return queue_sqlite(direct[0], op, write)
-            wait = put_sqlite_blocking(direct[0], op, write)
-        return _Done(wait())  # outside the lock: waiting must not hold up other callers
+            return queue_sqlite(direct[0], op, write)
 
     async def execute(self, op: Op[T], *, write: bool) -> T:
         await self._start()
@@ -196,14 +182,20 @@ class Database:
                 # operation is one function in its worker thread: async callers skip the
                 # portal (one hop there and back instead of two). The portal still does
                 # the one-time start (engine, connection, schema).
-                submitted = self._submit_direct(op, write)
-                if submitted is None:
-                    await self.portal.arun(self._start())
-                    submitted = self._submit_direct(op, write)
-                if isinstance(submitted, _Done):
-                    return submitted.value
-                if submitted is not None:
-                    return await submitted
+                if may_block():  # a lone sync kickoff: wait on this thread
+                    wait = self._put_direct_blocking(op, write)
+                    if wait is None:
+                        await self.portal.arun(self._start())
+                        wait = self._put_direct_blocking(op, write)
+                    if wait is not None:
+                        return wait()
+                else:
+                    future = self._submit_direct(op, write)
+                    if future is None:
+                        await self.portal.arun(self._start())
+                        future = self._submit_direct(op, write)
+                    if future is not None:
+                        return await future
             return await self.portal.arun(self.execute(op, write=write))
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
