@@ -8,11 +8,8 @@ so only one writer can ever append to it.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._codec import encode
 from .exceptions import LeaseLostError, PersistenceError, UnserializableStateError
+from .persistence._owner import new_owner
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -30,11 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["BasicJournal", "DurableJournal", "Journal", "new_owner"]
 
 log = logging.getLogger("flowkit")
-
-
-def new_owner() -> str:
-    """A lease owner id: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Journal:

@@ -27,7 +27,9 @@ from flowkit.exceptions import (
 )
 from flowkit.persistence import FlowPersistence, InMemoryFlowPersistence
 
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get(
+    "FLOWKIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 
 
 def _postgres_up() -> bool:

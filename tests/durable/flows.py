@@ -18,7 +18,9 @@ from pydantic import SecretStr
 
 from flowkit import Flow, FlowState, and_, listen, migration, or_, router, start
 
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get(
+    "FLOWKIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 
 
 _MEMORY: dict[str, Any] = {}
