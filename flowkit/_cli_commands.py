@@ -15,6 +15,7 @@ from flowkit._cli_render import (
     checkpoint_summary,
     display_status,
     dump_json,
+    edit_of,
     format_time,
     interrupt_of,
     is_stale,
@@ -87,19 +88,43 @@ def cmd_runs(args: argparse.Namespace, backend: FlowPersistence) -> int:
 # --- show ---------------------------------------------------------------------------------
 
 
-def _how_to_continue(run: RunRecord, latest: Checkpoint | None, stale: bool) -> dict[str, Any]:
+def _last_unfinished(backend: FlowPersistence, run: RunRecord) -> int | None:
+    """The newest checkpoint of a completed run after which methods were still pending:
+    a fork of it has something to resume."""
+    if run.status != "completed":
+        return None
+    for cp in reversed(backend.history(run.run_id)):
+        if pending_of(cp.meta) and "interrupt" not in cp.meta:
+            return cp.seq
+    return None
+
+
+def _how_to_continue(
+    run: RunRecord, latest: Checkpoint | None, stale: bool, branch: int | None = None
+) -> dict[str, Any]:
     """What a user can do next with the run: a command line and the Python call."""
     flow_name = run.flow_name or "FlowClass"
     flow = f"MODULE:{flow_name}"
     cls = flow_name.rsplit(".", 1)[-1]
     rid = run.run_id
     if run.status == "completed":
-        seq = latest.seq if latest is not None else run.last_seq
+        python = f"{cls}().kickoff(inputs={{'id': {rid!r}}})"
+        if branch is None:
+            return {
+                "resumable": False,
+                "note": "completed: nothing to resume; run it again on top of its state",
+                "command": None,
+                "python": python,
+            }
         return {
             "resumable": False,
-            "note": "completed: nothing to resume; fork a checkpoint to branch from it",
-            "command": f"flowkit fork {flow} {rid} {seq}",
-            "python": f"{cls}().fork({rid!r}, {seq})",
+            "note": (
+                f"completed: nothing to resume; to redo its last step(s), fork checkpoint "
+                f"{branch} (the last one with methods still to run) and resume the fork, "
+                "or run it again on top of its state"
+            ),
+            "command": f"flowkit fork {flow} {rid} {branch}",
+            "python": f"{cls}().fork({rid!r}, {branch})  # or: {python}",
         }
     if latest is None or not isinstance(latest.meta.get("position"), dict):
         return {
@@ -154,7 +179,9 @@ def _show_data(
         "pending": [] if latest is None else pending_of(latest.meta),
         "interrupt": redacted(interrupt),
         "error": error if isinstance(error, dict) else None,
-        "next": _how_to_continue(run, latest, is_stale(run, leases=leases)),
+        "next": _how_to_continue(
+            run, latest, is_stale(run, leases=leases), _last_unfinished(backend, run)
+        ),
     }
 
 
@@ -289,6 +316,18 @@ def cmd_checkpoint(args: argparse.Namespace, backend: FlowPersistence) -> int:
         if isinstance(last, dict):
             output = _inline(plain(last.get("output")))
             lines.append(f"  last:    {last.get('method')} returned {output}")
+    edit = edit_of(cp.meta)
+    if edit is not None:
+        lines.append(
+            f"Edit     by {edit.get('actor')} at {edit.get('at')} on top of seq "
+            f"{edit.get('base_seq')}: {edit.get('reason')}"
+        )
+        for change in edit.get("changes") or []:
+            old, new = change.get("old"), change.get("new")
+            arrow = {"added": f"+ {new}", "removed": f"- {old}"}.get(
+                str(change.get("kind")), f"{old} -> {new}"
+            )
+            lines.append(f"  {change.get('path')}: {arrow}")
     interrupt = interrupt_of(cp.meta)
     if interrupt is not None:
         lines.append(f"Interrupt in {interrupt.get('method')}; payload:")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowkit._cli_backend import CliError
@@ -21,38 +22,75 @@ if TYPE_CHECKING:
     from flowkit import Flow
     from flowkit.persistence import FlowPersistence
 
-__all__ = ["cmd_fork", "cmd_resume", "load_flow_class"]
+__all__ = ["cmd_fork", "cmd_resume", "load_flow_class", "own_backend", "require_run"]
 
 
-def load_flow_class(spec: str) -> type[Flow[Any]]:
-    """Import ``MODULE:FlowClass`` (the current folder is importable, as with ``python -m``).
+def _import_file(path: Path, spec: str) -> Any:
+    """Import a ``.py`` file as a module named after it (its folder is importable, so
+    its sibling imports work)."""
+    import importlib.util
 
-    Raises:
-        CliError: the module or class cannot be found, or is not a Flow subclass.
-    """
-    from flowkit import Flow
+    folder = str(path.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise CliError(f"cannot import {path} ({spec}): not a Python source file.")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[name]
+        traceback.print_exc(file=sys.stderr)
+        raise CliError(f"importing {path} failed (traceback above).") from None
+    return module
 
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise CliError(
-            f"{spec!r} is not MODULE:FlowClass; name the module and the class, e.g. "
-            "myapp.flows:ReviewFlow."
-        )
+
+def _import_module(module_name: str) -> Any:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise CliError(
                 f"cannot import module {module_name!r} ({exc}); run the command from your "
-                "project's folder or add its folder to PYTHONPATH."
+                "project's folder, add its folder to PYTHONPATH, or name the file: "
+                "path/to/flows.py:FlowClass."
             ) from None
         traceback.print_exc(file=sys.stderr)
         raise CliError(f"importing module {module_name!r} failed (traceback above).") from None
     except Exception:
         traceback.print_exc(file=sys.stderr)
         raise CliError(f"importing module {module_name!r} failed (traceback above).") from None
+
+
+def load_flow_class(spec: str) -> type[Flow[Any]]:
+    """Import ``MODULE:FlowClass`` or ``path/to/file.py:FlowClass`` (the current folder
+    is importable, as with ``python -m``).
+
+    Raises:
+        CliError: the module, file or class cannot be found, or is not a Flow subclass.
+    """
+    from flowkit import Flow
+
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise CliError(
+            f"{spec!r} is not MODULE:FlowClass; name the module (or .py file) and the class, "
+            "e.g. myapp.flows:ReviewFlow or src/flows.py:ReviewFlow."
+        )
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        path = Path(module_name).expanduser()
+        if not path.is_file():
+            raise CliError(f"no Python file {module_name!r} ({spec}); check the path.")
+        module = _import_file(path, spec)
+    else:
+        module = _import_module(module_name)
     target: Any = module
     for part in attr.split("."):
         try:
@@ -62,6 +100,32 @@ def load_flow_class(spec: str) -> type[Flow[Any]]:
     if not (isinstance(target, type) and issubclass(target, Flow)):
         raise CliError(f"{spec} is not a Flow subclass (it is {target!r}).")
     return target
+
+
+def own_backend(cls: type[Flow[Any]], spec: str) -> tuple[FlowPersistence, str] | None:
+    """The backend named in the class's ``@persist(...)`` (class or method level), and
+    how to name it; None when the class uses the default (bare ``@persist``) or none.
+
+    Raises:
+        CliError: that backend is a SQLite file that does not exist (nothing ran yet).
+    """
+    from flowkit._persist import PERSIST_ATTR, PersistConfig
+
+    configs = [getattr(cls, PERSIST_ATTR, None)]
+    configs += [getattr(getattr(cls, name), PERSIST_ATTR, None) for name in cls._graph.nodes]
+    for config in configs:
+        if isinstance(config, PersistConfig) and config.backend is not None:
+            backend = config.backend
+            shown = f"{backend!r} (the @persist backend of {spec})"
+            db_path = getattr(backend, "db_path", None)
+            if isinstance(db_path, str) and db_path != ":memory:" and not Path(db_path).exists():
+                raise CliError(
+                    f"no flowkit database at {shown}: the file {db_path} does not exist "
+                    f"(relative to {os.getcwd()}). Run the command from the folder the flow "
+                    "runs in, or pass --db PATH_OR_URL."
+                )
+            return backend, shown
+    return None
 
 
 def _as_text(value: Any) -> str:
@@ -94,11 +158,22 @@ def _run_user_code(run_id: str, action: Any) -> Any:
         ) from None
 
 
+def require_run(args: argparse.Namespace, backend: FlowPersistence, run_id: str) -> None:
+    """Refuse an unknown run with an error naming the database looked in."""
+    if backend.get_run(run_id) is None:
+        where = getattr(args, "storage_shown", repr(backend))
+        raise CliError(
+            f"no run {run_id!r} in {where}; list its runs with `flowkit runs` (pass --db "
+            "PATH_OR_URL or --dir PATH if the run is stored elsewhere)."
+        )
+
+
 def cmd_resume(args: argparse.Namespace, backend: FlowPersistence) -> int:
     from flowkit import Interrupted
     from flowkit.exceptions import DefinitionChangedError
 
     cls = load_flow_class(args.flow)
+    require_run(args, backend, args.run_id)
     flow = cls(persistence=backend)
     extra: dict[str, Any] = {"force": args.force}
     if args.value is not None:
@@ -129,6 +204,7 @@ def cmd_resume(args: argparse.Namespace, backend: FlowPersistence) -> int:
 
 def cmd_fork(args: argparse.Namespace, backend: FlowPersistence) -> int:
     cls = load_flow_class(args.flow)
+    require_run(args, backend, args.run_id)
     flow = cls(persistence=backend)
     child = flow.fork(args.run_id, args.seq, new_run_id=args.new_run_id)
     if args.json:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from flowkit._edit import edit_of
+
 if TYPE_CHECKING:
     from flowkit.persistence import Checkpoint, RunRecord
 
@@ -26,6 +28,7 @@ __all__ = [
     "checkpoint_summary",
     "display_status",
     "dump_json",
+    "edit_of",
     "format_time",
     "interrupt_of",
     "is_stale",
@@ -194,7 +197,20 @@ def interrupt_of(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def checkpoint_summary(checkpoint: Checkpoint) -> str:
-    """One line saying where the run stood after a checkpoint."""
+    """One line saying where the run stood after a checkpoint (and, for an edit, who
+    changed what and why)."""
+    edit = edit_of(checkpoint.meta)
+    if edit is not None:
+        changes = edit.get("changes")
+        paths = [c.get("path") for c in changes if isinstance(c, dict)] if changes else []
+        return (
+            f"EDIT by {edit.get('actor')}: {edit.get('reason')} "
+            f"[{', '.join(str(p) for p in paths)}]; " + _position_summary(checkpoint)
+        )
+    return _position_summary(checkpoint)
+
+
+def _position_summary(checkpoint: Checkpoint) -> str:
     interrupt = interrupt_of(checkpoint.meta)
     if interrupt is not None:
         return f"interrupted in {interrupt.get('method')}"
@@ -217,6 +233,7 @@ def checkpoint_json(checkpoint: Checkpoint, *, state: bool) -> dict[str, Any]:
         "pending": pending_of(checkpoint.meta),
         "interrupt": redacted(interrupt_of(checkpoint.meta)),
         "state_version": checkpoint.meta.get("state_version"),
+        "edit": redacted(edit_of(checkpoint.meta)),
     }
     if state:
         data["state"] = redacted(checkpoint.state)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main", "render_reference", "write_reference"]
 
-Command = Callable[[argparse.Namespace, "FlowPersistence"], int]
+Command = Callable[[argparse.Namespace, Any], int]
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 DOCS_WIDTH = 88
@@ -35,13 +35,16 @@ REFERENCE_BEGIN = (
 REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
 
 _RUN_ID_HELP = "the run's id (see `flowkit runs`)"
+_FLOW_HELP = "e.g. myapp.flows:ReviewFlow or path/to/flows.py:ReviewFlow"
 _SEQ_HELP = "a checkpoint number (see `flowkit history RUN_ID`)"
 _DESCRIPTION = "Inspect, resume, fork and clean up the stored runs of flowkit flows."
 _EPILOG = (
     "Storage: --db takes a SQLite file path or a SQLAlchemy async URL "
     "(sqlite+aiosqlite:///flows.db, postgresql+asyncpg://user:pw@host/db); --dir takes a "
-    "FileFlowPersistence folder. Without either: $FLOWKIT_DB_URL if set, else the default "
-    "SQLite file (in $FLOWKIT_DATA_DIR or the per-user data folder). "
+    "FileFlowPersistence folder. Without either: the backend given to @persist(...) by the "
+    "flow class named on the command line (resume, fork, edit, plot), else $FLOWKIT_DB_URL "
+    "if set, else the default SQLite file (in $FLOWKIT_DATA_DIR or the per-user data "
+    "folder). "
     "Exit codes: 0 ok, 1 error, 2 usage."
 )
 
@@ -72,10 +75,11 @@ def _non_negative(text: str) -> int:
 
 
 def _flow_spec(text: str) -> str:
-    module, _, attr = text.partition(":")
+    module, _, attr = text.rpartition(":")
     if not module or not attr:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not MODULE:FlowClass (e.g. myapp.flows:ReviewFlow)"
+            f"{text!r} is not MODULE:FlowClass (e.g. myapp.flows:ReviewFlow or "
+            "path/to/flows.py:ReviewFlow)"
         )
     return text
 
@@ -117,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_show,
     )
     from flowkit._cli_flows import cmd_fork, cmd_resume
+    from flowkit._cli_tools import cmd_diff, cmd_edit, cmd_plot, parse_assignment
 
     parser = argparse.ArgumentParser(
         prog="flowkit",
@@ -226,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "self.interrupt() returns this time. Prints the result, or the next interrupt's "
         "payload.",
     )
-    resume.add_argument(
-        "flow", type=_flow_spec, metavar="MODULE:FlowClass", help="e.g. myapp.flows:ReviewFlow"
-    )
+    resume.add_argument("flow", type=_flow_spec, metavar="MODULE:FlowClass", help=_FLOW_HELP)
     resume.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     resume.add_argument(
         "--value", type=_json_value, metavar="JSON", help="the answer to the interrupt, as JSON"
@@ -245,13 +248,65 @@ def build_parser() -> argparse.ArgumentParser:
         "Create a new run whose state is checkpoint SEQ of RUN_ID (lineage recorded); the "
         "original run is unchanged. Prints the new run's id; resume it to continue.",
     )
-    fork.add_argument(
-        "flow", type=_flow_spec, metavar="MODULE:FlowClass", help="e.g. myapp.flows:ReviewFlow"
-    )
+    fork.add_argument("flow", type=_flow_spec, metavar="MODULE:FlowClass", help=_FLOW_HELP)
     fork.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
     fork.add_argument("seq", metavar="SEQ", type=_positive, help=_SEQ_HELP)
     fork.add_argument("--run-id", dest="new_run_id", metavar="NEW_ID", help="the new run's id")
     json_flag(fork)
+
+    diff = command(
+        "diff",
+        cmd_diff,
+        "what changed between two checkpoints",
+        "Field-level changes from checkpoint SEQ_A to SEQ_B of a run: added, removed and "
+        "changed values with their paths (state.items[3].title). Long values are "
+        "abbreviated; --json gives them in full. Secrets show as <secret>.",
+    )
+    diff.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
+    diff.add_argument("seq_a", metavar="SEQ_A", type=_positive, help="the older checkpoint")
+    diff.add_argument("seq_b", metavar="SEQ_B", type=_positive, help="the newer checkpoint")
+    json_flag(diff)
+
+    edit = command(
+        "edit",
+        cmd_edit,
+        "change a run's state, with an audit record",
+        "Set fields of a run's latest state (validated by the flow's state model) and "
+        "append the result as a new checkpoint named <edit> that records the actor, the "
+        "reason and the diff. The execution position is kept, so the run resumes where it "
+        "stood. A run being executed is refused. Nothing stored is changed in place.",
+    )
+    edit.add_argument("flow", type=_flow_spec, metavar="MODULE:FlowClass", help=_FLOW_HELP)
+    edit.add_argument("run_id", metavar="RUN_ID", help=_RUN_ID_HELP)
+    edit.add_argument(
+        "--set",
+        dest="values",
+        action="append",
+        type=parse_assignment,
+        required=True,
+        metavar="FIELD=JSON",
+        help="a field (or dotted path, items.3.title) and its new value as JSON; repeatable",
+    )
+    edit.add_argument("--reason", required=True, metavar="TEXT", help="why (stored)")
+    edit.add_argument(
+        "--actor", metavar="NAME", help="who (stored; default: the operating-system user)"
+    )
+    json_flag(edit)
+
+    plot = command(
+        "plot",
+        cmd_plot,
+        "draw a flow (and the path a run took)",
+        "Write the flow as one self-contained HTML page (inline SVG, works offline) or, "
+        "with --mermaid, as a Mermaid flowchart for Markdown. With --run, the path that "
+        "run took is drawn: the methods it ran, how often, and where it stopped.",
+    )
+    plot.add_argument("flow", type=_flow_spec, metavar="MODULE:FlowClass", help=_FLOW_HELP)
+    plot.add_argument(
+        "-o", "--output", metavar="FILE", help="where to write (default: standard output)"
+    )
+    plot.add_argument("--mermaid", action="store_true", help="Mermaid text instead of HTML")
+    plot.add_argument("--run", metavar="RUN_ID", help="draw the path this run took")
     return parser
 
 
@@ -286,6 +341,19 @@ def write_reference(path: str | Path) -> bool:
     return True
 
 
+def _storage(args: argparse.Namespace, open_backend: Any) -> tuple[FlowPersistence, str]:
+    """--db / --dir if given, else the flow class's own @persist backend, else the
+    default (``$FLOWKIT_DB_URL`` or the default SQLite file)."""
+    from flowkit._cli_flows import load_flow_class, own_backend
+
+    spec = getattr(args, "flow", None)
+    if spec is not None and args.db is None and args.dir is None:
+        own = own_backend(load_flow_class(spec), spec)
+        if own is not None:
+            return own
+    return open_backend(args.db, args.dir)  # type: ignore[no-any-return]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command with ``argv`` (default: ``sys.argv[1:]``); return the
     exit code."""
@@ -309,8 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     backend: FlowPersistence | None = None
     try:
-        backend, shown = open_backend(args.db, args.dir)
-        probe(backend, shown)
+        if args.command != "plot" or args.run is not None:
+            backend, shown = _storage(args, open_backend)
+            probe(backend, shown)
+            args.storage_shown = shown
         return int(args.func(args, backend))
     except (CliError, FlowkitError) as exc:
         sys.stderr.write(f"flowkit {args.command}: error: {exc}\n")

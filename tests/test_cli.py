@@ -181,7 +181,7 @@ def test_show_completed_run_renders_bytes_and_dates_and_offers_fork(cli: Any) ->
     assert "__fk__" not in result.out
     assert "Latest checkpoint: seq 4 after three" in result.out
     assert "nothing to resume" in result.out
-    assert "flowkit fork MODULE:CountFlow count-1 4" in result.out
+    assert "flowkit fork MODULE:CountFlow count-1 3" in result.out
 
 
 @pytest.mark.usefixtures("runs")
