@@ -168,7 +168,7 @@ def render_svg(picture: Picture, path: RunPath | None = None) -> str:
     boxes, width, height = _place(picture)
     overlay = _Overlay(picture, path)
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="flowkit-plot" width="{width:.0f}" '
+        f'<svg class="flowkit-plot" width="{width:.0f}" '
         f'height="{height + 20:.0f}" viewBox="0 0 {width:.0f} {height + 20:.0f}" '
         'font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="13">',
         "<defs>"
