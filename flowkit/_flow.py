@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from ._bus import GLOBAL_BUS, EventBus
 from ._graph import FlowGraph, build_graph
 from ._interrupt import CallContext, InterruptSignal, current_call
+from ._log import INFO, LOG, log_event
 from .exceptions import FlowConfigurationError, FlowUsageError, StateAssignmentError
 
 if typing.TYPE_CHECKING:
@@ -173,10 +174,16 @@ class Flow(Generic[T]):
         return self._bus.add(handler, event_types)
 
     def _has_listeners(self) -> bool:
-        return bool(self._bus.handlers or GLOBAL_BUS.handlers)
+        # The "flowkit" logger counts as a listener once it is enabled for INFO: events
+        # are then built and logged (see _log.py). isEnabledFor is a cached lookup.
+        return bool(self._bus.handlers or GLOBAL_BUS.handlers) or LOG.isEnabledFor(INFO)
 
     def _emit(self, event_type: type[FlowEvent], **fields: Any) -> None:
-        event = event_type(flow_name=self._graph.flow_name, run_id=self._run_id(), **fields)
+        seq = getattr(self._journal, "seq", None)
+        event = event_type(
+            flow_name=self._graph.flow_name, run_id=self._run_id(), seq=seq, **fields
+        )
+        log_event(event)
         self._bus.emit(event)
         GLOBAL_BUS.emit(event)
 

@@ -37,11 +37,17 @@ def _now() -> datetime:
 
 @dataclass(frozen=True, kw_only=True)
 class FlowEvent:
-    """Base of every event: which flow and run, and when."""
+    """Base of every event: which flow and run, and when.
+
+    ``seq`` is the run's latest stored checkpoint when the event was emitted (``None``
+    without durable persistence). A method's events carry the checkpoint it started
+    from: its own checkpoint is written after ``MethodFinished``.
+    """
 
     flow_name: str
     run_id: str
     timestamp: datetime = field(default_factory=_now)
+    seq: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
