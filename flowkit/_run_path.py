@@ -27,6 +27,8 @@ class Step:
     method: str
     created_at: datetime
     edit: bool = False
+    #: written when the method paused at an interrupt: it did not finish
+    paused: bool = False
 
 
 @dataclass
@@ -45,7 +47,9 @@ class RunPath:
     @property
     def methods(self) -> list[str]:
         """Flow methods in the order their checkpoints were written."""
-        return [s.method for s in self.steps if not s.edit and s.method != KICKOFF_METHOD]
+        return [
+            s.method for s in self.steps if not (s.edit or s.paused) and s.method != KICKOFF_METHOD
+        ]
 
 
 def read_run_path(backend: FlowPersistence, run_id: str) -> RunPath:
@@ -69,7 +73,13 @@ def read_run_path(backend: FlowPersistence, run_id: str) -> RunPath:
     history = backend.history(run_id)
     path = RunPath(run_id=run_id, status=run.status)
     path.steps = [
-        Step(cp.seq, cp.method_name, cp.created_at, edit=cp.method_name == EDIT_METHOD)
+        Step(
+            cp.seq,
+            cp.method_name,
+            cp.created_at,
+            edit=cp.method_name == EDIT_METHOD,
+            paused=cp.method_name != EDIT_METHOD and "interrupt" in cp.meta,
+        )
         for cp in history
     ]
     if history and history[0].seq > 1:

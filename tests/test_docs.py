@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -30,8 +31,15 @@ def test_doc_block_runs(
 ) -> None:
     """Each Python block in the docs executes without error (files land in a temp dir)."""
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": f"docblock_{path.stem}"}
-    exec(compile(code, f"{path.name}", "exec"), namespace)
+    # Run as a script would be: blocks that say "save this as x.py and run it" guard their
+    # demo with `if __name__ == "__main__":`, so that importing the file does not run it.
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    flowkit_logger = logging.getLogger("flowkit")
+    level = flowkit_logger.level
+    try:
+        exec(compile(code, f"{path.name}", "exec"), namespace)
+    finally:  # a block that configures logging must not change it for the next tests
+        flowkit_logger.setLevel(level)
 
 
 @pytest.mark.slow

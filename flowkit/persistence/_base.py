@@ -515,7 +515,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             ConcurrentUpdateError: ``expected_seq`` differs from the stored ``last_seq``.
             RunLockedError: Another owner holds an unexpired lease on the run.
             UnserializableStateError: ``state`` or ``meta`` is not JSON-ready.
-            (Nothing is written when any of these is raised.)
+                (Nothing is written when any of these is raised.)
         """
         return self._derived_sync(  # type: ignore[no-any-return]
             "save_checkpoint",
@@ -637,7 +637,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             RunLockedError: Another owner holds an unexpired lease.
             ConcurrentUpdateError: ``expected_seq`` differs from the stored ``last_seq``.
             UnserializableStateError: ``state``, ``meta`` or ``info`` is not JSON-ready.
-            (Built-in backends write nothing when any of these is raised.)
+                (Built-in backends write nothing when any of these is raised.)
         """
         return self._derived_sync(  # type: ignore[no-any-return]
             "begin_run",
