@@ -10,17 +10,26 @@ from tool_flows import ApprovalFlow, OrderFlow
 
 from flowkit import Interrupted
 from flowkit.exceptions import FlowUsageError, RunLockedError, StateValidationError
-from flowkit.persistence import FileFlowPersistence, FlowPersistence, SQLiteFlowPersistence
+from flowkit.persistence import (
+    FileFlowPersistence,
+    FlowPersistence,
+    SQLAlchemyFlowPersistence,
+    SQLiteFlowPersistence,
+)
 from flowkit.persistence._owner import new_owner
 
 
-@pytest.fixture(params=["sqlite", "file"])
+@pytest.fixture(
+    params=["sqlite", "file", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FlowPersistence]:
-    backend: FlowPersistence = (
-        SQLiteFlowPersistence(tmp_path / "e.db")
-        if request.param == "sqlite"
-        else FileFlowPersistence(tmp_path / "runs")
-    )
+    backend: FlowPersistence
+    if request.param == "sqlite":
+        backend = SQLiteFlowPersistence(tmp_path / "e.db")
+    elif request.param == "file":
+        backend = FileFlowPersistence(tmp_path / "runs")
+    else:
+        backend = SQLAlchemyFlowPersistence(request.getfixturevalue("postgres_url"))
     yield backend
     backend.close()
 
