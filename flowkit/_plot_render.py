@@ -19,7 +19,7 @@ JOIN_D = 34
 LAYER_GAP = 74
 NODE_GAP = 30
 MARGIN = 30
-LOOP_ROOM = 90
+LOOP_ROOM = 130
 
 _STOP_COLOUR = {"finished": "#0b8043", "next": "#e37400"}
 _FILL = {
@@ -220,7 +220,7 @@ def render_svg(picture: Picture, path: RunPath | None = None) -> str:
             )
         if node.id in overlay.stops:
             out.append(
-                f'<text x="{box.x:.1f}" y="{box.y + box.h / 2 + 15:.1f}" text-anchor="middle" '
+                f'<text x="{box.x + box.w / 2 + 14:.1f}" y="{box.y + 4:.1f}" text-anchor="start" '
                 f'font-size="11" fill="{stop_colour}">{html.escape(overlay.stops[node.id])}</text>'
             )
         out.append("</g>")
