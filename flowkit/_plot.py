@@ -29,7 +29,7 @@ def _run_path(
             f"{cls.__qualname__}: drawing run {run_id!r} needs the backend the run is stored "
             "in; add @persist or pass Flow(persistence=...)."
         )
-    return read_run_path(backend, run_id)
+    return read_run_path(backend, run_id, cls._graph.flow_name)
 
 
 def flow_html(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import RunNotFoundError, UnsupportedOperationError
+from .exceptions import ResumeError, RunNotFoundError, UnsupportedOperationError
 
 if TYPE_CHECKING:
     from .persistence import FlowPersistence
@@ -52,11 +52,12 @@ class RunPath:
         ]
 
 
-def read_run_path(backend: FlowPersistence, run_id: str) -> RunPath:
-    """Read run ``run_id``'s history and status from ``backend``.
+def read_run_path(backend: FlowPersistence, run_id: str, flow_name: str) -> RunPath:
+    """Read run ``run_id`` of flow ``flow_name``: its history and status.
 
     Raises:
         RunNotFoundError: no such run.
+        ResumeError: the run belongs to another flow (its path means nothing here).
         UnsupportedOperationError: the backend keeps no run records or history.
     """
     if not (backend.supports_runs and backend.supports_history):
@@ -69,6 +70,11 @@ def read_run_path(backend: FlowPersistence, run_id: str) -> RunPath:
         raise RunNotFoundError(
             f"no run {run_id!r} in {backend!r}; list runs with `flowkit runs` (and pass the "
             "same database)."
+        )
+    if run.flow_name is not None and run.flow_name != flow_name:
+        raise ResumeError(
+            f"run {run_id!r} belongs to flow {run.flow_name!r}, not {flow_name!r}; draw it "
+            "with that flow class."
         )
     history = backend.history(run_id)
     path = RunPath(run_id=run_id, status=run.status)

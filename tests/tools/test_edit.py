@@ -19,9 +19,7 @@ from flowkit.persistence import (
 from flowkit.persistence._owner import new_owner
 
 
-@pytest.fixture(
-    params=["sqlite", "file", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(params=["sqlite", "file", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FlowPersistence]:
     backend: FlowPersistence
     if request.param == "sqlite":

@@ -137,3 +137,13 @@ def test_plotting_an_unknown_run_names_it(store: SQLiteFlowPersistence) -> None:
 
     with pytest.raises(RunNotFoundError, match="no run 'ghost'"):
         Research(persistence=store).to_mermaid(run_id="ghost")
+
+
+def test_a_run_of_another_flow_is_refused(store: SQLiteFlowPersistence) -> None:
+    """Drawing another flow's run over this graph would mislead: it is an error."""
+    from flowkit.exceptions import ResumeError
+
+    flow = ApprovalFlow(persistence=store)
+    flow.kickoff()
+    with pytest.raises(ResumeError, match="belongs to flow 'ApprovalFlow'"):
+        Research(persistence=store).to_mermaid(run_id=flow.state.id)
