@@ -1,10 +1,13 @@
-"""The ``flowkit`` command: list, inspect, resume, fork and clean up stored runs.
+"""The ``flowkit`` command: list, inspect, diff, edit, resume, fork and clean up stored
+runs; draw flows.
 
 Example::
 
     flowkit runs --status interrupted
     flowkit show 3f2c...
     flowkit resume myapp.flows:ReviewFlow 3f2c... --value '"approved"'
+    flowkit diff 3f2c... 2 5
+    flowkit plot myapp/flows.py:ReviewFlow --run 3f2c... -o run.html
 
 Exit codes: 0 success, 1 error (a message on stderr says what to do), 2 usage error.
 ``docs/cli.md`` is generated from this parser: ``python -m flowkit.cli --markdown-help
@@ -37,7 +40,10 @@ REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
 _RUN_ID_HELP = "the run's id (see `flowkit runs`)"
 _FLOW_HELP = "e.g. myapp.flows:ReviewFlow or path/to/flows.py:ReviewFlow"
 _SEQ_HELP = "a checkpoint number (see `flowkit history RUN_ID`)"
-_DESCRIPTION = "Inspect, resume, fork and clean up the stored runs of flowkit flows."
+_DESCRIPTION = (
+    "Inspect, compare, edit, resume, fork and clean up the stored runs of flowkit flows, "
+    "and draw the flows."
+)
 _EPILOG = (
     "Storage: --db takes a SQLite file path or a SQLAlchemy async URL "
     "(sqlite+aiosqlite:///flows.db, postgresql+asyncpg://user:pw@host/db); --dir takes a "

@@ -47,7 +47,19 @@ def test_reference_matches_the_parser() -> None:
 
 def test_reference_covers_every_command() -> None:
     reference = render_reference()
-    for command in ("runs", "show", "history", "checkpoint", "delete", "prune", "resume", "fork"):
+    for command in (
+        "runs",
+        "show",
+        "history",
+        "checkpoint",
+        "delete",
+        "prune",
+        "resume",
+        "fork",
+        "diff",
+        "edit",
+        "plot",
+    ):
         assert f"### `flowkit {command}`" in reference
         assert f"usage: flowkit {command}" in reference
 
