@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from tool_flows import ApprovalFlow, OrderFlow
+from tool_flows import ApprovalFlow, CrashFlow, OrderFlow
 
 from flowkit import Interrupted
 from flowkit.exceptions import FlowUsageError, RunLockedError, StateValidationError
@@ -145,3 +150,31 @@ def test_the_edit_gives_its_lease_back(store: FlowPersistence) -> None:
     run_id = _paused(store)
     ApprovalFlow(persistence=store).update_state(run_id, {"budget": 3}, reason="r")
     assert store.get_run(run_id).lease_owner is None  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_crashed_run_can_be_edited_and_resumed(tmp_path: Path) -> None:
+    """A process killed mid-run leaves its lease behind; once nobody holds it (here: it
+    expired), the edit takes it, and the run then resumes with the edited state."""
+    db = tmp_path / "crash.db"
+    script = (
+        "import sys; from tool_flows import CrashFlow; "
+        "from flowkit.persistence import SQLiteFlowPersistence; "
+        "CrashFlow(persistence=SQLiteFlowPersistence(sys.argv[1]), lease_ttl=0.5)"
+        ".kickoff(inputs={'id': 'c1'})"
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", script, str(db)],
+        env={**os.environ, "FLOWKIT_TEST_CRASH": "1", "PYTHONPATH": str(Path(__file__).parent)},
+        timeout=120,
+    )
+    assert crashed.returncode == 3
+    with SQLiteFlowPersistence(db) as store:
+        run = store.get_run("c1")
+        assert run is not None and run.lease_expires_at is not None
+        left = (run.lease_expires_at - datetime.now(timezone.utc)).total_seconds()
+        time.sleep(max(0.0, left) + 0.2)  # the dead owner's lease runs out
+        CrashFlow(persistence=store).update_state("c1", {"note": "checked"}, reason="ops")
+        assert CrashFlow(persistence=store).resume("c1") == (
+            "['first', 'second', 'third'] (checked)"
+        )

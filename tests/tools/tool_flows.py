@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 
 from flowkit import Flow, FlowState, and_, listen, or_, persist, router, start
@@ -117,3 +118,27 @@ class OwnDbFlow(Flow[Approval]):
     def review(self) -> bool:
         self.state.approved = self.interrupt("ok?") == "yes"
         return self.state.approved
+
+
+class Steps(FlowState):
+    done: list[str] = []
+    note: str = ""
+
+
+class CrashFlow(Flow[Steps]):
+    """Its second method kills the process when FLOWKIT_TEST_CRASH=1 (a killed worker)."""
+
+    @start()
+    def first(self) -> None:
+        self.state.done.append("first")
+
+    @listen(first)
+    def second(self) -> None:
+        if os.environ.get("FLOWKIT_TEST_CRASH") == "1":
+            os._exit(3)
+        self.state.done.append("second")
+
+    @listen(second)
+    def third(self) -> str:
+        self.state.done.append("third")
+        return f"{self.state.done} ({self.state.note})"
