@@ -1,6 +1,7 @@
 """Every check flowkit runs, in one place: ``nox -l`` lists them, ``nox`` runs the default set.
 
     nox -s tests -- -k codec     # arguments after "--" go to pytest
+    nox -s pythons               # the tests on every Python 3.10-3.13 found here
     nox -s lint typecheck
     nox -s bench                 # not in the default set: installs the peers it compares with
 
@@ -11,6 +12,7 @@ Virtual environments are kept between runs (``.nox/``); ``nox -R`` skips reinsta
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -22,6 +24,8 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests", "lint", "typecheck", "docs", "examples"]
 
 ROOT = Path(__file__).parent
+#: every Python flowkit supports (pyproject.toml's classifiers say the same)
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DOCS_TEST = ROOT / "tests" / "test_docs.py"
 BENCH_PEERS = ["langgraph", "langgraph-checkpoint-sqlite"]
 
@@ -31,6 +35,44 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (arguments after ``--`` go to pytest)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+def _interpreter(version: str) -> str | None:
+    """``pythonX.Y`` on the PATH, else a pyenv build of it; None if neither runs."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(
+        str(p) for p in Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}")
+    )
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:  # a pyenv shim exists for every version but runs only the selected ones
+            subprocess.run([candidate, "-c", "pass"], check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return candidate
+    return None
+
+
+_FOUND = {version: _interpreter(version) for version in PYTHONS}
+
+
+@nox.session(python=False)
+@nox.parametrize("version", PYTHONS)
+def pythons(session: nox.Session, version: str) -> None:
+    """Run the test suite on every supported Python (3.10-3.13) found on this machine, on
+    the PATH as pythonX.Y or built by pyenv; a version not found is skipped, saying so."""
+    interpreter = _FOUND[version]
+    if interpreter is None:
+        session.skip(
+            f"Python {version} is not on this machine (no python{version}, no pyenv build)"
+        )
+    venv = ROOT / ".nox" / f"pythons-{version}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        session.run(interpreter, "-m", "venv", str(venv), external=True)
+    session.run(str(python), "-m", "pip", "install", "-q", "-e", ".[test]", external=True)
+    session.run(str(python), "-m", "pytest", *session.posargs, external=True)
 
 
 @nox.session
