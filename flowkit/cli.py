@@ -309,8 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("flow", type=_flow_spec, metavar="MODULE:FlowClass", help=_FLOW_HELP)
     plot.add_argument(
-        "-o", "--output", metavar="FILE", help="where to write (default: standard output)"
+        "--output", metavar="FILE", help="where to write (default: standard output); also -o"
     )
+    # -o is the same option, kept out of the help: Python 3.13 prints "-o, --output FILE"
+    # where 3.10-3.12 print "-o FILE, --output FILE", and the generated reference must not
+    # depend on the Python that generated it.
+    plot.add_argument("-o", dest="output", metavar="FILE", help=argparse.SUPPRESS)
     plot.add_argument("--mermaid", action="store_true", help="Mermaid text instead of HTML")
     plot.add_argument("--run", metavar="RUN_ID", help="draw the path this run took")
     return parser
