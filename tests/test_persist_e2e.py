@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import enum
@@ -350,7 +351,7 @@ def test_corrupted_latest_row_is_an_error_naming_run_and_seq(tmp_path: Path) -> 
     flow.kickoff()
     run_id = flow.state.id
     store.close()
-    with sqlite3.connect(db) as raw:
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
         raw.execute(
             "UPDATE flowkit_checkpoints SET state = ? WHERE run_id = ? AND seq = 2",
             ("{broken", run_id),

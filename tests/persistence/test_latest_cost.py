@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -20,7 +21,7 @@ def test_latest_of_a_100k_checkpoint_history_is_a_primary_key_lookup(tmp_path: P
     store.save_checkpoint("long", "step", {"id": "long", "n": 1}, expected_seq=0)
     store.close()
     # Build the long history quickly with one bulk insert (the API would need 100k commits).
-    with sqlite3.connect(db) as raw:
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
         raw.executemany(
             "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, "
             "created_at) VALUES ('long', ?, 'step', ?, '{}', NULL, 0)",

@@ -4,6 +4,7 @@ stored once, one engine per URL, clean shutdown, error messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def store(db_path: Path) -> Iterator[SQLiteFlowPersistence]:
 
 
 def _rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db_path) as connection:
+    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
         return connection.execute(sql).fetchall()
 
 
@@ -94,7 +95,7 @@ def test_schema_version_is_recorded(store: SQLiteFlowPersistence, db_path: Path)
 
 def test_newer_schema_is_refused(db_path: Path) -> None:
     """A database written by a newer flowkit is refused with an upgrade hint."""
-    with sqlite3.connect(db_path) as connection:
+    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
         connection.execute("CREATE TABLE flowkit_schema_version (version INTEGER NOT NULL)")
         connection.execute("INSERT INTO flowkit_schema_version VALUES (999)")
     persistence = SQLiteFlowPersistence(db_path)
@@ -114,7 +115,7 @@ def _make_v1_database(db_path: Path) -> None:
         "flowkit_runs_flow_name": "(flow_name, updated_at)",
         "flowkit_runs_status": "(status, updated_at)",
     }
-    with sqlite3.connect(db_path) as connection:
+    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
         connection.execute("CREATE TABLE flowkit_schema_version (version INTEGER NOT NULL)")
         connection.execute("INSERT INTO flowkit_schema_version VALUES (1)")
         for ddl in SCHEMA:
