@@ -7,6 +7,7 @@ and the journal. :class:`Flow` delegates here; the runner drives the scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from .exceptions import (
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
+    FlowkitError,
     FlowUsageError,
     ResumeError,
     RunExistsError,
@@ -34,7 +36,7 @@ from .exceptions import (
 
 if TYPE_CHECKING:
     from ._flow import Flow
-    from .persistence import Checkpoint, FlowPersistence
+    from .persistence import Checkpoint, FlowPersistence, RunRecord
 
 
 class _Plan:
@@ -140,6 +142,7 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     if run is None:
         raise RunNotFoundError(f"cannot fork: no run {run_id!r} in {type(backend).__name__}.")
     check_run(flow, run, run_id, "fork")
+    # A stored checkpoint never changes, so reading it needs no lease.
     cp = await backend.aload_checkpoint(run_id, seq)
     if cp is None:
         raise RunNotFoundError(
@@ -160,9 +163,22 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
         fingerprint=run.fingerprint,
         info={"definition": run.info.get("definition")},
     )
-    await backend.asave_checkpoint(
-        child, cp.method_name, state, expected_seq=0, meta=meta, status=status
-    )
+    if not backend.supports_leases:
+        await backend.asave_checkpoint(
+            child, cp.method_name, state, expected_seq=0, meta=meta, status=status
+        )
+        return child
+    # The first write is made under the child's lease (claimed, then given back with the
+    # write), like any other execution's.
+    owner, _claimed, _latest = await take_lease(flow, backend, child, keep=False)
+    assert owner is not None
+    try:
+        await backend.aend_run(
+            child, cp.method_name, state, owner=owner, expected_seq=0, meta=meta, status=status
+        )
+    except BaseException:
+        await _give_back(backend, child, owner)
+        raise
     return child
 
 
@@ -255,13 +271,26 @@ def make_journal(
     )
 
 
-async def take_lease(flow: Flow[Any], backend: FlowPersistence, run_id: str) -> str | None:
+async def take_lease(
+    flow: Flow[Any], backend: FlowPersistence, run_id: str, *, keep: bool = True
+) -> tuple[str | None, RunRecord | None, Checkpoint | None]:
+    """Claim the run (lease, record and latest checkpoint in one backend call): the owner,
+    the record and the checkpoint, or ``(None, None, None)`` for a backend without leases.
+    With ``keep`` the lease keeper renews the lease until the journal gives it back."""
     if not backend.supports_leases:
-        return None
+        return None, None, None
     owner = new_owner()
-    await backend.aacquire_lease(run_id, owner, flow.lease_ttl)
-    LEASES.keep(backend, run_id, owner, flow.lease_ttl)
-    return owner
+    run, latest = await backend.aclaim_run(run_id, owner, flow.lease_ttl)
+    if keep:
+        LEASES.keep(backend, run_id, owner, flow.lease_ttl)
+    return owner, run, latest
+
+
+async def _give_back(backend: FlowPersistence, run_id: str, owner: str) -> None:
+    """Release a claimed lease the engine will not execute under (refused or failed)."""
+    LEASES.forget(backend, run_id, owner)
+    with contextlib.suppress(FlowkitError):  # the original error matters more
+        await backend.arelease_lease(run_id, owner)
 
 
 async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runner, list[Task]]:
@@ -273,42 +302,62 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
         )
     seq = 0
     run = None
-    if backend is not None and run_id is not None:
-        if _is_durable(backend):
-            run = await backend.aget_run(run_id)
-            if run is not None:
-                check_run(flow, run, run_id, "kick off")
-                cp = await backend.aload_checkpoint(run_id)
+    owner = None
+    durable = backend is not None and _is_durable(backend)
+    try:
+        if backend is not None and run_id is not None:
+            if durable and backend.supports_leases:
+                # An existing run is claimed: what this kickoff starts from is read under
+                # its lease, so no other owner can advance it in between.
+                try:
+                    owner, run, cp = await take_lease(flow, backend, run_id, keep=False)
+                except RunNotFoundError:
+                    cp = None  # a new run: begin_run creates it, leased
+                if run is not None:
+                    check_run(flow, run, run_id, "kick off")
                 if cp is not None:
                     flow._state = load_state(
                         flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
                     )
-        else:
-            data = await backend.aload_state(run_id)
-            if data is not None:
-                flow._state = load_state(flow, data, None, run_id, None)
-    if inputs:
-        flow._state = flow._adapter.apply_inputs(flow._state, inputs)
-    run_id = flow._run_id()
+            elif durable:
+                run = await backend.aget_run(run_id)
+                if run is not None:
+                    check_run(flow, run, run_id, "kick off")
+                    cp = await backend.aload_checkpoint(run_id)
+                    if cp is not None:
+                        flow._state = load_state(
+                            flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
+                        )
+            else:
+                data = await backend.aload_state(run_id)
+                if data is not None:
+                    flow._state = load_state(flow, data, None, run_id, None)
+        if inputs:
+            flow._state = flow._adapter.apply_inputs(flow._state, inputs)
+        run_id = flow._run_id()
+        definition = dict(flow._graph.definition)
+        if backend is not None and durable:
+            if run is not None:
+                if run.fingerprint != flow._graph.fingerprint:
+                    await backend.aupdate_run(
+                        run_id,
+                        fingerprint=flow._graph.fingerprint,
+                        info={**run.info, "definition": definition},
+                    )
+                seq = run.last_seq
+            if owner is None and backend.supports_leases:
+                owner = new_owner()
+    except BaseException:
+        if owner is not None and backend is not None and run is not None:
+            await _give_back(backend, run.run_id, owner)
+        raise
     scheduler = Scheduler(flow._graph, max_method_calls=flow.max_method_calls)
-    owner = None
-    definition = dict(flow._graph.definition)
-    if backend is not None and _is_durable(backend):
-        if run is not None:
-            if run.fingerprint != flow._graph.fingerprint:
-                await backend.aupdate_run(
-                    run_id,
-                    fingerprint=flow._graph.fingerprint,
-                    info={**run.info, "definition": definition},
-                )
-            seq = run.last_seq
-        owner = new_owner() if backend.supports_leases else None
     flow._journal = journal = make_journal(flow, backend, run_id, seq, owner)
     runner = Runner(flow, scheduler, journal)
     tasks = scheduler.begin()
     if isinstance(journal, DurableJournal):
         # One backend call (one transaction on the built-in backends): create the run if
-        # missing, take the lease, store the kickoff checkpoint.
+        # missing, take (or keep) the lease, store the kickoff checkpoint.
         try:
             stored = await journal.begin(
                 "kickoff",
@@ -334,15 +383,45 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
 
 
 async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) -> Runner:
-    from ._codec import decode
-
     backend = durable_backend(flow, "resume")
-    run = await backend.aget_run(run_id)
+    # The claim: lease, record and latest checkpoint in one backend call. Every check
+    # below is made on what it returned, and the state executed is its checkpoint.
+    run: RunRecord | None = None
+    if backend.supports_leases:
+        try:
+            owner, run, cp = await take_lease(flow, backend, run_id)
+        except RunNotFoundError:
+            run = None
+    else:  # a backend without leases: plain reads, as before
+        owner = None
+        run = await backend.aget_run(run_id)
+        cp = None if run is None else await backend.aload_checkpoint(run_id)
     if run is None:
         raise RunNotFoundError(
             f"cannot resume: no run {run_id!r} in {type(backend).__name__}; check the id "
             "(list runs with `flowkit runs`)."
         )
+    try:
+        return await _resume_claimed(flow, backend, run, cp, owner, value, force)
+    except BaseException:
+        if owner is not None:
+            await _give_back(backend, run_id, owner)
+        raise
+
+
+async def _resume_claimed(
+    flow: Flow[Any],
+    backend: FlowPersistence,
+    run: RunRecord,
+    cp: Checkpoint | None,
+    owner: str | None,
+    value: Any,
+    force: bool,
+) -> Runner:
+    """The resume of a claimed run: refuse it, or build the runner from the claim."""
+    from ._codec import decode
+
+    run_id = run.run_id
     check_run(flow, run, run_id, "resume")
     if run.status == "completed":
         raise ResumeError(
@@ -358,7 +437,6 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             "Resume with the old code, or pass resume(..., force=True) to continue with "
             "this one."
         )
-    cp = await backend.aload_checkpoint(run_id)
     position = cp.meta.get("position") if cp is not None else None
     if cp is None or not isinstance(position, dict):
         raise ResumeError(
@@ -386,23 +464,16 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             f"run {run_id!r} is not waiting for input (status {run.status!r}); call "
             "resume(run_id) without a value."
         )
-    owner = await take_lease(flow, backend, run_id)
-    try:
-        if run.fingerprint != flow._graph.fingerprint:
-            await backend.aupdate_run(
-                run_id,
-                fingerprint=flow._graph.fingerprint,
-                info={**run.info, "definition": definition},
-            )
-        flow._journal = journal = make_journal(flow, backend, run_id, cp.seq, owner)
-        assert isinstance(journal, DurableJournal)
-        journal.committed = cp.state
-        journal.run_info = {**run.info, "definition": definition}
-    except BaseException:
-        if owner is not None:
-            LEASES.forget(backend, run_id, owner)
-            await backend.arelease_lease(run_id, owner)
-        raise
+    if run.fingerprint != flow._graph.fingerprint:
+        await backend.aupdate_run(
+            run_id,
+            fingerprint=flow._graph.fingerprint,
+            info={**run.info, "definition": definition},
+        )
+    flow._journal = journal = make_journal(flow, backend, run_id, cp.seq, owner)
+    assert isinstance(journal, DurableJournal)
+    journal.committed = cp.state
+    journal.run_info = {**run.info, "definition": definition}
     last = position.get("last")
     runner = Runner(flow, scheduler, journal, answers=answers)
     if isinstance(last, dict):
