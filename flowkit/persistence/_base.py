@@ -776,7 +776,9 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
         Args:
             run_id: The run to claim.
-            owner: The lease owner (``flowkit.persistence._owner.new_owner()``).
+            owner: A unique id for this execution. The engine's ids read
+                ``host:pid:start:token``, which lets a claimant on the same host tell
+                that the owner's process is gone.
             ttl: Lease duration in seconds (renew it with :meth:`renew_lease`).
 
         Returns:
