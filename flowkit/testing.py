@@ -896,19 +896,29 @@ class PersistenceContract:
         holder, ttl = "owner-0", 0.02
         await self._leased_run(ops, run_id, flow_name, holder, saves=1, ttl=ttl)
         seq = 1
-        for round_ in range(1, 11):
+        for round_ in range(1, 21):
             await asyncio.sleep(ttl * 1.5)  # the holder's lease expires, it does not know
             claimant = f"owner-{round_}"
-            save = ops.in_thread(
-                "save_checkpoint",
-                run_id,
-                "late",
-                _state(run_id, n=seq + 1),
-                expected_seq=seq,
-                lease_owner=holder,
-            )
+
+            async def late_save(delay: float, writer: str, expected: int) -> Any:
+                # Started a little after the claim (a different delay each round), so
+                # that it lands inside the claim for some round if the claim is not
+                # atomic (e.g. reads the checkpoint before it takes the lease).
+                await asyncio.sleep(delay)
+                return await ops.in_thread(
+                    "save_checkpoint",
+                    run_id,
+                    "late",
+                    _state(run_id, n=expected + 1),
+                    expected_seq=expected,
+                    lease_owner=writer,
+                )
+
             claim = ops.in_thread("claim_run", run_id, claimant, ttl)
-            outcome: tuple[Any, Any] = await asyncio.gather(save, claim, return_exceptions=True)
+            delay = (0.0, 0.0005, 0.001, 0.002, 0.004)[round_ % 5]
+            outcome: tuple[Any, Any] = await asyncio.gather(
+                late_save(delay, holder, seq), claim, return_exceptions=True
+            )
             saved, claimed = outcome
             assert not isinstance(claimed, BaseException), claimed
             run, latest = claimed
