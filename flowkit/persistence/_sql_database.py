@@ -164,26 +164,33 @@ class Database:
         gives: LeaseRef | None = None,
     ) -> T:
         """Run ``op`` in one transaction. On PostgreSQL, ``takes`` (a lease the operation
-        may grant) is backed by the owner's liveness lock before the transaction, and
-        undone if it fails; ``gives`` (a lease it gives back) is unlocked after it
+        may grant) is backed by the owner's liveness lock before the transaction commits,
+        and undone if it fails; ``gives`` (a lease it gives back) is unlocked after it
         commits."""
         await self._start()
         if self.dialect == "sqlite":
             return await self._run_sqlite(op, write=write)
         assert self.engine is not None
         liveness = self.liveness
-        fresh = False
-        if liveness is not None and takes is not None:
-            fresh = await liveness.hold(*takes)
+        if liveness is None or (takes is None and gives is None):
+            async with self.engine.begin() as connection:
+                return await drive_async(connection, op)
+        # The owner's liveness lock is taken alongside the transaction and awaited before
+        # it commits: no claimant can see the lease before it is backed.
+        hold = None if takes is None else asyncio.ensure_future(liveness.hold(*takes))
         try:
             async with self.engine.begin() as connection:
                 result = await drive_async(connection, op)
+                if hold is not None:
+                    await hold
         except BaseException:
-            if fresh and liveness is not None and takes is not None:
-                await liveness.drop(*takes)
+            if hold is not None and takes is not None:
+                fresh = await asyncio.gather(hold, return_exceptions=True)
+                if fresh[0] is True:
+                    liveness.drop(*takes)
             raise
-        if liveness is not None and gives is not None:
-            await liveness.drop(*gives)
+        if gives is not None:
+            liveness.drop(*gives)
         return result
 
     async def dispose(self) -> None:

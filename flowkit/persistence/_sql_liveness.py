@@ -43,9 +43,11 @@ def liveness_key(owner: str) -> int:
 class SessionLiveness:
     """The advisory locks this process holds for its lease owners, on one connection.
 
-    Used on the database's portal loop only. ``hold`` is awaited before a lease is
-    written, ``drop`` after it is given back; an owner's key stays locked while it holds
-    at least one run through this database.
+    Used on the database's portal loop only. ``hold`` completes before a lease is
+    committed, ``drop`` is called once it is given back; an owner's key stays locked
+    while it holds at least one run through this database. Unlocking happens in the
+    background (session advisory locks stack, so an unlock that runs after the same
+    owner's next lock still leaves it held once).
     """
 
     def __init__(self, make_engine: Callable[[], AsyncEngine]) -> None:
@@ -55,9 +57,7 @@ class SessionLiveness:
         self._lock = asyncio.Lock()
         # owner -> (whether this session got the owner's key, run ids held)
         self._held: dict[str, tuple[bool, set[str]]] = {}
-
-    def holds(self, owner: str) -> bool:
-        return owner in self._held
+        self._unlocking: set[asyncio.Task[None]] = set()
 
     async def _connect(self) -> AsyncConnection:
         if self._connection is None:
@@ -68,16 +68,25 @@ class SessionLiveness:
             self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         return self._connection
 
+    def _add(self, owner: str, run_id: str) -> bool | None:
+        entry = self._held.get(owner)
+        if entry is None:
+            return None
+        if run_id in entry[1]:
+            return False
+        entry[1].add(run_id)
+        return True
+
     async def hold(self, owner: str, run_id: str) -> bool:
         """Back ``owner``'s lease on ``run_id`` with the owner's key; True if this call
         recorded it (so a failed lease write undoes exactly that)."""
+        added = self._add(owner, run_id)
+        if added is not None:
+            return added
         async with self._lock:
-            entry = self._held.get(owner)
-            if entry is not None:
-                if run_id in entry[1]:
-                    return False
-                entry[1].add(run_id)
-                return True
+            added = self._add(owner, run_id)  # another hold of this owner got here first
+            if added is not None:
+                return added
             try:
                 connection = await self._connect()
                 result = await connection.execute(text(TRY_LOCK), {"key": liveness_key(owner)})
@@ -91,22 +100,27 @@ class SessionLiveness:
             self._held[owner] = (got, {run_id})
             return True
 
-    async def drop(self, owner: str, run_id: str) -> None:
+    def drop(self, owner: str, run_id: str) -> None:
         """``owner`` gave ``run_id``'s lease back; unlock its key if that was its last."""
+        entry = self._held.get(owner)
+        if entry is None or run_id not in entry[1]:
+            return
+        entry[1].discard(run_id)
+        if entry[1]:
+            return
+        del self._held[owner]
+        if entry[0]:
+            task = asyncio.ensure_future(self._unlock(liveness_key(owner)))
+            self._unlocking.add(task)
+            task.add_done_callback(self._unlocking.discard)
+
+    async def _unlock(self, key: int) -> None:
         async with self._lock:
-            entry = self._held.get(owner)
-            if entry is None or run_id not in entry[1]:
-                return
-            entry[1].discard(run_id)
-            if entry[1]:
-                return
-            del self._held[owner]
-            if not entry[0] or self._connection is None:
-                return
+            if self._connection is None:
+                return  # the session ended: nothing is held any more
             try:
-                await self._connection.execute(text(UNLOCK), {"key": liveness_key(owner)})
+                await self._connection.execute(text(UNLOCK), {"key": key})
             except DBAPIError:
-                # Nothing to give back: a broken session holds no locks.
                 await self._forget_connection()
 
     async def _forget_connection(self) -> None:
@@ -118,6 +132,8 @@ class SessionLiveness:
 
     async def close(self) -> None:
         """Close the connection: the server releases every lock it held."""
+        if self._unlocking:
+            await asyncio.gather(*self._unlocking, return_exceptions=True)
         async with self._lock:
             await self._forget_connection()
             engine, self._engine = self._engine, None

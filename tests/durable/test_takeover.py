@@ -147,7 +147,8 @@ def test_liveness_locks_are_given_back(postgres: str, run_id: str, tmp_path: Pat
                 Relay(persistence=p).kickoff(inputs={"id": run_id + "-failing"})
         finally:
             Relay.halt_at = None
-        assert _advisory_locks(p) == 0
+        # Unlocking happens in the background, right after each release.
+        _wait_for(lambda: _advisory_locks(p) == 0, "the liveness locks to be given back")
     finally:
         p.close()
     p = backend(postgres)
