@@ -148,33 +148,32 @@ def test_liveness_locks_are_given_back(postgres: str, run_id: str, tmp_path: Pat
         finally:
             Relay.halt_at = None
         # Unlocking happens in the background, right after each release.
-        _wait_for(lambda: _advisory_locks(p) == 0, "the liveness locks to be given back")
+        _wait_for(lambda: _advisory_locks() == 0, "the liveness locks to be given back")
     finally:
         p.close()
     p = backend(postgres)
     try:
-        assert _advisory_locks(p) == 0
+        assert _advisory_locks() == 0
     finally:
         p.close()
 
 
-def _advisory_locks(p) -> int:  # type: ignore[no-untyped-def]
-    """Session-level advisory locks held in this database by any session but the asking
-    one (which holds none)."""
-    from sqlalchemy import text
+def _advisory_locks() -> int:
+    """Advisory locks held in the test database (asked on a connection of its own)."""
+    import asyncio
 
-    database = p._database()
+    import asyncpg
 
     async def count() -> int:
-        await database._start()
-        async with database.engine.connect() as connection:
-            result = await connection.execute(
-                text(
+        connection = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return int(
+                await connection.fetchval(
                     "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                    "WHERE l.locktype = 'advisory' AND d.datname = current_database() "
-                    "AND l.pid <> pg_backend_pid()"
+                    "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
                 )
             )
-            return int(result.scalar())
+        finally:
+            await connection.close()
 
-    return database.portal.run(count())
+    return asyncio.run(count())
