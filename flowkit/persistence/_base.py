@@ -521,7 +521,9 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             meta: Engine data stored verbatim with the checkpoint.
             status: The run's status after this checkpoint.
             flow_name: Stored when this save creates the run.
-            lease_owner: The writer; refused if another owner holds a live lease.
+            lease_owner: The writer. Fencing: if not None and the run exists, the save
+                is refused unless the run's lease names this owner (a free or expired
+                lease does not admit it). None: no lease check (``save_state``).
 
         Returns:
             The stored checkpoint.
@@ -529,6 +531,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             ConcurrentUpdateError: ``expected_seq`` differs from the stored ``last_seq``.
             RunLockedError: Another owner holds an unexpired lease on the run.
+            LeaseLostError: ``lease_owner`` does not hold the lease (it is free, or
+                another owner's expired one).
             UnserializableStateError: ``state`` or ``meta`` is not JSON-ready.
             (Nothing is written when any of these is raised.)
         """
@@ -574,14 +578,15 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
         """Take (or extend) the run's lease for ``ttl`` seconds.
 
-        Succeeds when the lease is free, expired or already held by ``owner``.
+        Succeeds when the lease is free, expired, already held by ``owner``, or held by
+        an owner known to be dead (see :meth:`claim_run`).
 
         Returns:
             The run with ``lease_owner`` = owner and ``lease_expires_at`` = now + ttl.
 
         Raises:
             RunNotFoundError: No run with that id.
-            RunLockedError: Another owner holds an unexpired lease (names holder, expiry).
+            RunLockedError: A live owner holds an unexpired lease (names holder, expiry).
         """
         return self._derived_sync("acquire_lease", run_id, owner, ttl)  # type: ignore[no-any-return]
 
