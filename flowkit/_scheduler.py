@@ -113,11 +113,12 @@ class Scheduler:
 
     # -- driving -------------------------------------------------------------------
 
-    def begin(self) -> list[Task]:
-        """The calls a kickoff starts with."""
+    def begin(self, trigger_payload: Any = None) -> list[Task]:
+        """The calls a kickoff starts with; each carries the kickoff's trigger payload
+        (CrewAI's ``crewai_trigger_payload`` input), stored with the position."""
         tasks = []
         for name in self.graph.initial:
-            tasks.append(self._schedule(name, None, None, self._new_wave(), ()))
+            tasks.append(self._schedule(name, None, trigger_payload, self._new_wave(), ()))
         return tasks
 
     def _new_wave(self) -> int:

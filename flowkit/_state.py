@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ._graph import TRIGGER_PAYLOAD
 from .exceptions import (
     CorruptCheckpointError,
     FlowConfigurationError,
@@ -173,6 +174,10 @@ class StateAdapter:
         if self.model is None:
             state.update(inputs)
             return state
+        if TRIGGER_PAYLOAD in inputs and TRIGGER_PAYLOAD not in self.model.model_fields:
+            # CrewAI's trigger input goes to start methods; a model without such a
+            # field does not store it (as in CrewAI)
+            inputs = {k: v for k, v in inputs.items() if k != TRIGGER_PAYLOAD}
         unknown = [k for k in inputs if k not in self.model.model_fields]
         if unknown and self.model.model_config.get("extra") != "allow":
             raise StateValidationError(
