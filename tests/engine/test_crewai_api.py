@@ -1,0 +1,487 @@
+"""The CrewAI Flow API that flowkit provides, through flowkit's public API.
+
+Each test states the CrewAI 1.15.30 behaviour it matches (observed in a scratch venv),
+or the documented difference it pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowkit import Flow, FlowState, InputResponse, Interrupted, listen, persist, start
+from flowkit.events import (
+    FlowEvent,
+    FlowFinished,
+    FlowResult,
+    FlowStarted,
+    MethodFinished,
+    MethodStarted,
+)
+from flowkit.exceptions import FlowUsageError, RunNotFoundError
+from flowkit.persistence import InMemoryFlowPersistence, SQLiteFlowPersistence
+
+# -- names -------------------------------------------------------------------------------
+
+
+def test_name_class_attribute_names_the_flow() -> None:
+    """CrewAI: `name = "..."` on the class names the flow (events, stored runs)."""
+
+    class Billing(Flow):
+        name = "invoice-run"
+
+        @start()
+        def begin(self) -> None: ...
+
+    events: list[FlowEvent] = []
+    flow = Billing()
+    flow.subscribe(events.append, FlowStarted)
+    flow.kickoff()
+    assert [e.flow_name for e in events] == ["invoice-run"]
+
+
+class Outer:
+    class Inner(Flow):
+        @start()
+        def begin(self) -> None: ...
+
+
+def test_default_flow_name_is_the_class_name_not_its_qualified_name() -> None:
+    """CrewAI names an unnamed flow after the class's __name__ ("Inner", not "Outer.Inner")."""
+    backend = InMemoryFlowPersistence()
+    flow = Outer.Inner(persistence=backend)
+    flow.kickoff()
+    run = backend.get_run(flow.flow_id)
+    assert run is not None and run.flow_name == "Inner"
+
+
+# -- state and run ids -----------------------------------------------------------------
+
+
+class ChangesId(Flow[dict]):
+    @start()
+    def begin(self) -> None:
+        self.state["id"] = "someone-else"
+
+
+def test_a_method_changing_state_id_fails_naming_both_ids() -> None:
+    """flowkit refuses what CrewAI silently follows (saves under the new id while the
+    stored run keeps the old): the method's return is a clear error."""
+    flow = ChangesId()
+    old = flow.flow_id
+    with pytest.raises(FlowUsageError, match=f"from '{old}' to 'someone-else'"):
+        flow.kickoff()
+
+
+def test_a_changed_state_id_never_reaches_storage() -> None:
+    """With persistence, nothing is stored under the new id; the run fails under its own."""
+    backend = InMemoryFlowPersistence()
+    flow = ChangesId(persistence=backend)
+    old = flow.flow_id
+    with pytest.raises(FlowUsageError):
+        flow.kickoff()
+    run = backend.get_run(old)
+    assert run is not None and run.status == "failed"
+    assert backend.get_run("someone-else") is None
+
+
+def test_flow_id_is_the_state_id() -> None:
+    """CrewAI's flow_id is state.id."""
+
+    class Plain(Flow[dict]):
+        @start()
+        def begin(self) -> None: ...
+
+    flow = Plain()
+    assert flow.flow_id == flow.state["id"]
+
+
+def test_method_outputs_lists_every_output_in_finishing_order() -> None:
+    """CrewAI's method_outputs: each method's return value, in order, for the last run."""
+
+    class Steps(Flow):
+        @start()
+        def one(self) -> str:
+            return "a"
+
+        @listen(one)
+        def two(self, value: str) -> str:
+            return value + "b"
+
+    flow = Steps()
+    flow.kickoff()
+    assert flow.method_outputs == ["a", "ab"]
+    flow.kickoff()
+    assert flow.method_outputs == ["a", "ab"]  # per kickoff, not accumulated
+
+
+class Settings(FlowState):
+    level: int = 0
+
+
+class Levelled(Flow[Settings]):
+    @start()
+    def read(self) -> tuple[str, int]:
+        return self.state.id, self.state.level
+
+
+def test_initial_state_instance_per_flow_object_keeps_its_values_and_id() -> None:
+    """CrewAI: Flow(initial_state=Model(id="mine", ...)) starts from it, id included."""
+    assert Levelled(initial_state=Settings(id="mine", level=5)).kickoff() == ("mine", 5)
+
+
+def test_initial_state_dict_for_a_typed_flow_is_validated_into_the_model() -> None:
+    """A dict for Flow[Model] fills the model's fields (CrewAI fails on it later with an
+    AttributeError); a fresh id is minted."""
+    run_id, level = Levelled(initial_state={"level": "3"}).kickoff()
+    assert level == 3 and len(run_id) == 36
+
+
+# -- persistence -------------------------------------------------------------------------
+
+
+def test_persist_accepts_the_persistence_keyword(tmp_path: Path) -> None:
+    """CrewAI spells it @persist(persistence=backend)."""
+    backend = SQLiteFlowPersistence(tmp_path / "kw.db")
+
+    @persist(persistence=backend)
+    class Keyword(Flow[dict]):
+        @start()
+        def begin(self) -> None:
+            self.state["done"] = True
+
+    flow = Keyword()
+    flow.kickoff()
+    assert backend.load_state(flow.flow_id)["done"] is True
+
+
+class FalsyBackend(InMemoryFlowPersistence):
+    """A backend whose truth value is False (it defines __len__, like a collection)."""
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_a_falsy_backend_given_to_persist_is_the_one_used() -> None:
+    """CrewAI uses the object given to @persist; it must not be swapped for the default."""
+    backend = FalsyBackend()
+
+    @persist(backend)
+    class Kept(Flow[dict]):
+        @start()
+        def begin(self) -> None: ...
+
+    flow = Kept()
+    flow.kickoff()
+    assert flow.persistence is backend
+    assert backend.load_state(flow.flow_id) is not None
+
+
+@persist(InMemoryFlowPersistence())
+class Counter(Flow[dict]):
+    @start()
+    def bump(self) -> int:
+        self.state["n"] = self.state.get("n", 0) + 1
+        return int(self.state["n"])
+
+
+def test_restore_from_state_id_starts_a_new_run_from_the_stored_state() -> None:
+    """CrewAI: kickoff(restore_from_state_id=X) copies X's latest state into a new run
+    with a new id; X is unchanged. flowkit records X as the new run's parent."""
+    first = Counter()
+    first.kickoff()
+    second = Counter()
+    assert second.kickoff(restore_from_state_id=first.flow_id) == 2
+    assert second.flow_id != first.flow_id
+    backend = Counter().persistence
+    assert backend is not None
+    assert backend.load_state(first.flow_id)["n"] == 1
+    child = backend.get_run(second.flow_id)
+    assert child is not None and child.parent_run_id == first.flow_id
+
+
+def test_restore_from_state_id_applies_inputs_on_top_and_inputs_id_names_the_run() -> None:
+    """CrewAI: inputs are applied after the restore, and inputs["id"] pins the new id."""
+    first = Counter()
+    first.kickoff()
+    second = Counter()
+    out = second.kickoff(inputs={"id": "pinned-run", "n": 10}, restore_from_state_id=first.flow_id)
+    assert out == 11 and second.flow_id == "pinned-run"
+
+
+def test_restore_from_an_unknown_id_is_an_error() -> None:
+    """CrewAI logs and starts from scratch; flowkit refuses (a typo would lose the state
+    the caller meant to continue from)."""
+    with pytest.raises(RunNotFoundError, match="no-such-run"):
+        Counter().kickoff(restore_from_state_id="no-such-run")
+
+
+def test_akickoff_takes_restore_from_state_id() -> None:
+    """The awaitable forms take the same argument."""
+    first = Counter()
+    first.kickoff()
+    assert asyncio.run(Counter().akickoff(restore_from_state_id=first.flow_id)) == 2
+
+
+# -- trigger payload -------------------------------------------------------------------
+
+
+class Triggered(Flow[dict]):
+    @start()
+    def receive(self, crewai_trigger_payload: Any = None) -> Any:
+        return crewai_trigger_payload
+
+
+def test_trigger_payload_reaches_a_start_that_declares_it() -> None:
+    """CrewAI passes inputs["crewai_trigger_payload"] to start methods with that parameter
+    (and keeps it in a dict state)."""
+    flow = Triggered()
+    assert flow.kickoff(inputs={"crewai_trigger_payload": {"order": 7}}) == {"order": 7}
+    assert flow.state["crewai_trigger_payload"] == {"order": 7}
+
+
+def test_trigger_payload_is_not_a_state_field_error_for_models() -> None:
+    """CrewAI ignores the trigger input for a model state without such a field."""
+
+    class Typed(Flow[Settings]):
+        @start()
+        def receive(self, crewai_trigger_payload: Any = None) -> Any:
+            return crewai_trigger_payload
+
+    assert Typed().kickoff(inputs={"crewai_trigger_payload": "hook"}) == "hook"
+
+
+def test_trigger_payload_survives_a_resume() -> None:
+    """A start interrupted before it finished gets the payload again on resume."""
+
+    @persist(InMemoryFlowPersistence())
+    class Paused(Flow[Settings]):
+        @start()
+        def receive(self, crewai_trigger_payload: Any = None) -> Any:
+            answer = self.interrupt("go?")
+            return (crewai_trigger_payload, answer)
+
+    paused = Paused().kickoff(inputs={"crewai_trigger_payload": {"k": 1}})
+    assert isinstance(paused, Interrupted)
+    assert Paused().resume(paused.run_id, "yes") == ({"k": 1}, "yes")
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+class Two(Flow[dict]):
+    @start()
+    def first(self) -> int:
+        self.state["seen"] = 1
+        return 1
+
+    @listen(first)
+    def second(self, value: int) -> int:
+        return value + 1
+
+
+def test_flow_started_inputs_is_none_without_inputs() -> None:
+    """CrewAI's FlowStartedEvent.inputs is None when kickoff got no inputs."""
+    events: list[FlowEvent] = []
+    flow = Two()
+    flow.subscribe(events.append, FlowStarted)
+    flow.kickoff()
+    flow.kickoff(inputs={"x": 1})
+    assert [e.inputs for e in events if isinstance(e, FlowStarted)] == [None, {"x": 1}]
+
+
+def test_method_events_carry_params_and_a_state_copy() -> None:
+    """CrewAI: method started has params ({"_0": value}) and the state; method finished
+    has the state after the method."""
+    events: list[FlowEvent] = []
+    flow = Two()
+    flow.subscribe(events.append, MethodStarted, MethodFinished)
+    flow.kickoff()
+    started = [e for e in events if isinstance(e, MethodStarted)]
+    finished = [e for e in events if isinstance(e, MethodFinished)]
+    assert [e.params for e in started] == [{}, {"_0": 1}]
+    assert "seen" not in started[0].state and started[1].state["seen"] == 1
+    assert finished[0].state["seen"] == 1
+    flow.state["seen"] = 99
+    assert finished[0].state["seen"] == 1  # a copy, not the live state
+
+
+def test_a_raising_handler_is_logged_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CrewAI logs a handler error and continues the flow; so does flowkit."""
+
+    def broken(event: FlowEvent) -> None:
+        raise RuntimeError("handler broke")
+
+    flow = Two()
+    flow.subscribe(broken, MethodStarted)
+    with caplog.at_level(logging.ERROR, logger="flowkit"):
+        assert flow.kickoff() == 2
+    assert "handler broke" in caplog.text
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+def test_stream_events_yields_the_run_then_the_result() -> None:
+    """stream_events() yields typed events as the run goes, ending with FlowResult."""
+    kinds = []
+    last: FlowEvent | None = None
+    for event in Two().stream_events(inputs={"x": 1}):
+        kinds.append(type(event).__name__)
+        last = event
+    assert kinds == [
+        "FlowStarted",
+        "MethodStarted",
+        "MethodFinished",
+        "MethodStarted",
+        "MethodFinished",
+        "FlowFinished",
+        "FlowResult",
+    ]
+    assert isinstance(last, FlowResult) and last.result == 2
+
+
+def test_astream_yields_the_same_events_in_async_code() -> None:
+    """astream() is the async iterator form."""
+
+    async def collect() -> list[FlowEvent]:
+        return [event async for event in Two().astream()]
+
+    events = asyncio.run(collect())
+    assert isinstance(events[-2], FlowFinished) and events[-2].output == 2
+    assert isinstance(events[-1], FlowResult) and events[-1].result == 2
+
+
+def test_a_stream_raises_the_flow_error_after_the_events_before_it() -> None:
+    """A failing method: its events arrive, then iteration raises its exception."""
+
+    class Fails(Flow):
+        @start()
+        def boom(self) -> None:
+            raise ValueError("bad input")
+
+    seen = []
+    with pytest.raises(ValueError, match="bad input"):
+        for event in Fails().stream_events():
+            seen.append(type(event).__name__)
+    assert seen[:2] == ["FlowStarted", "MethodStarted"]
+
+
+def test_stream_ends_with_interrupted_result() -> None:
+    """An interrupt ends the stream: FlowInterrupted, then FlowResult(Interrupted)."""
+
+    @persist(InMemoryFlowPersistence())
+    class Review(Flow):
+        @start()
+        def ask_human(self) -> Any:
+            return self.interrupt("ok?")
+
+    events = list(Review().stream_events())
+    assert type(events[-2]).__name__ == "FlowInterrupted"
+    assert isinstance(events[-1], FlowResult) and isinstance(events[-1].result, Interrupted)
+
+
+def test_stream_events_inside_an_event_loop_points_to_astream() -> None:
+    """The sync iterator inside async code is a clear error naming astream()."""
+
+    async def misuse() -> None:
+        Two().stream_events()
+
+    with pytest.raises(FlowUsageError, match="astream"):
+        asyncio.run(misuse())
+
+
+# -- ask ---------------------------------------------------------------------------------
+
+
+class Canned:
+    def __init__(self, answer: str | InputResponse | None) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, Any]] = []
+
+    def request_input(
+        self, message: str, flow: Flow[Any], metadata: dict[str, Any] | None = None
+    ) -> str | InputResponse | None:
+        self.asked.append((message, metadata))
+        return self.answer
+
+
+class Survey(Flow[dict]):
+    @start()
+    def colour(self) -> str | None:
+        self.state["asked"] = self.state.get("asked", 0) + 1
+        return self.ask("Favourite colour?", metadata={"channel": "#team"})
+
+
+def test_ask_uses_the_input_provider() -> None:
+    """CrewAI: ask() calls input_provider.request_input(message, flow, metadata)."""
+    provider = Canned("blue")
+    assert Survey(input_provider=provider).kickoff() == "blue"
+    assert provider.asked == [("Favourite colour?", {"channel": "#team"})]
+
+
+def test_ask_returns_the_text_of_an_input_response() -> None:
+    """CrewAI: a provider may answer with InputResponse(text, metadata)."""
+    provider = Canned(InputResponse("green", {"by": "ana"}))
+    assert Survey(input_provider=provider).kickoff() == "green"
+
+
+def test_ask_returns_none_when_the_provider_times_out() -> None:
+    """CrewAI: ask(..., timeout=s) returns None when no answer came in time."""
+    release = threading.Event()
+
+    class Slow:
+        def request_input(
+            self, message: str, flow: Flow[Any], metadata: dict[str, Any] | None = None
+        ) -> str:
+            release.wait(30)
+            return "late"
+
+    class Timed(Flow):
+        input_provider = Slow()
+
+        @start()
+        def wait(self) -> str | None:
+            return self.ask("quick?", timeout=0.2)
+
+    try:
+        assert Timed().kickoff() is None
+    finally:
+        release.set()
+
+
+def test_ask_without_provider_or_persistence_reads_the_console(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CrewAI's default provider is the console."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("red\n"))
+    assert Survey().kickoff() == "red"
+
+
+def test_durable_ask_pauses_and_resume_answers_it() -> None:
+    """With persistence and no provider, ask() stores the run as waiting, kickoff returns
+    Interrupted carrying the question, and resume(run_id, answer) makes ask return it;
+    the method re-runs from its starting state (its change before ask counts once)."""
+    backend = InMemoryFlowPersistence()
+    paused = Survey(persistence=backend).kickoff()
+    assert isinstance(paused, Interrupted)
+    assert paused.payload == {"ask": "Favourite colour?", "metadata": {"channel": "#team"}}
+    run = backend.get_run(paused.run_id)
+    assert run is not None and run.status == "interrupted"
+    resumed = Survey(persistence=backend)
+    assert resumed.resume(paused.run_id, "teal") == "teal"
+    assert resumed.state["asked"] == 1
+
+
+def test_ask_outside_a_running_method_is_an_error() -> None:
+    """ask() needs a running method, like interrupt()."""
+    with pytest.raises(FlowUsageError, match="ask"):
+        Survey().ask("now?")
