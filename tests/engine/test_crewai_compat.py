@@ -6,6 +6,7 @@ docs/coming-from-crewai.md and are tested there or in the other engine tests.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -272,3 +273,52 @@ def test_router_emit_must_be_strings() -> None:
     """emit=[1] names the bad value."""
     with pytest.raises(FlowDefinitionError, match=r"emit=\[1\]"):
         router("x", emit=[1])  # type: ignore[list-item]
+
+
+class RouterAndItsLabel(Flow[dict]):
+    @start()
+    def begin(self) -> None:
+        self.state["runs"] = 0
+
+    @router(begin)
+    def decide(self) -> str:
+        return "chosen"
+
+    @listen(or_(decide, "chosen"))
+    def after(self) -> None:
+        self.state["runs"] += 1
+
+
+def test_or_over_a_router_and_its_label_fires_once() -> None:
+    """A router's name and its label are one completion: once (CrewAI runs it twice,
+    dispatching the name in a nested pass first; documented difference)."""
+    flow = RouterAndItsLabel()
+    flow.kickoff()
+    assert flow.state["runs"] == 1
+
+
+class Race(Flow[dict]):
+    @start()
+    def begin(self) -> None:
+        self.state["log"] = []
+
+    @listen(begin)
+    async def fast(self) -> None:
+        self.state["log"].append("fast")
+
+    @listen(begin)
+    async def slow(self) -> None:
+        await asyncio.sleep(0.05)
+        self.state["log"].append("slow")
+
+    @listen(or_(fast, slow))
+    def first(self) -> None:
+        self.state["log"].append("first")
+
+
+def test_methods_feeding_one_or_all_run_to_completion() -> None:
+    """CrewAI cancels the slower of two methods that only feed one or_ (a race);
+    flowkit runs both, and the or_ listener once (documented difference)."""
+    flow = Race()
+    flow.kickoff()
+    assert sorted(flow.state["log"]) == ["fast", "first", "slow"]
