@@ -148,17 +148,17 @@ def test_initial_state_dict_for_a_typed_flow_is_validated_into_the_model() -> No
 
 def test_persist_accepts_the_persistence_keyword(tmp_path: Path) -> None:
     """CrewAI spells it @persist(persistence=backend)."""
-    backend = SQLiteFlowPersistence(tmp_path / "kw.db")
+    with SQLiteFlowPersistence(tmp_path / "kw.db") as backend:
 
-    @persist(persistence=backend)
-    class Keyword(Flow[dict]):
-        @start()
-        def begin(self) -> None:
-            self.state["done"] = True
+        @persist(persistence=backend)
+        class Keyword(Flow[dict]):
+            @start()
+            def begin(self) -> None:
+                self.state["done"] = True
 
-    flow = Keyword()
-    flow.kickoff()
-    assert backend.load_state(flow.flow_id)["done"] is True
+        flow = Keyword()
+        flow.kickoff()
+        assert backend.load_state(flow.flow_id)["done"] is True
 
 
 class FalsyBackend(InMemoryFlowPersistence):
