@@ -153,33 +153,16 @@ class Flow(Generic[T]):
         self.lease_wait = float(lease_wait)
         if input_provider is not None:
             self.input_provider = input_provider
-        self._state: Any = (
-            cls._adapter.new() if initial_state is None else self._initial(initial_state)
-        )
+        if initial_state is None:
+            self._state: Any = cls._adapter.new()
+        else:
+            self._adapter, self._state = cls._adapter.for_initial(initial_state)
         self._bus = EventBus()
         self._busy = False
         self._journal: Journal | None = None
         self._outputs: list[Any] = []
         #: the run id a kickoff executes under (a method must not change state.id)
         self._active_run_id: str | None = None
-
-    def _initial(self, initial: Any) -> Any:
-        """The starting state ``Flow(initial_state=...)`` asks for (CrewAI keeps the id
-        of an instance that has one; a new one is minted otherwise)."""
-        from ._state import StateAdapter
-
-        cls = type(self)
-        if isinstance(initial, Mapping) and cls._adapter.model is not None:
-            # a dict for a typed flow: field values of its model, validated
-            return cls._adapter.apply_inputs(cls._adapter.new(), initial)
-        adapter = StateAdapter(cls._graph.flow_name, None, initial)
-        if adapter.model is not cls._adapter.model:
-            self._adapter = adapter  # this object's state has its own type
-        state = adapter.new()
-        given_id = getattr(initial, "id", None)
-        if isinstance(given_id, str) and given_id and not isinstance(initial, type):
-            state.id = given_id
-        return state
 
     # -- state -----------------------------------------------------------------------
 
@@ -215,16 +198,6 @@ class Flow(Generic[T]):
         """What each method returned during the last kickoff (or resume) of this object,
         in the order they finished (CrewAI's ``method_outputs``)."""
         return list(self._outputs)
-
-    def _state_snapshot(self) -> Any:
-        """A copy of the state as plain data, for events (CrewAI sends the state dump)."""
-        import copy
-
-        data = self._adapter.dump(self._state)
-        try:
-            return copy.deepcopy(data)
-        except Exception:  # an uncopyable value: a shallow copy still freezes the keys
-            return dict(data)
 
     def _method_finished(self, method: str, output: Any) -> None:
         """Called by the runner when a method returned: record its output and refuse a

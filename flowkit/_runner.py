@@ -83,7 +83,7 @@ class Runner:
                 MethodStarted,
                 method=task.method,
                 params=params,
-                state=self.flow._state_snapshot(),
+                state=self.flow._adapter.snapshot(self.flow._state),
             )
 
     async def _run_inline(self, task: Task) -> Any:
@@ -153,7 +153,7 @@ class Runner:
                 MethodFinished,
                 method=task.method,
                 output=output,
-                state=self.flow._state_snapshot(),
+                state=self.flow._adapter.snapshot(self.flow._state),
             )
         new = self.scheduler.complete(task.id, output)
         self.answers.pop(task.id, None)
