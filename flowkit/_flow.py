@@ -14,7 +14,7 @@ from ._interrupt import CallContext, InterruptSignal, current_call
 from .exceptions import FlowConfigurationError, FlowUsageError, StateAssignmentError
 
 if typing.TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncGenerator, Callable, Generator
 
     from ._ask import InputProvider
     from ._execution import _Plan
@@ -293,7 +293,7 @@ class Flow(Generic[T]):
         inputs: Mapping[str, Any] | None = None,
         *,
         restore_from_state_id: str | None = None,
-    ) -> Iterator[FlowEvent]:
+    ) -> Generator[FlowEvent, None, None]:
         """Kick off and yield the run's events as they happen, ending with a
         :class:`flowkit.events.FlowResult` carrying what :meth:`kickoff` returns.
 
@@ -314,7 +314,7 @@ class Flow(Generic[T]):
         inputs: Mapping[str, Any] | None = None,
         *,
         restore_from_state_id: str | None = None,
-    ) -> AsyncIterator[FlowEvent]:
+    ) -> AsyncGenerator[FlowEvent, None]:
         """Async form of :meth:`stream_events`: ``async for event in flow.astream()``."""
         from ._stream import stream_async
 
@@ -377,6 +377,11 @@ class Flow(Generic[T]):
         if restore_from_state_id is not None:
             from ._restore import restore_from
 
+            if self._busy:  # before the fork, so that a refused kickoff stores nothing
+                raise FlowUsageError(
+                    f"{type(self).__qualname__} instance is already running; create one "
+                    "flow object per concurrent kickoff."
+                )
             inputs = await restore_from(self, restore_from_state_id, inputs)
         return await execute(self, inputs, None)
 

@@ -8,7 +8,7 @@ An exception from the flow is raised by the iterator after the events before it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .events import FlowEvent, FlowResult
@@ -50,7 +50,7 @@ async def stream_async(
 
 def stream_sync(
     flow: Flow[Any], inputs: Mapping[str, Any] | None, restore_from_state_id: str | None
-) -> Iterator[FlowEvent]:
+) -> Generator[FlowEvent, None, None]:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -74,7 +74,7 @@ async def _close(events: AsyncGenerator[FlowEvent, None]) -> None:
     await events.aclose()
 
 
-def _drive(events: AsyncGenerator[FlowEvent, None]) -> Iterator[FlowEvent]:
+def _drive(events: AsyncGenerator[FlowEvent, None]) -> Generator[FlowEvent, None, None]:
     # Each step runs this thread's flowkit loop until the next event: the flow advances
     # while the caller asks for events, on one loop, with no extra thread.
     from ._sync import run_sync

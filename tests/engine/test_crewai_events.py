@@ -239,3 +239,25 @@ def test_ask_outside_a_running_method_is_an_error() -> None:
     """ask() needs a running method, like interrupt()."""
     with pytest.raises(FlowUsageError, match="ask"):
         Survey().ask("now?")
+
+
+def test_stopping_a_stream_early_cancels_the_run() -> None:
+    """Leaving the loop early stops the run: methods after that point never start."""
+    ran: list[str] = []
+
+    class Slow(Flow[dict]):
+        @start()
+        async def first(self) -> None:
+            ran.append("first")
+            await asyncio.sleep(0.05)
+
+        @listen(first)
+        def second(self) -> None:
+            ran.append("second")
+
+    stream = Slow().stream_events()
+    for event in stream:
+        if isinstance(event, MethodStarted):
+            break
+    stream.close()  # what a for loop's owner does when it drops the iterator
+    assert ran == ["first"]
