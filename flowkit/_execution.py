@@ -13,7 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ._flow import MISSING
-from ._graph import diff_definitions
+from ._graph import TRIGGER_PAYLOAD, diff_definitions
 from ._interrupt import Interrupted
 from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
@@ -35,6 +35,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._flow import Flow
     from .persistence import Checkpoint, FlowPersistence, RunRecord
 
@@ -66,11 +68,14 @@ class _Plan:
     def backend(self, override: FlowPersistence | None) -> FlowPersistence | None:
         if override is not None:
             return override
+        # `is None`, not `or`: a backend object that is falsy (e.g. defines __len__)
+        # is still the one the user chose
         if self.class_cfg is not None:
-            return self.class_cfg.backend or default_persistence()
+            chosen = self.class_cfg.backend
+            return default_persistence() if chosen is None else chosen
         if self.method_cfgs:
             chosen = next(iter(self.method_cfgs.values())).backend
-            return chosen or default_persistence()
+            return default_persistence() if chosen is None else chosen
         return None
 
     def persist_all(self, override: FlowPersistence | None) -> bool:
@@ -183,8 +188,9 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
 
 
 async def execute(
-    flow: Flow[Any], inputs: dict[str, Any], resume: tuple[str, Any, bool] | None
+    flow: Flow[Any], given: Mapping[str, Any] | None, resume: tuple[str, Any, bool] | None
 ) -> Any:
+    inputs = dict(given or {})
     if flow._busy:
         raise FlowUsageError(
             f"{type(flow).__qualname__} instance is already running; create one flow "
@@ -192,12 +198,16 @@ async def execute(
         )
     flow._busy = True
     try:
+        flow._outputs.clear()
         runner, tasks = await _prepare_waiting(flow, inputs, resume)
         journal = flow._journal
         assert journal is not None
+        flow._active_run_id = flow._run_id()
         try:
             if flow._has_listeners():
-                flow._emit(FlowStarted, inputs=inputs, resumed=resume is not None)
+                # None when no inputs were given, as CrewAI's FlowStartedEvent
+                shown = None if given is None else inputs
+                flow._emit(FlowStarted, inputs=shown, resumed=resume is not None)
             if not tasks:  # a resumed run that had finished its last method
                 await journal.set_status("completed")
                 result = runner.last[1] if runner.last else None
@@ -210,6 +220,7 @@ async def execute(
             await journal.close()
     finally:
         flow._busy = False
+        flow._active_run_id = None
 
 
 async def _prepare(
@@ -354,7 +365,7 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
     scheduler = Scheduler(flow._graph, max_method_calls=flow.max_method_calls)
     flow._journal = journal = make_journal(flow, backend, run_id, seq, owner)
     runner = Runner(flow, scheduler, journal)
-    tasks = scheduler.begin()
+    tasks = scheduler.begin(trigger_payload=inputs.get(TRIGGER_PAYLOAD))
     if isinstance(journal, DurableJournal):
         # One backend call (one transaction on the built-in backends): create the run if
         # missing, take (or keep) the lease, store the kickoff checkpoint.
