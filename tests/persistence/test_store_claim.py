@@ -12,7 +12,7 @@ import pytest
 
 from flowkit.exceptions import (
     CorruptCheckpointError,
-    FlowConfigurationError,
+    FlowkitError,
     RunLockedError,
     RunNotFoundError,
 )
@@ -168,9 +168,9 @@ def test_owner_on_another_host_is_not_taken_over(store: StoreBackend, run_id: st
 
 
 def test_claim_needs_a_positive_ttl(store: StoreBackend, run_id: str) -> None:
-    """claim_run with ttl <= 0 raises FlowConfigurationError and takes no lease."""
+    """claim_run with ttl <= 0 raises a FlowkitError naming ttl and takes no lease."""
     store.create_run(run_id, FLOW)
-    with pytest.raises(FlowConfigurationError, match="ttl"):
+    with pytest.raises(FlowkitError, match="ttl"):
         store.claim_run(run_id, "me", 0)
     assert store.get_run(run_id).lease_owner is None  # type: ignore[union-attr]
 
