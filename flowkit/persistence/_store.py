@@ -20,9 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.persistence import _rules
 from flowkit.persistence._encoding import EncodedState, inflate_state
-from flowkit.persistence._owner import owner_is_dead
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 
 
@@ -111,16 +109,3 @@ class RunStore(ABC):
     @abstractmethod
     def all_runs(self) -> Iterable[RunRecord]:
         """Every run record (no order)."""
-
-
-def take_lease(run: RunRecord, owner: str, ttl: float, at: float) -> RunRecord:
-    """The run after ``owner`` takes or extends its lease until ``at + ttl``.
-
-    The lease can be taken when it is free, expired, already ``owner``'s, or held by an
-    owner known to be dead (a process of this host that is gone); otherwise
-    RunLockedError names the holder and the expiry.
-    """
-    _rules.check_ttl(ttl)
-    if _rules.lease_blocks(run, owner, at) and not owner_is_dead(run.lease_owner):
-        raise _rules.run_locked(run.run_id, run.lease_owner, run.lease_expires_at)
-    return run.replace(lease_owner=owner, lease_expires_at=utc_from_timestamp(at + ttl))

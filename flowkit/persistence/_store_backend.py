@@ -8,7 +8,6 @@ store.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -16,7 +15,7 @@ from flowkit.persistence import _rules
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import corrupt, dumps, encode_state
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
-from flowkit.persistence._store import PendingCheckpoint, RunStore, take_lease
+from flowkit.persistence._store import PendingCheckpoint, RunStore
 
 
 def _json_copy(value: dict[str, Any], what: str) -> dict[str, Any]:
@@ -298,7 +297,7 @@ class StoreBackend(FlowPersistence):
                 run = _new_run(run_id, flow_name, at, fingerprint=fingerprint, info=info_copy)
             _rules.check_flow(run, flow_name)
             if owner is not None:
-                run = take_lease(run, owner, lease_ttl, at)
+                run = _rules.acquire(run, owner, lease_ttl, at)
             _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=owner, at=at)
             store.discard_uncommitted(run)
             pending = PendingCheckpoint(
@@ -313,24 +312,14 @@ class StoreBackend(FlowPersistence):
     # -- leases --------------------------------------------------------------------
 
     def claim_run(self, run_id: str, owner: str, ttl: float) -> tuple[RunRecord, Checkpoint | None]:
-        """Take the run's lease for ``owner`` and return the run (lease held) with its
-        latest checkpoint (None when it has none), in one transaction.
-
-        The lease is taken when it is free, expired, already ``owner``'s or held by a
-        dead owner (a process of this host that is gone). What a crashed commit left
-        behind is removed first. Nothing is written when the latest checkpoint cannot be
-        read back.
-
-        Raises:
-            RunNotFoundError: No run with that id.
-            RunLockedError: A live owner holds an unexpired lease (names holder, expiry).
-            CorruptCheckpointError: The latest checkpoint cannot be read back.
-        """
+        # The contract is FlowPersistence.claim_run's docstring. Here: one transaction
+        # under the run's lock, which also removes what a crashed commit left behind;
+        # nothing is written when the latest checkpoint cannot be read back.
         _rules.check_ttl(ttl)
         store = self._store
         with self._existing(run_id, "claim_run"):
             run = self._must_read(run_id, "claim_run")
-            run = take_lease(run, owner, ttl, _rules.now())
+            run = _rules.acquire(run, owner, ttl, _rules.now())
             store.discard_uncommitted(run)
             latest = None
             if run.last_seq > 0:
@@ -340,16 +329,10 @@ class StoreBackend(FlowPersistence):
             store.write_run(run)
         return _handed_out(run), latest
 
-    async def aclaim_run(
-        self, run_id: str, owner: str, ttl: float
-    ) -> tuple[RunRecord, Checkpoint | None]:
-        """Awaitable :meth:`claim_run`."""
-        return await asyncio.to_thread(self.claim_run, run_id, owner, ttl)
-
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
         _rules.check_ttl(ttl)
         with self._existing(run_id, "acquire_lease"):
-            run = take_lease(self._must_read(run_id, "acquire_lease"), owner, ttl, _rules.now())
+            run = _rules.acquire(self._must_read(run_id, "acquire_lease"), owner, ttl, _rules.now())
             self._store.write_run(run)
         return _handed_out(run)
 

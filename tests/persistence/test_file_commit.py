@@ -213,3 +213,11 @@ def test_writer_killed_at_random_moments_leaves_a_consistent_run(tmp_path: Path)
     store.prune(RUN_ID, keep_last=1)
     assert [c.seq for c in store.history(RUN_ID)] == [run.last_seq]
     assert store.load_state(RUN_ID)["n"] == run.last_seq  # type: ignore[index]
+
+
+async def test_awaitable_claim_is_the_native_one(crashed: FileFlowPersistence) -> None:
+    """await aclaim_run runs the backend's own claim (not the base class's composition of
+    acquire_lease + loads): it also deletes the orphan file."""
+    run, latest = await crashed.aclaim_run(RUN_ID, new_owner(), 30)
+    assert (run.last_seq, latest.seq if latest else None) == (2, 2)
+    assert "000000000003.json" not in _files(crashed)
