@@ -7,9 +7,12 @@ Layout (one directory per run, so loading the latest checkpoint reads two small 
     <directory>/runs/<run>/blobs/<sha256>.json  big state fields, stored once per run
     <directory>/runs/<run>/.lock                an OS file lock: one writer per run
 
-Files are written atomically (temporary file, fsync, rename, fsync of the folder). A
-checkpoint file becomes visible only when run.json points at it, so a crash between the
-two writes leaves the previous checkpoint as the latest.
+Every file is written to a temporary name, fsynced and renamed into place, then the
+folder is fsynced. A save writes checkpoint ``N+1`` (and its blobs) first and run.json
+with ``last_seq = N+1`` last: the rename of run.json is the commit point. A checkpoint
+file beyond run.json's ``last_seq`` is uncommitted: readers never see it (history, load,
+prune read only seqs up to ``last_seq``), the next save of the run renames its own file
+over it, and the next claim removes it with any temporary file a crash left behind.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flowkit.persistence._encoding import (
-    EncodedState,
     corrupt,
     decode_object,
     dumps,
     inflate_state,
 )
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._store import PendingCheckpoint
 
 _SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 _CHECKPOINT_FILE = re.compile(r"(\d{12})\.json")
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -178,7 +182,7 @@ def write_run(run_dir: Path, run: RunRecord) -> None:
 
 def read_checkpoint(run_dir: Path, run_id: str, seq: int) -> Checkpoint | None:
     try:
-        text = (run_dir / f"{seq:012d}.json").read_text(encoding="utf-8")
+        text = checkpoint_path(run_dir, seq).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     data = decode_object(text, run_id=run_id, seq=seq, what="checkpoint file")
@@ -207,6 +211,10 @@ def read_checkpoint(run_dir: Path, run_id: str, seq: int) -> Checkpoint | None:
     )
 
 
+def checkpoint_path(run_dir: Path, seq: int) -> Path:
+    return run_dir / f"{seq:012d}.json"
+
+
 def checkpoint_seqs(run_dir: Path) -> list[int]:
     try:
         names = os.listdir(run_dir)
@@ -215,19 +223,10 @@ def checkpoint_seqs(run_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for n in names if (m := _CHECKPOINT_FILE.fullmatch(n)))
 
 
-def append_checkpoint(
-    run_dir: Path,
-    run: RunRecord,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    status: str,
-    flow_name: str | None,
-    at: float,
-) -> RunRecord:
-    """Write the next checkpoint of ``run`` and commit it in run.json (checks done;
-    the caller holds the run's lock). Returns the run as written."""
-    seq = run.last_seq + 1
+def write_checkpoint(run_dir: Path, pending: PendingCheckpoint) -> None:
+    """Write checkpoint ``pending.seq`` and its blobs, durably, without committing it:
+    until run.json's ``last_seq`` reaches it, readers ignore it (see module doc)."""
+    encoded = pending.encoded
     if encoded.blobs:
         blob_dir = run_dir / "blobs"
         blob_dir.mkdir(exist_ok=True)
@@ -235,17 +234,31 @@ def append_checkpoint(
             if not (blob_dir / f"{digest}.json").exists():
                 write_atomic(blob_dir / f"{digest}.json", text)
         fsync_dir(blob_dir)
+    method = dumps(pending.method_name, what="method_name")
+    blobs = dumps(sorted(encoded.blobs), what="blobs")
     body = (
-        f'{{"seq":{seq},"method_name":{dumps(method_name, what="method_name")},'
-        f'"created_at":{at!r},"blobs":{dumps(sorted(encoded.blobs), what="blobs")},'
-        f'"meta":{meta_text},"state":{encoded.text}}}'
+        f'{{"seq":{pending.seq},"method_name":{method},"created_at":{pending.at!r},'
+        f'"blobs":{blobs},"meta":{pending.meta_text},"state":{encoded.text}}}'
     )
-    write_atomic(run_dir / f"{seq:012d}.json", body)
-    run = run.replace(
-        last_seq=seq,
-        status=status,
-        updated_at=utc_from_timestamp(at),
-        flow_name=run.flow_name if run.flow_name is not None else flow_name,
-    )
-    write_run(run_dir, run)
-    return run
+    write_atomic(checkpoint_path(run_dir, pending.seq), body)
+    # The checkpoint's rename must be on disk before run.json's can point at it.
+    fsync_dir(run_dir)
+
+
+def remove_uncommitted(run_dir: Path, last_seq: int) -> None:
+    """Delete checkpoint files beyond ``last_seq`` and temporary files: what a process
+    that died in the middle of a commit left (call with the run's lock held)."""
+    removed = False
+    for folder in (run_dir, run_dir / "blobs"):
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            match = _CHECKPOINT_FILE.fullmatch(name)
+            if (match is not None and int(match.group(1)) > last_seq) or _TEMPORARY.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(folder / name)
+                removed = True
+    if removed:
+        fsync_dir(run_dir)

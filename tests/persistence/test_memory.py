@@ -15,7 +15,7 @@ class TestInMemoryContract(PersistenceContract):
 
     def corrupt_latest(self, persistence: FlowPersistence, run_id: str) -> None:
         assert isinstance(persistence, InMemoryFlowPersistence)
-        checkpoints = persistence._checkpoints[run_id]
+        checkpoints = persistence._store.checkpoints[run_id]
         latest = max(checkpoints)
         checkpoints[latest] = checkpoints[latest].__class__(
             checkpoints[latest].method_name, '{"id": ', "{}", 0.0, frozenset()
