@@ -444,11 +444,3 @@ def plan_for(cls: type[Flow[Any]]) -> _Plan:
         plan = _Plan(cls)
         cls._plan_cache = plan
     return plan
-
-
-def rollback(flow: Flow[Any]) -> None:
-    """Put the live state back to the last stored one (an interrupted method's partial
-    changes must not be stored, or they would be applied twice on resume)."""
-    committed = getattr(flow._journal, "committed", None)
-    if committed is not None:
-        flow._state = load_state(flow, committed, None, flow._run_id(), None)

@@ -140,7 +140,15 @@ class Flow(Generic[T]):
 
     @property
     def state(self) -> T:
-        """The live state. Mutate its fields; assigning a new object raises."""
+        """The live state. Mutate its fields; assigning a new object raises.
+
+        Inside a method that runs at the same time as others, this is that method's own
+        copy of the state, merged into the run's state when the method finishes (see
+        docs/durable-runs.md, "Parallel methods").
+        """
+        ctx = current_call.get()
+        if ctx is not None and ctx.isolated and ctx.flow is self:
+            return ctx.state_view()  # type: ignore[no-any-return]
         return self._state  # type: ignore[no-any-return]
 
     @state.setter
@@ -207,11 +215,6 @@ class Flow(Generic[T]):
         if index < len(ctx.answers):
             return ctx.answers[index]
         raise InterruptSignal(payload)
-
-    async def _rollback(self) -> None:
-        from ._execution import rollback
-
-        rollback(self)
 
     # -- persistence plumbing ----------------------------------------------------------
 

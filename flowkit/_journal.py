@@ -53,6 +53,10 @@ class Journal:
     async def close(self) -> None:
         return None
 
+    def committed_state(self) -> Any:
+        """The state of the last checkpoint, decoded (None if nothing was stored)."""
+        return None
+
 
 @dataclass
 class _EncodeCtx:
@@ -82,6 +86,15 @@ class BasicJournal(Journal):
         self.verbose = verbose
         #: the last state stored, encoded (what an interrupted method rolls back to)
         self.committed: dict[str, Any] | None = None
+
+    def committed_state(self) -> Any:
+        if self.committed is None:
+            return None
+        from ._codec import decode
+
+        data = decode(self.committed, cipher=self.cipher, run_id=self.run_id, seq=None)
+        # encoded by this very code: already at the current version, nothing to migrate
+        return self.adapter.load(data, version=self.adapter.version, run_id=self.run_id, seq=None)
 
     def encode_state(self, state: Any) -> dict[str, Any]:
         data: dict[str, Any] = encode(self.adapter.dump(state), path="state", cipher=self.cipher)

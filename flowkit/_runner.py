@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
+from ._merge import Merge
 from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
-from .exceptions import FlowConfigurationError, FlowkitError
+from .exceptions import FlowConfigurationError, FlowkitError, StateConflictError
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -45,7 +46,13 @@ async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any
 
 @dataclass
 class Runner:
-    """Executes one kickoff (or resume) of a flow."""
+    """Executes one kickoff (or resume) of a flow.
+
+    The run's state is ``flow._state``. A method that runs alone mutates it in place; a
+    method that overlaps with others works on its own view (see :mod:`flowkit._isolation`)
+    whose changes are merged in when it finishes, before its checkpoint is written. So a
+    checkpoint never holds the effects of a method that has not finished.
+    """
 
     flow: Flow[Any]
     scheduler: Scheduler
@@ -53,29 +60,44 @@ class Runner:
     answers: dict[int, list[Any]] = field(default_factory=dict)
     last: tuple[str, Any] | None = None
     interrupts: list[tuple[Task, Any]] = field(default_factory=list)
+    #: field path -> the method whose merge last changed it (for conflict messages)
+    writers: dict[str, str] = field(default_factory=dict)
+    #: the journal's last committed state is the run's current state (no method has
+    #: finished since without a checkpoint): a method that ran alone and was interrupted
+    #: can be rolled back by reading it, without copying the state before every method
+    committed_is_current: bool = True
 
     def _args(self, task: Task) -> tuple[Any, ...]:
         node = self.scheduler.graph.nodes[task.method]
         return (task.payload,) if node.takes_payload and task.trigger is not None else ()
 
-    def _ctx(self, task: Task) -> CallContext:
-        return CallContext(self.flow, task.id, task.method, self.answers.get(task.id, []))
+    def _ctx(self, task: Task, *, isolated: bool) -> CallContext:
+        ctx = CallContext(self.flow, task.id, task.method, self.answers.get(task.id, []))
+        if isolated:
+            ctx.isolated = True
+            ctx.base = self.flow._state
+        elif self.journal.durable and not self.committed_is_current:
+            # Only with @persist on some methods: the state this method starts from is
+            # not stored anywhere, and an interrupt must be able to go back to it.
+            from ._isolation import copy_state
+
+            ctx.base = copy_state(self.flow._state)
+        return ctx
 
     def _emit_started(self, task: Task) -> None:
         if self.flow._has_listeners():
             self.flow._emit(MethodStarted, method=task.method)
 
-    async def _run_inline(self, task: Task) -> Any:
+    async def _run_inline(self, task: Task, ctx: CallContext) -> Any:
         func = getattr(self.flow, task.method)
         self._emit_started(task)
         if self.scheduler.graph.nodes[task.method].is_async:
-            return await _call_async(self._ctx(task), func, self._args(task))
-        return _call_sync(self._ctx(task), func, self._args(task))
+            return await _call_async(ctx, func, self._args(task))
+        return _call_sync(ctx, func, self._args(task))
 
-    def _launch(self, task: Task, inbox: _Inbox) -> _AnyFuture:
+    def _launch(self, task: Task, ctx: CallContext, inbox: _Inbox) -> _AnyFuture:
         func = getattr(self.flow, task.method)
         self._emit_started(task)
-        ctx = self._ctx(task)
         fut: _AnyFuture
         if self.scheduler.graph.nodes[task.method].is_async:
             fut = asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
@@ -90,28 +112,37 @@ class Runner:
         """Run ``tasks`` and everything they trigger; return the last output or an
         :class:`Interrupted`."""
         ready: deque[Task] = deque(tasks)
-        running: dict[_AnyFuture, Task] = {}
+        running: dict[_AnyFuture, tuple[Task, CallContext]] = {}
         inbox = _Inbox(asyncio.get_running_loop())
         try:
             while ready or running:
                 if not running and len(ready) == 1:
+                    # Alone: on the live state, no copy, no thread.
                     task = ready.popleft()
+                    ctx = self._ctx(task, isolated=False)
                     try:
-                        output = await self._run_inline(task)
+                        output = await self._run_inline(task, ctx)
                     except BaseException as exc:
-                        await self._failed(task, exc, running)
+                        await self._failed(task, ctx, exc, running)
                         continue
                     ready.extend(await self._finished(task, output, bool(ready or running)))
                     continue
                 while ready:
                     task = ready.popleft()
-                    running[self._launch(task, inbox)] = task
+                    ctx = self._ctx(task, isolated=True)
+                    running[self._launch(task, ctx, inbox)] = (task, ctx)
                 done = await inbox.take()
-                for fut in sorted(done, key=lambda f: running[f].id):
-                    task = running.pop(fut)
+                # Several finished in one wake-up: merged and checkpointed in start order.
+                for fut in sorted(done, key=lambda f: running[f][0].id):
+                    task, ctx = running.pop(fut)
                     error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+                    if error is None and ctx.view is not None:
+                        try:
+                            self._merge(ctx)
+                        except StateConflictError as exc:
+                            error = exc
                     if error is not None:
-                        await self._failed(task, error, running)
+                        await self._failed(task, ctx, error, running)
                         continue
                     busy = bool(ready or running)
                     ready.extend(await self._finished(task, fut.result(), busy))
@@ -121,6 +152,26 @@ class Runner:
         if self.interrupts:
             return await self._pause()
         return self.last[1] if self.last else None
+
+    def _merge(self, ctx: CallContext) -> None:
+        """Fold an isolated method's view into the run's state (a new object: methods
+        still running may hold the old one as their base)."""
+        merge = Merge(ctx.method, self.writers)
+        self.flow._state = merge.state(ctx.base, self.flow._state, ctx.view)
+        merge.commit()
+
+    def _rollback(self, ctx: CallContext) -> None:
+        """Drop the changes of a method that did not finish. An isolated method's view
+        is simply never merged; a method that ran alone changed the live state, which
+        goes back to the state it started with."""
+        if ctx.isolated:
+            return
+        if ctx.base is not None:
+            self.flow._state = ctx.base
+        elif self.committed_is_current:
+            restored = self.journal.committed_state()
+            if restored is not None:
+                self.flow._state = restored
 
     async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
         if self.flow._has_listeners():
@@ -137,12 +188,19 @@ class Runner:
                 {"last": self.last, "answers": self.answers},
                 "completed" if final else "running",
             )
-        elif final and self.journal.durable:
-            await self.journal.set_status("completed")
+            self.committed_is_current = True
+        else:
+            self.committed_is_current = False
+            if final and self.journal.durable:
+                await self.journal.set_status("completed")
         return new
 
     async def _failed(
-        self, task: Task, exc: BaseException, running: dict[_AnyFuture, Task]
+        self,
+        task: Task,
+        ctx: CallContext,
+        exc: BaseException,
+        running: dict[_AnyFuture, tuple[Task, CallContext]],
     ) -> None:
         if isinstance(exc, InterruptSignal):
             if not self.journal.durable:
@@ -152,10 +210,9 @@ class Runner:
                     "compare-and-set). Add @persist (the default SQLite backend qualifies) or "
                     "pass Flow(persistence=...)."
                 ) from None
-            if not running:
-                # Nothing else ran alongside it: drop its partial changes, so that
-                # re-running it on resume starts from the state it started with.
-                await self.flow._rollback()
+            # Its partial changes must not be stored: re-running it on resume starts
+            # from the state it started with.
+            self._rollback(ctx)
             self.interrupts.append((task, exc.payload))
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
@@ -210,7 +267,7 @@ def _workers() -> concurrent.futures.ThreadPoolExecutor:
     return _WORKERS
 
 
-async def _cancel(running: dict[_AnyFuture, Task]) -> None:
+async def _cancel(running: dict[_AnyFuture, Any]) -> None:
     # Async methods are cancelled and awaited; a sync method already running in a
     # thread cannot be stopped -- it finishes on its own and its result is dropped.
     tasks = [fut for fut in running if isinstance(fut, asyncio.Future)]

@@ -232,3 +232,44 @@ class Looping(Flow[Laps], name="looping"):
     @listen("done")
     def finish(self) -> int:
         return self.state.laps
+
+
+class Ledger(FlowState):
+    items: list[str] = []
+    paid: int = 0
+
+
+class PaidJoin(Flow[Ledger], name="paid-join"):
+    """a -> (b | c) -> and_(b, c). ``c`` writes the state first, waits until ``b``'s
+    checkpoint is committed, and crashes there (with ``FLOWKIT_TEST_CRASH_AT=c``): the
+    moment at which a checkpoint holding c's unfinished writes would be applied twice."""
+
+    @start()
+    def a(self) -> None:
+        log_step("a")
+
+    @listen(a)
+    async def b(self) -> None:
+        log_step("b")
+        await asyncio.sleep(0.05)  # c writes first
+        self.state.items.append("b")
+
+    @listen(a)
+    async def c(self) -> None:
+        log_step("c")
+        self.state.items.append("c")
+        self.state.paid += 100
+        if os.environ.get("FLOWKIT_TEST_CRASH_AT") == "c":
+            store = self.persistence
+            assert store is not None
+            while True:
+                latest = await store.aload_checkpoint(self.state.id)
+                if latest is not None and latest.method_name == "b":
+                    break
+                await asyncio.sleep(0.01)
+        maybe_crash("c")
+
+    @listen(and_(b, c))
+    def done(self) -> dict[str, Any]:
+        log_step("done")
+        return {"paid": self.state.paid, "items": self.state.items}
