@@ -67,12 +67,14 @@ def copy_state(value: Any) -> Any:
     if isinstance(value, BaseModel):
         if value.model_extra:
             return copy.deepcopy(value)
-        updates = {
-            name: copy_state(item)
-            for name, item in value.__dict__.items()
-            if type(item) not in _ATOMS
-        }
-        return value.model_copy(update=updates)
+        new = value.model_copy()
+        # the copy's own field dict: replacing values of existing keys, as
+        # model_copy(update=...) does, minus its bookkeeping for new keys
+        fields = new.__dict__
+        for name, item in fields.items():
+            if type(item) not in _ATOMS:
+                fields[name] = copy_state(item)
+        return new
     if kind is tuple:
         return tuple(copy_state(item) for item in value)
     if kind is set:

@@ -54,17 +54,24 @@ class Merge:
         self.writers = writers
         self.changed: list[str] = []
 
-    def state(self, base: Any, ours: Any, theirs: Any) -> Any:
-        """The merged top-level state: a new object (or ``ours`` if nothing changed);
-        ``base`` and ``ours`` are never modified, since running methods may hold them."""
+    def state(self, base: Any, ours: Any, theirs: Any, *, in_place: bool) -> Any:
+        """The merged top-level state. ``base`` is never modified; ``ours`` only when
+        ``in_place`` says that no running method holds it (as its base), and then only
+        its top-level fields are replaced -- nested values are never changed in place."""
         if ours is base:
             # Nothing merged since this method started: its view becomes the state.
             self._note_changes(base, theirs, "state")
             return theirs
         if isinstance(ours, BaseModel):
             updates = self._fields(base, ours, theirs, "state")
-            return ours.model_copy(update=updates) if updates else ours
-        merged = dict(ours)
+            if not updates:
+                return ours
+            if in_place and not ours.model_config.get("frozen"):
+                for name, value in updates.items():
+                    setattr(ours, name, value)
+                return ours
+            return ours.model_copy(update=updates)
+        merged = ours if in_place else dict(ours)
         self._keys(base, ours, theirs, "state", merged)
         return merged
 
@@ -104,8 +111,13 @@ class Merge:
             old = b.get(name, _ABSENT)
             if _same(value, old):
                 continue
-            merged = self._value(old, o.get(name, _ABSENT), value, f"{path}.{name}")
-            if merged is not o.get(name, _ABSENT):
+            current = o.get(name, _ABSENT)
+            if _same(current, old):  # only this method changed it
+                self.changed.append(f"{path}.{name}")
+                updates[name] = value
+                continue
+            merged = self._value(old, current, value, f"{path}.{name}")
+            if merged is not current:
                 updates[name] = merged
         return updates
 

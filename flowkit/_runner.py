@@ -8,7 +8,6 @@ only when something could overlap with it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import threading
 from collections import deque
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from ._merge import Merge
+from ._workers import ThreadCall, keep_moving, workers
 from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
 from .exceptions import FlowConfigurationError, FlowkitError, StateConflictError
 
@@ -66,6 +66,9 @@ class Runner:
     #: finished since without a checkpoint): a method that ran alone and was interrupted
     #: can be rolled back by reading it, without copying the state before every method
     committed_is_current: bool = True
+    #: some running method holds the current state object as its base: a merge must
+    #: build a new one instead of updating it
+    state_shared: bool = False
 
     def _args(self, task: Task) -> tuple[Any, ...]:
         node = self.scheduler.graph.nodes[task.method]
@@ -76,6 +79,7 @@ class Runner:
         if isolated:
             ctx.isolated = True
             ctx.base = self.flow._state
+            self.state_shared = True
         elif self.journal.durable and not self.committed_is_current:
             # Only with @persist on some methods: the state this method starts from is
             # not stored anywhere, and an interrupt must be able to go back to it.
@@ -102,9 +106,11 @@ class Runner:
         if self.scheduler.graph.nodes[task.method].is_async:
             fut = asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
         else:
-            # a plain pool future: no asyncio future chained to it, and its completion
-            # reaches the loop through the inbox, batched with its neighbours'
-            fut = _workers().submit(_call_sync, ctx, func, self._args(task))
+            # no asyncio future chained to it: its completion reaches the loop through
+            # the inbox, batched with its neighbours'
+            call = ThreadCall(_call_sync, (ctx, func, self._args(task)), inbox.put)
+            workers().submit(call)
+            return call
         fut.add_done_callback(inbox.put)
         return fut
 
@@ -127,10 +133,15 @@ class Runner:
                         continue
                     ready.extend(await self._finished(task, output, bool(ready or running)))
                     continue
+                threads = False
                 while ready:
                     task = ready.popleft()
                     ctx = self._ctx(task, isolated=True)
-                    running[self._launch(task, ctx, inbox)] = (task, ctx)
+                    fut = self._launch(task, ctx, inbox)
+                    running[fut] = (task, ctx)
+                    threads = threads or isinstance(fut, ThreadCall)
+                if threads:
+                    keep_moving(inbox.loop)
                 done = await inbox.take()
                 # Several finished in one wake-up: merged and checkpointed in start order.
                 for fut in sorted(done, key=lambda f: running[f][0].id):
@@ -154,11 +165,15 @@ class Runner:
         return self.last[1] if self.last else None
 
     def _merge(self, ctx: CallContext) -> None:
-        """Fold an isolated method's view into the run's state (a new object: methods
-        still running may hold the old one as their base)."""
+        """Fold an isolated method's view into the run's state (into a new object when a
+        method still running holds the current one as its base)."""
         merge = Merge(ctx.method, self.writers)
-        self.flow._state = merge.state(ctx.base, self.flow._state, ctx.view)
+        state = self.flow._state
+        merged = merge.state(ctx.base, state, ctx.view, in_place=not self.state_shared)
         merge.commit()
+        if merged is not state:
+            self.flow._state = merged
+            self.state_shared = False
 
     def _rollback(self, ctx: CallContext) -> None:
         """Drop the changes of a method that did not finish. An isolated method's view
@@ -249,24 +264,6 @@ class Runner:
         return Interrupted(run_id=self.flow._run_id(), payload=payload, method_name=task.method)
 
 
-_WORKERS: concurrent.futures.ThreadPoolExecutor | None = None
-_WORKERS_LOCK = threading.Lock()
-#: Sync methods that run side by side (e.g. 20 listeners each calling an LLM API) each
-#: get a thread; asyncio's default pool has only cores + 4 workers.
-MAX_WORKER_THREADS = 64
-
-
-def _workers() -> concurrent.futures.ThreadPoolExecutor:
-    global _WORKERS
-    if _WORKERS is None:
-        with _WORKERS_LOCK:
-            if _WORKERS is None:
-                _WORKERS = concurrent.futures.ThreadPoolExecutor(
-                    MAX_WORKER_THREADS, thread_name_prefix="flowkit-method"
-                )
-    return _WORKERS
-
-
 async def _cancel(running: dict[_AnyFuture, Any]) -> None:
     # Async methods are cancelled and awaited; a sync method already running in a
     # thread cannot be stopped -- it finishes on its own and its result is dropped.
@@ -278,7 +275,7 @@ async def _cancel(running: dict[_AnyFuture, Any]) -> None:
     running.clear()
 
 
-_AnyFuture = Union["asyncio.Future[Any]", "concurrent.futures.Future[Any]"]
+_AnyFuture = Union["asyncio.Future[Any]", ThreadCall]
 
 
 class _Inbox:

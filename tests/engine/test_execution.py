@@ -543,3 +543,24 @@ def test_flow_instance_refuses_concurrent_kickoffs() -> None:
         await first
 
     asyncio.run(main())
+
+
+def test_many_blocking_sync_listeners_all_run_at_once() -> None:
+    """Twelve sync listeners of one trigger that each block until all twelve have
+    started: the worker pool wakes a thread for each (serially they would deadlock)."""
+    barrier = threading.Barrier(12, timeout=20)
+
+    def make(i: int) -> Any:
+        def wait(self: Any) -> int:
+            barrier.wait()
+            return i
+
+        wait.__name__ = wait.__qualname__ = f"w{i}"
+        return listen("root")(wait)
+
+    methods: dict[str, Any] = {f"w{i}": make(i) for i in range(12)}
+    methods["root"] = start()(lambda self: None)
+    methods["root"].__name__ = "root"
+    Wide = type("Wide", (Flow,), methods)
+    Wide().kickoff()  # a BrokenBarrierError would propagate if any waited for another
+    assert barrier.n_waiting == 0 and not barrier.broken
