@@ -3,6 +3,7 @@
     nox -s tests -- -k codec     # arguments after "--" go to pytest
     nox -s lint typecheck
     nox -s bench                 # not in the default set: installs the peers it compares with
+    nox -s soak                  # not in the default set: a long random-SIGKILL run
 
 Virtual environments are kept between runs (``.nox/``); ``nox -R`` skips reinstalling,
 ``nox --no-reuse-existing-virtualenvs`` starts from scratch.
@@ -31,6 +32,15 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (arguments after ``--`` go to pytest)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Kill flow runs with parallel branches at random moments, many times, on SQLite,
+    files and PostgreSQL; check final states and that no committed method ran twice
+    (``-- --kills 1000 --backend sqlite`` to change the defaults: 300 kills each)."""
+    session.install("-e", ".[test]")
+    session.run("python", "tests/durable/soak.py", *session.posargs)
 
 
 @nox.session

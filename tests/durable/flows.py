@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -273,3 +275,72 @@ class PaidJoin(Flow[Ledger], name="paid-join"):
     def done(self) -> dict[str, Any]:
         log_step("done")
         return {"paid": self.state.paid, "items": self.state.items}
+
+
+class SoakState(FlowState):
+    laps: int = 0
+    #: "method@lap" of every method whose changes are in the state
+    trace: list[str] = []
+    items: list[str] = []
+    hits: dict[str, int] = {}
+    paid: int = 0
+
+
+SOAK_LAPS = 3
+
+
+class SoakFlow(Flow[SoakState], name="soak"):
+    """begin -> fan -> (b1 | b2 | b3, sync and async) -> and_ join -> router ``decide``
+    -> "again" (back to fan) three times, then finish. Every method logs
+    ``RUN_ID:method@lap`` when it starts, and records the same key in ``state.trace``."""
+
+    def _mark(self, method: str) -> None:
+        key = f"{method}@{self.state.laps}"
+        log_step(f"{self.state.id}:{key}")
+        self.state.trace.append(key)
+
+    def _branch(self, name: str) -> None:
+        self.state.items.append(f"{name}@{self.state.laps}")
+        self.state.hits[name] = self.state.hits.get(name, 0) + 1
+
+    @start()
+    def begin(self) -> None:
+        self._mark("begin")
+
+    @listen(or_(begin, "again"))
+    def fan(self) -> None:
+        self.state.laps += 1
+        self._mark("fan")
+
+    @listen(fan)
+    def b1(self) -> None:
+        self._mark("b1")
+        time.sleep(random.uniform(0, 0.01))
+        self._branch("b1")
+
+    @listen(fan)
+    async def b2(self) -> None:
+        self._mark("b2")
+        await asyncio.sleep(random.uniform(0, 0.01))
+        self._branch("b2")
+
+    @listen(fan)
+    def b3(self) -> None:
+        self._mark("b3")
+        self._branch("b3")
+        time.sleep(random.uniform(0, 0.01))
+
+    @listen(and_(b1, b2, b3))
+    def join(self) -> None:
+        self._mark("join")
+        self.state.paid += 100
+
+    @router(join)
+    def decide(self) -> str:
+        self._mark("decide")
+        return "again" if self.state.laps < SOAK_LAPS else "done"
+
+    @listen("done")
+    def finish(self) -> int:
+        self._mark("finish")
+        return self.state.paid
