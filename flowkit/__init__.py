@@ -31,6 +31,7 @@ from ._persist import persist
 from .exceptions import FlowkitError
 
 if TYPE_CHECKING:
+    from ._secrets import generate_key
     from ._state import FlowState, migration
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "FlowkitError",
     "Interrupted",
     "and_",
+    "generate_key",
     "listen",
     "migration",
     "or_",
@@ -59,4 +61,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(_state, name)
         globals()[name] = value
         return value
+    if name == "generate_key":
+        from ._secrets import generate_key
+
+        globals()[name] = generate_key
+        return generate_key
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

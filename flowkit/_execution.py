@@ -60,15 +60,20 @@ class _Plan:
         self.verbose = bool(
             (class_cfg and class_cfg.verbose) or any(c.verbose for c in method_cfgs.values())
         )
+        keys = [c.secret_key for c in (class_cfg, *method_cfgs.values()) if c is not None]
+        self.secret_key = next((k for k in keys if k is not None), None)
 
     def backend(self, override: FlowPersistence | None) -> FlowPersistence | None:
         if override is not None:
             return override
+        # `is None`, not `or`: a backend object that happens to be falsy (a __len__ of
+        # 0) is still the user's choice, never to be replaced by the default file
         if self.class_cfg is not None:
-            return self.class_cfg.backend or default_persistence()
+            chosen = self.class_cfg.backend
+            return default_persistence() if chosen is None else chosen
         if self.method_cfgs:
             chosen = next(iter(self.method_cfgs.values())).backend
-            return chosen or default_persistence()
+            return default_persistence() if chosen is None else chosen
         return None
 
     def persist_all(self, override: FlowPersistence | None) -> bool:
@@ -104,18 +109,12 @@ def durable_backend(flow: Flow[Any], operation: str) -> FlowPersistence:
     return backend
 
 
-def cipher_for(backend: FlowPersistence | None) -> Any:
-    from ._secrets import resolve_cipher
-
-    return resolve_cipher(getattr(backend, "secret_key", None))
-
-
 def load_state(
     flow: Flow[Any], data: Any, version: int | None, run_id: str, seq: int | None
 ) -> Any:
     from ._codec import decode
 
-    cipher = cipher_for(flow._backend())
+    cipher = flow._cipher()
     return flow._adapter.load(
         decode(data, cipher=cipher, run_id=run_id, seq=seq),
         version=version,
@@ -231,7 +230,7 @@ def make_journal(
     if backend is None:
         return Journal()
     persist_all = plan.persist_all(flow._persistence)
-    cipher = cipher_for(backend)
+    cipher = flow._cipher()
     if _is_durable(backend):
         return DurableJournal(
             backend,
@@ -365,7 +364,7 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             f"run {run_id!r} has no checkpoint with an execution position (it was saved "
             "with save_state only); use kickoff(inputs={'id': ...}) to run it again."
         )
-    cipher = cipher_for(backend)
+    cipher = flow._cipher()
     flow._state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
     scheduler = _restore_scheduler(flow, position, cipher, run_id, cp)
     answers = {

@@ -49,7 +49,9 @@ class Flow(Generic[T]):
     Constructor: ``persistence=`` (overrides ``@persist``), ``max_method_calls=100`` (per
     method and kickoff), ``lease_ttl=30.0`` (seconds a crashed owner keeps a run locked),
     ``lease_wait=0.0`` (seconds to wait while another process executes the same run
-    before ``RunLockedError``). Anything else is an error.
+    before ``RunLockedError``), ``secret_key=`` (encrypts ``SecretStr`` / ``SecretBytes``
+    state fields; overrides ``@persist(secret_key=...)`` and ``$FLOWKIT_SECRET_KEY``).
+    Anything else is an error.
 
     Example::
 
@@ -91,15 +93,15 @@ class Flow(Generic[T]):
         max_method_calls: int = 100,
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
+        secret_key: str | bytes | None = None,
         **kwargs: Any,
     ) -> None:
         cls = type(self)
         if kwargs:
             raise FlowConfigurationError(
                 f"{cls.__qualname__}() got unexpected keyword argument(s) {sorted(kwargs)}; "
-                "Flow accepts persistence=, max_method_calls=, lease_ttl= and lease_wait=. "
-                "Pass state "
-                "values with kickoff(inputs={...})."
+                "Flow accepts persistence=, max_method_calls=, lease_ttl=, lease_wait= and "
+                "secret_key=. Pass state values with kickoff(inputs={...})."
             )
         if getattr(cls, "_graph", None) is None:
             raise FlowConfigurationError(
@@ -131,6 +133,10 @@ class Flow(Generic[T]):
             )
         self.lease_ttl = float(lease_ttl)
         self.lease_wait = float(lease_wait)
+        from ._persist import check_secret_key
+
+        check_secret_key(secret_key, f"{cls.__qualname__}")
+        self._secret_key = secret_key
         self._state: Any = cls._adapter.new()
         self._bus = EventBus()
         self._busy = False
@@ -226,6 +232,30 @@ class Flow(Generic[T]):
 
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)
+
+    def _cipher(self) -> Any:
+        """The cipher for secret state fields: this flow's ``secret_key``, else
+        ``@persist(secret_key=...)``, else (deprecated) a ``secret_key`` attribute of the
+        backend, else ``$FLOWKIT_SECRET_KEY``; None without any."""
+        from ._secrets import resolve_cipher
+
+        key = self._secret_key
+        if key is None:
+            key = self._plan().secret_key
+        if key is None:
+            key = getattr(self._backend(), "secret_key", None)
+            if key is not None:
+                import warnings
+
+                warnings.warn(
+                    f"{type(self).__qualname__}: the secret key was taken from the backend "
+                    "(secret_key= on the persistence object), which is deprecated; pass it "
+                    "to the flow instead: Flow(secret_key=...) or @persist(..., "
+                    "secret_key=...).",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        return resolve_cipher(key)
 
     # -- kickoff -----------------------------------------------------------------------
 

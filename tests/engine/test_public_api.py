@@ -17,6 +17,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         "FlowkitError",
         "Interrupted",
         "and_",
+        "generate_key",
         "listen",
         "migration",
         "or_",
