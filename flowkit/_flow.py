@@ -14,10 +14,10 @@ from ._interrupt import CallContext, InterruptSignal, current_call
 from .exceptions import FlowConfigurationError, FlowUsageError, StateAssignmentError
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from ._execution import _Plan
-    from ._journal import Journal
+    from ._run import Run
     from ._state import StateAdapter
     from .events import FlowEvent
     from .persistence import FlowPersistence
@@ -140,7 +140,8 @@ class Flow(Generic[T]):
         self._state: Any = cls._adapter.new()
         self._bus = EventBus()
         self._busy = False
-        self._journal: Journal | None = None
+        #: the execution in progress (its state is the live one), None between runs
+        self._run: Run | None = None
 
     # -- state -----------------------------------------------------------------------
 
@@ -155,7 +156,8 @@ class Flow(Generic[T]):
         ctx = current_call.get()
         if ctx is not None and ctx.isolated and ctx.flow is self:
             return ctx.state_view()  # type: ignore[no-any-return]
-        return self._state  # type: ignore[no-any-return]
+        run = self._run
+        return self._state if run is None else run.state  # type: ignore[no-any-return]
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -172,7 +174,8 @@ class Flow(Generic[T]):
         return self._backend()
 
     def _run_id(self) -> str:
-        return self._adapter.state_id(self._state)
+        run = self._run
+        return self._adapter.state_id(self._state if run is None else run.state)
 
     # -- events ------------------------------------------------------------------------
 
@@ -273,9 +276,10 @@ class Flow(Generic[T]):
 
     async def kickoff_async(self, inputs: Mapping[str, Any] | None = None) -> Any:
         """Awaitable form of :meth:`kickoff`."""
-        from ._execution import execute
+        from ._execution import prepare_kickoff
 
-        return await execute(self, dict(inputs or {}), None)
+        given = dict(inputs or {})
+        return await self._execute(lambda: prepare_kickoff(self, given))
 
     akickoff = kickoff_async
 
@@ -294,9 +298,30 @@ class Flow(Generic[T]):
 
     async def resume_async(self, run_id: str, value: Any = MISSING, *, force: bool = False) -> Any:
         """Awaitable form of :meth:`resume`."""
-        from ._execution import execute
+        from ._execution import prepare_resume
 
-        return await execute(self, {}, (run_id, value, force))
+        return await self._execute(lambda: prepare_resume(self, run_id, value, force))
+
+    async def _execute(self, prepare: Callable[[], Awaitable[Run]]) -> Any:
+        """Prepare a run (kickoff or resume), execute it, keep its final state."""
+        from ._execution import execute, prepare_waiting
+
+        if self._busy:
+            raise FlowUsageError(
+                f"{type(self).__qualname__} instance is already running; create one flow "
+                "object per concurrent kickoff."
+            )
+        self._busy = True
+        try:
+            run = await prepare_waiting(self, prepare)
+            self._run = run
+            try:
+                return await execute(run)
+            finally:
+                self._state = run.state
+                self._run = None
+        finally:
+            self._busy = False
 
     def fork(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.

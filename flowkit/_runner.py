@@ -11,19 +11,25 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from ._merge import Merge
+from ._position import PendingInterrupt
 from ._workers import ThreadCall, keep_moving, workers
-from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
+from .events import (
+    FlowFinished,
+    FlowInterrupted,
+    FlowStarted,
+    MethodFailed,
+    MethodFinished,
+    MethodStarted,
+)
 from .exceptions import FlowConfigurationError, FlowkitError, StateConflictError
 
 if TYPE_CHECKING:
-    from ._flow import Flow
-    from ._journal import Journal
-    from ._scheduler import Scheduler, Task
+    from ._run import Run
+    from ._scheduler import Task
 
 __all__ = ["Runner"]
 
@@ -44,48 +50,60 @@ async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any
         current_call.reset(token)
 
 
-@dataclass
 class Runner:
-    """Executes one kickoff (or resume) of a flow.
+    """Executes one :class:`~flowkit._run.Run` (a kickoff or a resume) to its end.
 
-    The run's state is ``flow._state``. A method that runs alone mutates it in place; a
+    The run's state is ``run.state``. A method that runs alone mutates it in place; a
     method that overlaps with others works on its own view (see :mod:`flowkit._isolation`)
     whose changes are merged in when it finishes, before its checkpoint is written. So a
     checkpoint never holds the effects of a method that has not finished.
     """
 
-    flow: Flow[Any]
-    scheduler: Scheduler
-    journal: Journal
-    answers: dict[int, list[Any]] = field(default_factory=dict)
-    last: tuple[str, Any] | None = None
-    interrupts: list[tuple[Task, Any]] = field(default_factory=list)
-    #: field path -> the method whose merge last changed it (for conflict messages)
-    writers: dict[str, str] = field(default_factory=dict)
-    #: the journal's last committed state is the run's current state (no method has
-    #: finished since without a checkpoint): a method that ran alone and was interrupted
-    #: can be rolled back by reading it, without copying the state before every method
-    committed_is_current: bool = True
-    #: some running method holds the current state object as its base: a merge must
-    #: build a new one instead of updating it
-    state_shared: bool = False
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.flow = run.flow
+        self.scheduler = run.scheduler
+        self.journal = run.journal
+        self.interrupts: list[tuple[Task, Any]] = []
+        #: field path -> the method whose merge last changed it (for conflict messages)
+        self.writers: dict[str, str] = {}
+        #: some running method holds the current state object as its base: a merge
+        #: must build a new one instead of updating it
+        self.state_shared = False
+
+    async def execute(self) -> Any:
+        """Run the run's tasks to the end; return what kickoff returns."""
+        run, flow = self.run, self.flow
+        try:
+            if flow._has_listeners():
+                flow._emit(FlowStarted, inputs=run.inputs, resumed=run.resumed)
+            if not run.tasks:  # a resumed run that had finished its last method
+                await self.journal.set_status("completed")
+                result = run.last[1] if run.last else None
+            else:
+                result = await self.run_tasks(run.tasks)
+            if flow._has_listeners() and not isinstance(result, Interrupted):
+                flow._emit(FlowFinished, output=result)
+            return result
+        finally:
+            await self.journal.close()
 
     def _args(self, task: Task) -> tuple[Any, ...]:
         node = self.scheduler.graph.nodes[task.method]
         return (task.payload,) if node.takes_payload and task.trigger is not None else ()
 
     def _ctx(self, task: Task, *, isolated: bool) -> CallContext:
-        ctx = CallContext(self.flow, task.id, task.method, self.answers.get(task.id, []))
+        ctx = CallContext(self.flow, task.id, task.method, self.run.answers.get(task.id, []))
         if isolated:
             ctx.isolated = True
-            ctx.base = self.flow._state
+            ctx.base = self.run.state
             self.state_shared = True
-        elif self.journal.durable and not self.committed_is_current:
+        elif self.journal.durable and not self.run.committed_is_current:
             # Only with @persist on some methods: the state this method starts from is
             # not stored anywhere, and an interrupt must be able to go back to it.
             from ._isolation import copy_state
 
-            ctx.base = copy_state(self.flow._state)
+            ctx.base = copy_state(self.run.state)
         return ctx
 
     def _emit_started(self, task: Task) -> None:
@@ -114,7 +132,7 @@ class Runner:
         fut.add_done_callback(inbox.put)
         return fut
 
-    async def run(self, tasks: list[Task]) -> Any:
+    async def run_tasks(self, tasks: list[Task]) -> Any:
         """Run ``tasks`` and everything they trigger; return the last output or an
         :class:`Interrupted`."""
         ready: deque[Task] = deque(tasks)
@@ -129,7 +147,7 @@ class Runner:
                     try:
                         output = await self._run_inline(task, ctx)
                     except BaseException as exc:
-                        await self._failed(task, ctx, exc, running)
+                        await self._failed(task, ctx, exc)
                         continue
                     ready.extend(await self._finished(task, output, bool(ready or running)))
                     continue
@@ -153,7 +171,7 @@ class Runner:
                         except StateConflictError as exc:
                             error = exc
                     if error is not None:
-                        await self._failed(task, ctx, error, running)
+                        await self._failed(task, ctx, error)
                         continue
                     busy = bool(ready or running)
                     ready.extend(await self._finished(task, fut.result(), busy))
@@ -162,61 +180,36 @@ class Runner:
             raise
         if self.interrupts:
             return await self._pause()
-        return self.last[1] if self.last else None
+        return self.run.last[1] if self.run.last else None
 
     def _merge(self, ctx: CallContext) -> None:
         """Fold an isolated method's view into the run's state (into a new object when a
         method still running holds the current one as its base)."""
         merge = Merge(ctx.method, self.writers)
-        state = self.flow._state
+        state = self.run.state
         merged = merge.state(ctx.base, state, ctx.view, in_place=not self.state_shared)
         merge.commit()
         if merged is not state:
-            self.flow._state = merged
+            self.run.state = merged
             self.state_shared = False
 
-    def _rollback(self, ctx: CallContext) -> None:
-        """Drop the changes of a method that did not finish. An isolated method's view
-        is simply never merged; a method that ran alone changed the live state, which
-        goes back to the state it started with."""
-        if ctx.isolated:
-            return
-        if ctx.base is not None:
-            self.flow._state = ctx.base
-        elif self.committed_is_current:
-            restored = self.journal.committed_state()
-            if restored is not None:
-                self.flow._state = restored
-
     async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
+        run = self.run
         if self.flow._has_listeners():
             self.flow._emit(MethodFinished, method=task.method, output=output)
         new = self.scheduler.complete(task.id, output)
-        self.answers.pop(task.id, None)
-        self.last = (task.method, output)
+        run.answers.pop(task.id, None)
+        run.last = (task.method, output)
         final = not new and not busy and not self.interrupts
         if self.journal.wants(task.method):
-            await self.journal.checkpoint(
-                task.method,
-                self.flow._state,
-                self.scheduler,
-                {"last": self.last, "answers": self.answers},
-                "completed" if final else "running",
-            )
-            self.committed_is_current = True
+            await run.commit(task.method, "completed" if final else "running")
         else:
-            self.committed_is_current = False
+            run.committed_is_current = False
             if final and self.journal.durable:
                 await self.journal.set_status("completed")
         return new
 
-    async def _failed(
-        self,
-        task: Task,
-        ctx: CallContext,
-        exc: BaseException,
-        running: dict[_AnyFuture, tuple[Task, CallContext]],
-    ) -> None:
+    async def _failed(self, task: Task, ctx: CallContext, exc: BaseException) -> None:
         if isinstance(exc, InterruptSignal):
             if not self.journal.durable:
                 raise FlowConfigurationError(
@@ -227,7 +220,7 @@ class Runner:
                 ) from None
             # Its partial changes must not be stored: re-running it on resume starts
             # from the state it started with.
-            self._rollback(ctx)
+            self.run.rollback(ctx)
             self.interrupts.append((task, exc.payload))
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
@@ -238,30 +231,16 @@ class Runner:
             with contextlib.suppress(FlowkitError):  # the original exception matters more
                 await self.journal.set_status(
                     "failed",
-                    {
-                        "error": {
-                            "method": task.method,
-                            "type": type(exc).__name__,
-                            "message": str(exc)[:2000],
-                        }
-                    },
+                    {"method": task.method, "type": type(exc).__name__, "message": str(exc)[:2000]},
                 )
         raise exc
 
     async def _pause(self) -> Interrupted:
         task, payload = self.interrupts[0]
-        interrupt = {"method": task.method, "task_id": task.id, "payload": payload}
-        from ._codec import encode
-
-        stored = dict(interrupt, payload=encode(payload, path="interrupt payload", cipher=None))
-        await self.journal.checkpoint(
-            task.method,
-            self.flow._state,
-            self.scheduler,
-            {"last": self.last, "answers": self.answers, "interrupt": stored},
-            "interrupted",
+        await self.run.commit(
+            task.method, "interrupted", PendingInterrupt(task.method, task.id, payload)
         )
-        return Interrupted(run_id=self.flow._run_id(), payload=payload, method_name=task.method)
+        return Interrupted(run_id=self.run.run_id, payload=payload, method_name=task.method)
 
 
 async def _cancel(running: dict[_AnyFuture, Any]) -> None:
