@@ -306,3 +306,31 @@ def test_method_running_alone_works_on_the_live_state() -> None:
     flow = Chain()
     flow.kickoff()
     assert seen[0] is seen[1] is flow.state
+
+
+def test_interrupt_with_method_level_persist_keeps_earlier_unpersisted_changes() -> None:
+    """With @persist on one method only, a method that ran alone and was interrupted
+    goes back to the state it started with -- which includes the changes of the
+    earlier, unpersisted method -- not to the last stored checkpoint."""
+    store = InMemoryFlowPersistence()
+
+    class Partly(Flow[Approval]):
+        @start()
+        def prepare(self) -> None:
+            self.state.noted.append("prepared")  # no checkpoint after this method
+
+        @persist(store)
+        @listen(prepare)
+        def ask(self) -> None:
+            self.state.edits += 1
+            self.state.verdict = self.interrupt("approve?")
+
+    flow = Partly()
+    result = flow.kickoff()
+    assert isinstance(result, Interrupted)
+    stored = store.load_state(result.run_id)
+    assert stored is not None
+    assert (stored["noted"], stored["edits"]) == (["prepared"], 0)
+    resumed = Partly()
+    resumed.resume(result.run_id, "yes")
+    assert (resumed.state.noted, resumed.state.edits) == (["prepared"], 1)
