@@ -194,13 +194,17 @@ async def execute(run: Run) -> Any:
 
 
 def make_journal(
-    flow: Flow[Any], backend: FlowPersistence | None, run_id: str, seq: int, owner: str | None
+    flow: Flow[Any],
+    backend: FlowPersistence | None,
+    run_id: str,
+    seq: int,
+    owner: str | None,
+    cipher: Any,
 ) -> Journal:
     plan = plan_for(type(flow))
     if backend is None:
         return Journal()
     persist_all = plan.persist_all(flow._persistence)
-    cipher = flow._cipher()
     if _is_durable(backend):
         return DurableJournal(
             backend,
@@ -273,9 +277,11 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> Run:
                 )
             seq = run.last_seq
         owner = new_owner() if backend.supports_leases else None
-    journal = make_journal(flow, backend, run_id, seq, owner)
+    # without a backend nothing is stored, and no key is needed
+    cipher = flow._cipher() if backend is not None else None
+    journal = make_journal(flow, backend, run_id, seq, owner, cipher)
     tasks = scheduler.begin()
-    prepared = Run(flow, state, scheduler, journal, backend, flow._cipher(), tasks, inputs=inputs)
+    prepared = Run(flow, state, scheduler, journal, backend, cipher, tasks, inputs=inputs)
     if isinstance(journal, DurableJournal):
         # One backend call (one transaction on the built-in backends): create the run if
         # missing, take the lease, store the kickoff checkpoint.
@@ -365,7 +371,7 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             await backend.aupdate_run(
                 run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
             )
-        journal = make_journal(flow, backend, run_id, cp.seq, owner)
+        journal = make_journal(flow, backend, run_id, cp.seq, owner, cipher)
         assert isinstance(journal, DurableJournal)
         journal.committed = cp.state
         info.definition = definition

@@ -36,12 +36,9 @@ class Journal:
 
     durable = False
 
-    def __init__(self, persist_all: bool = True, methods: Iterable[str] = ()) -> None:
-        self.persist_all = persist_all
-        self.methods = frozenset(methods)
-
     def wants(self, method: str) -> bool:
-        return self.persist_all or method in self.methods
+        """Whether a checkpoint follows ``method`` (never, without persistence)."""
+        return False
 
     async def checkpoint(self, method: str, state: Any, position: Position, status: str) -> None:
         return None
@@ -77,7 +74,8 @@ class BasicJournal(Journal):
         methods: Iterable[str],
         verbose: bool,
     ) -> None:
-        super().__init__(persist_all, methods)
+        self.persist_all = persist_all
+        self.methods = frozenset(methods)
         self.backend = backend
         self.run_id = run_id
         self.adapter = adapter
@@ -85,6 +83,9 @@ class BasicJournal(Journal):
         self.verbose = verbose
         #: the last state stored, encoded (what an interrupted method rolls back to)
         self.committed: dict[str, Any] | None = None
+
+    def wants(self, method: str) -> bool:
+        return self.persist_all or method in self.methods
 
     def committed_state(self) -> Any:
         if self.committed is None:
