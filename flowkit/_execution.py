@@ -7,12 +7,13 @@ and the journal. :class:`Flow` delegates here; the runner drives the scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from ._flow import MISSING
-from ._graph import diff_definitions
+from ._graph import TRIGGER_PAYLOAD, diff_definitions
 from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
 from ._position import Position, PositionSummary, RunInfo
@@ -24,6 +25,7 @@ from .exceptions import (
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
+    FlowkitError,
     ResumeError,
     RunExistsError,
     RunLockedError,
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ._flow import Flow
-    from .persistence import Checkpoint, FlowPersistence
+    from .persistence import Checkpoint, FlowPersistence, RunRecord
 
 
 class _Plan:
@@ -67,8 +69,8 @@ class _Plan:
     def backend(self, override: FlowPersistence | None) -> FlowPersistence | None:
         if override is not None:
             return override
-        # `is None`, not `or`: a backend object that happens to be falsy (a __len__ of
-        # 0) is still the user's choice, never to be replaced by the default file
+        # `is None`, not `or`: a backend object that is falsy (e.g. defines __len__)
+        # is still the one the user chose
         if self.class_cfg is not None:
             chosen = self.class_cfg.backend
             return default_persistence() if chosen is None else chosen
@@ -140,6 +142,7 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     if run is None:
         raise RunNotFoundError(f"cannot fork: no run {run_id!r} in {type(backend).__name__}.")
     check_run(flow, run, run_id, "fork")
+    # A stored checkpoint never changes, so reading it needs no lease.
     cp = await backend.aload_checkpoint(run_id, seq)
     if cp is None:
         raise RunNotFoundError(
@@ -165,9 +168,22 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
         fingerprint=run.fingerprint,
         info=RunInfo(definition=RunInfo.from_json(run.info).definition).to_json(),
     )
-    await backend.asave_checkpoint(
-        child, cp.method_name, state, expected_seq=0, meta=meta, status=status
-    )
+    if not backend.supports_leases:
+        await backend.asave_checkpoint(
+            child, cp.method_name, state, expected_seq=0, meta=meta, status=status
+        )
+        return child
+    # The first write is made under the child's lease (claimed, then given back with the
+    # write), like any other execution's.
+    owner, _claimed, _latest = await take_lease(flow, backend, child, keep=False)
+    assert owner is not None
+    try:
+        await backend.aend_run(
+            child, cp.method_name, state, owner=owner, expected_seq=0, meta=meta, status=status
+        )
+    except BaseException:
+        await _give_back(backend, child, owner)
+        raise
     return child
 
 
@@ -228,18 +244,34 @@ def make_journal(
     )
 
 
-async def take_lease(flow: Flow[Any], backend: FlowPersistence, run_id: str) -> str | None:
+async def take_lease(
+    flow: Flow[Any], backend: FlowPersistence, run_id: str, *, keep: bool = True
+) -> tuple[str | None, RunRecord | None, Checkpoint | None]:
+    """Claim the run (lease, record and latest checkpoint in one backend call): the owner,
+    the record and the checkpoint, or ``(None, None, None)`` for a backend without leases.
+    With ``keep`` the lease keeper renews the lease until the journal gives it back."""
     if not backend.supports_leases:
-        return None
+        return None, None, None
     owner = new_owner()
-    await backend.aacquire_lease(run_id, owner, flow.lease_ttl)
-    LEASES.keep(backend, run_id, owner, flow.lease_ttl)
-    return owner
+    run, latest = await backend.aclaim_run(run_id, owner, flow.lease_ttl)
+    if keep:
+        LEASES.keep(backend, run_id, owner, flow.lease_ttl)
+    return owner, run, latest
 
 
-async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> Run:
-    """A new execution from the flow's starts: a fresh state (or, with ``inputs["id"]``
-    and persistence, the latest stored state of that run) with ``inputs`` applied."""
+async def _give_back(backend: FlowPersistence, run_id: str, owner: str) -> None:
+    """Release a claimed lease the engine will not execute under (refused or failed)."""
+    LEASES.forget(backend, run_id, owner)
+    with contextlib.suppress(FlowkitError):  # the original error matters more
+        await backend.arelease_lease(run_id, owner)
+
+
+async def prepare_kickoff(
+    flow: Flow[Any], inputs: dict[str, Any], shown: dict[str, Any] | None = None
+) -> Run:
+    """A new execution from the flow's starts: the flow's state (or, with
+    ``inputs["id"]`` and persistence, the latest stored state of that run, read under
+    its lease) with ``inputs`` applied. ``shown``: the inputs as FlowStarted shows them."""
     backend = flow._backend()
     run_id = inputs.get("id")
     if run_id is not None and not isinstance(run_id, str):
@@ -249,42 +281,62 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> Run:
     state = flow._state  # a second kickoff of one flow object goes on from its state
     seq = 0
     run = None
-    if backend is not None and run_id is not None:
-        if _is_durable(backend):
-            run = await backend.aget_run(run_id)
-            if run is not None:
-                check_run(flow, run, run_id, "kick off")
-                cp = await backend.aload_checkpoint(run_id)
+    owner = None
+    durable = backend is not None and _is_durable(backend)
+    definition = dict(flow._graph.definition)
+    try:
+        if backend is not None and run_id is not None:
+            if durable and backend.supports_leases:
+                # An existing run is claimed: what this kickoff starts from is read under
+                # its lease, so no other owner can advance it in between.
+                try:
+                    owner, run, cp = await take_lease(flow, backend, run_id, keep=False)
+                except RunNotFoundError:
+                    cp = None  # a new run: begin_run creates it, leased
+                if run is not None:
+                    check_run(flow, run, run_id, "kick off")
                 if cp is not None:
                     state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
-        else:
-            data = await backend.aload_state(run_id)
-            if data is not None:
-                state = load_state(flow, data, None, run_id, None)
-    if inputs:
-        state = flow._adapter.apply_inputs(state, inputs)
-    run_id = flow._adapter.state_id(state)
+            elif durable:
+                run = await backend.aget_run(run_id)
+                if run is not None:
+                    check_run(flow, run, run_id, "kick off")
+                    cp = await backend.aload_checkpoint(run_id)
+                    if cp is not None:
+                        state = load_state(
+                            flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
+                        )
+            else:
+                data = await backend.aload_state(run_id)
+                if data is not None:
+                    state = load_state(flow, data, None, run_id, None)
+        if inputs:
+            state = flow._adapter.apply_inputs(state, inputs)
+        run_id = flow._adapter.state_id(state)
+        if backend is not None and durable:
+            if run is not None:
+                if run.fingerprint != flow._graph.fingerprint:
+                    info = RunInfo.from_json(run.info)
+                    info.definition = definition
+                    await backend.aupdate_run(
+                        run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
+                    )
+                seq = run.last_seq
+            if owner is None and backend.supports_leases:
+                owner = new_owner()
+    except BaseException:
+        if owner is not None and backend is not None and run is not None:
+            await _give_back(backend, run.run_id, owner)
+        raise
     scheduler = Scheduler(flow._graph, max_method_calls=flow.max_method_calls)
-    owner = None
-    definition = dict(flow._graph.definition)
-    if backend is not None and _is_durable(backend):
-        if run is not None:
-            if run.fingerprint != flow._graph.fingerprint:
-                info = RunInfo.from_json(run.info)
-                info.definition = definition
-                await backend.aupdate_run(
-                    run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
-                )
-            seq = run.last_seq
-        owner = new_owner() if backend.supports_leases else None
     # without a backend nothing is stored, and no key is needed
     cipher = flow._cipher() if backend is not None else None
     journal = make_journal(flow, backend, run_id, seq, owner, cipher)
-    tasks = scheduler.begin()
-    prepared = Run(flow, state, scheduler, journal, backend, cipher, tasks, inputs=inputs)
+    tasks = scheduler.begin(trigger_payload=inputs.get(TRIGGER_PAYLOAD))
+    prepared = Run(flow, state, scheduler, journal, backend, cipher, tasks, inputs=shown)
     if isinstance(journal, DurableJournal):
         # One backend call (one transaction on the built-in backends): create the run if
-        # missing, take the lease, store the kickoff checkpoint.
+        # missing, take (or keep) the lease, store the kickoff checkpoint.
         try:
             stored = await journal.begin(
                 "kickoff",
@@ -315,12 +367,42 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> Run:
 async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) -> Run:
     """Continue a stored run from its latest checkpoint's position, under a lease."""
     backend = durable_backend(flow, "resume")
-    run = await backend.aget_run(run_id)
+    # The claim: lease, record and latest checkpoint in one backend call. Every check
+    # below is made on what it returned, and the state executed is its checkpoint.
+    run: RunRecord | None = None
+    if backend.supports_leases:
+        try:
+            owner, run, cp = await take_lease(flow, backend, run_id)
+        except RunNotFoundError:
+            run = None
+    else:  # a backend without leases: plain reads, as before
+        owner = None
+        run = await backend.aget_run(run_id)
+        cp = None if run is None else await backend.aload_checkpoint(run_id)
     if run is None:
         raise RunNotFoundError(
             f"cannot resume: no run {run_id!r} in {type(backend).__name__}; check the id "
             "(list runs with `flowkit runs`)."
         )
+    try:
+        return await _resume_claimed(flow, backend, run, cp, owner, value, force)
+    except BaseException:
+        if owner is not None:
+            await _give_back(backend, run_id, owner)
+        raise
+
+
+async def _resume_claimed(
+    flow: Flow[Any],
+    backend: FlowPersistence,
+    run: RunRecord,
+    cp: Checkpoint | None,
+    owner: str | None,
+    value: Any,
+    force: bool,
+) -> Run:
+    """The resume of a claimed run: refuse it, or build the run from the claim."""
+    run_id = run.run_id
     check_run(flow, run, run_id, "resume")
     if run.status == "completed":
         raise ResumeError(
@@ -337,7 +419,6 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             "Resume with the old code, or pass resume(..., force=True) to continue with "
             "this one."
         )
-    cp = await backend.aload_checkpoint(run_id)
     cipher = flow._cipher()
     position = (
         Position.from_json(cp.meta, cipher, run_id=run_id, seq=cp.seq) if cp is not None else None
@@ -364,23 +445,13 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             f"run {run_id!r} is not waiting for input (status {run.status!r}); call "
             "resume(run_id) without a value."
         )
-    owner = await take_lease(flow, backend, run_id)
-    try:
-        if run.fingerprint != flow._graph.fingerprint:
-            info.definition = definition
-            await backend.aupdate_run(
-                run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
-            )
-        journal = make_journal(flow, backend, run_id, cp.seq, owner, cipher)
-        assert isinstance(journal, DurableJournal)
-        journal.committed = cp.state
-        info.definition = definition
-        journal.run_info = info
-    except BaseException:
-        if owner is not None:
-            LEASES.forget(backend, run_id, owner)
-            await backend.arelease_lease(run_id, owner)
-        raise
+    info.definition = definition
+    if run.fingerprint != flow._graph.fingerprint:
+        await backend.aupdate_run(run_id, fingerprint=flow._graph.fingerprint, info=info.to_json())
+    journal = make_journal(flow, backend, run_id, cp.seq, owner, cipher)
+    assert isinstance(journal, DurableJournal)
+    journal.committed = cp.state
+    journal.run_info = info
     tasks = sorted(scheduler.pending.values(), key=lambda t: t.id)
     return Run(
         flow,
@@ -391,6 +462,7 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
         cipher,
         tasks,
         resumed=True,
+        inputs={},
         answers=answers,
         last=position.last,
     )

@@ -85,21 +85,20 @@ def persist(persistence: Callable[..., Any], /) -> Any: ...
 @overload
 def persist(
     persistence: FlowPersistence | None = None,
-    /,
     verbose: bool = False,
     *,
     secret_key: str | bytes | None = None,
 ) -> Callable[[T], T]: ...
 def persist(
     persistence: Any = None,
-    /,
     verbose: bool = False,
     *,
     secret_key: str | bytes | None = None,
 ) -> Any:
     """Save the flow's state after every method (on a class) or after one method.
 
-    ``@persist``, ``@persist()``, ``@persist(backend)``, ``@persist(backend, verbose=True)``.
+    ``@persist``, ``@persist()``, ``@persist(backend)``, ``@persist(backend, verbose=True)``,
+    ``@persist(persistence=backend)`` (CrewAI's keyword).
     Without a backend the default SQLite file is used. ``Flow(persistence=...)`` overrides
     the backend chosen here. ``secret_key=`` encrypts ``SecretStr`` / ``SecretBytes``
     fields (see :func:`flowkit.generate_key`); ``Flow(secret_key=...)`` overrides it.

@@ -37,7 +37,8 @@ class Run:
     #: the calls to start with (kickoff: the starts; resume: the stored pending calls)
     tasks: list[Task]
     resumed: bool = False
-    inputs: dict[str, Any] = field(default_factory=dict)
+    #: the kickoff's inputs as the FlowStarted event shows them (None: none given)
+    inputs: dict[str, Any] | None = None
     #: interrupt answers for pending calls, by call id
     answers: dict[int, list[Any]] = field(default_factory=dict)
     #: the last method that finished and its output (what kickoff returns)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Union
 
+from ._graph import TRIGGER_PAYLOAD
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from ._merge import Merge
 from ._position import PendingInterrupt
@@ -25,7 +27,12 @@ from .events import (
     MethodFinished,
     MethodStarted,
 )
-from .exceptions import FlowConfigurationError, FlowkitError, StateConflictError
+from .exceptions import (
+    FlowConfigurationError,
+    FlowkitError,
+    FlowUsageError,
+    StateConflictError,
+)
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -92,6 +99,18 @@ class Runner:
         node = self.scheduler.graph.nodes[task.method]
         return (task.payload,) if node.takes_payload and task.trigger is not None else ()
 
+    def _kwargs(self, task: Task) -> dict[str, Any]:
+        # a kickoff start gets the kickoff's crewai_trigger_payload if it declares it
+        node = self.scheduler.graph.nodes[task.method]
+        if node.takes_trigger_payload and task.trigger is None:
+            return {TRIGGER_PAYLOAD: task.payload}
+        return {}
+
+    def _method(self, task: Task) -> Any:
+        func = getattr(self.flow, task.method)
+        kwargs = self._kwargs(task)
+        return functools.partial(func, **kwargs) if kwargs else func
+
     def _ctx(self, task: Task, *, isolated: bool) -> CallContext:
         ctx = CallContext(self.flow, task.id, task.method, self.run.answers.get(task.id, []))
         if isolated:
@@ -108,17 +127,24 @@ class Runner:
 
     def _emit_started(self, task: Task) -> None:
         if self.flow._has_listeners():
-            self.flow._emit(MethodStarted, method=task.method)
+            params = {f"_{i}": arg for i, arg in enumerate(self._args(task))}
+            params.update(self._kwargs(task))
+            self.flow._emit(
+                MethodStarted,
+                method=task.method,
+                params=params,
+                state=self.flow._adapter.snapshot(self.run.state),
+            )
 
     async def _run_inline(self, task: Task, ctx: CallContext) -> Any:
-        func = getattr(self.flow, task.method)
+        func = self._method(task)
         self._emit_started(task)
         if self.scheduler.graph.nodes[task.method].is_async:
             return await _call_async(ctx, func, self._args(task))
         return _call_sync(ctx, func, self._args(task))
 
     def _launch(self, task: Task, ctx: CallContext, inbox: _Inbox) -> _AnyFuture:
-        func = getattr(self.flow, task.method)
+        func = self._method(task)
         self._emit_started(task)
         fut: _AnyFuture
         if self.scheduler.graph.nodes[task.method].is_async:
@@ -195,8 +221,17 @@ class Runner:
 
     async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
         run = self.run
+        try:
+            self.flow._method_finished(task.method, output)
+        except FlowUsageError as exc:
+            await self._failed(task, CallContext(self.flow, task.id, task.method, []), exc)
         if self.flow._has_listeners():
-            self.flow._emit(MethodFinished, method=task.method, output=output)
+            self.flow._emit(
+                MethodFinished,
+                method=task.method,
+                output=output,
+                state=self.flow._adapter.snapshot(run.state),
+            )
         new = self.scheduler.complete(task.id, output)
         run.answers.pop(task.id, None)
         run.last = (task.method, output)
