@@ -88,6 +88,10 @@ class Merge:
         if _same(ours, base):
             self.changed.append(path)
             return theirs
+        return self._both(base, ours, theirs, path)
+
+    def _both(self, base: Any, ours: Any, theirs: Any, path: str) -> Any:
+        """Both sides changed the value at ``path``."""
         kind = type(theirs)
         if kind is type(ours) is type(base):
             if isinstance(theirs, BaseModel):
@@ -116,7 +120,7 @@ class Merge:
                 self.changed.append(f"{path}.{name}")
                 updates[name] = value
                 continue
-            merged = self._value(old, current, value, f"{path}.{name}")
+            merged = self._both(old, current, value, f"{path}.{name}")
             if merged is not current:
                 updates[name] = merged
         return updates
