@@ -64,7 +64,9 @@ class Flow(Generic[T]):
     ``max_method_calls=100`` (per method and kickoff), ``lease_ttl=30.0`` (seconds a
     crashed owner keeps a run locked), ``lease_wait=0.0`` (seconds to wait while another
     process executes the same run before ``RunLockedError``), ``input_provider=`` (what
-    :meth:`ask` asks through). Anything else is an error.
+    :meth:`ask` asks through), ``secret_key=`` (encrypts ``SecretStr`` / ``SecretBytes``
+    state fields; overrides ``@persist(secret_key=...)`` and ``$FLOWKIT_SECRET_KEY``).
+    Anything else is an error.
 
     Example::
 
