@@ -123,18 +123,43 @@ def _normal(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def drive(spec: str, *, kills: int, runs: int, log: Path, seed: int | None = None) -> Stats:
-    """Kill workers ``kills`` times at random moments, then let the last one finish."""
+    """Kill workers ``kills`` times at random moments, over batches of ``runs`` runs
+    (a new batch when a worker finished the last one before the kills were spent)."""
     import flows
 
     rng = random.Random(seed)
-    prefix = f"soak-{uuid.uuid4().hex[:8]}"
-    run_ids = [f"{prefix}-{i}" for i in range(runs)]
-    stats = Stats(spec.partition(":")[0], runs)
+    stats = Stats(spec.partition(":")[0], 0)
     env = dict(os.environ, FLOWKIT_TEST_LOG=str(log))
     env.pop("FLOWKIT_TEST_CRASH_AT", None)
     store = flows.backend(spec)
-    kill_records: list[Kill] = []
     started = time.monotonic()
+    try:
+        while True:
+            prefix = f"soak-{uuid.uuid4().hex[:8]}"
+            run_ids = [f"{prefix}-{i}" for i in range(runs)]
+            stats.runs += runs
+            records = _batch(spec, run_ids, env, store, log, rng, kills, stats)
+            _check(store, run_ids, log, records, stats)
+            if stats.kills >= kills:
+                break
+        stats.seconds = time.monotonic() - started
+    finally:
+        store.close()
+    return stats
+
+
+def _batch(
+    spec: str,
+    run_ids: list[str],
+    env: dict[str, str],
+    store: Any,
+    log: Path,
+    rng: random.Random,
+    kills: int,
+    stats: Stats,
+) -> list[Kill]:
+    """Workers over ``run_ids``, killed while the budget lasts, until one finishes."""
+    records: list[Kill] = []
 
     def spawn() -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -164,24 +189,15 @@ def drive(spec: str, *, kills: int, runs: int, log: Path, seed: int | None = Non
                     proc.send_signal(signal.SIGKILL)
                     proc.communicate()
                     stats.kills += 1
-                    kill_records.append(_after_kill(store, log))
+                    records.append(_after_kill(store, log))
                     continue
             _, err = proc.communicate(timeout=600)
             if proc.returncode != 0:
                 raise AssertionError(f"soak worker failed ({proc.returncode}):\n{err}")
-            break
-        stats.seconds = time.monotonic() - started
-        _check(store, run_ids, log, kill_records, stats)
+            return records
     finally:
         spare.kill()
         spare.communicate()
-        store.close()
-    return stats
-
-
-def _done(store: Any, run_id: str) -> bool:
-    run = store.get_run(run_id)
-    return run is not None and run.status == "completed"
 
 
 def _lines(log: Path) -> list[str]:
@@ -209,8 +225,11 @@ def _check(store: Any, run_ids: list[str], log: Path, kills: list[Kill], stats: 
             stats.problems.append(f"{run_id}: final state {state} != uncrashed {expected}")
         if len(set(state["trace"])) != len(state["trace"]):
             stats.problems.append(f"{run_id}: a method's changes applied twice: {state['trace']}")
-    starts = Counter(line for line in lines if not line.startswith("RUN:"))
-    stats.reruns = sum(n - 1 for n in starts.values() if n > 1)
+    prefix = run_ids[0].rsplit("-", 1)[0] + "-"
+    starts = Counter(
+        line for line in lines if line.startswith(prefix) and not line.startswith("RUN:")
+    )
+    stats.reruns += sum(n - 1 for n in starts.values() if n > 1)
     for kill in kills:
         again = {
             line.partition(":")[2]

@@ -37,4 +37,4 @@ def test_random_kills_never_lose_or_repeat_committed_work(soak_spec: str, tmp_pa
     stats = drive(soak_spec, kills=KILLS, runs=10, log=tmp_path / "steps.log")
     print(stats.line())
     assert stats.problems == []
-    assert stats.kills >= 1
+    assert stats.kills == KILLS
