@@ -4,6 +4,7 @@
     nox -s pythons               # the tests on every Python 3.10-3.13 found here
     nox -s lint typecheck
     nox -s bench                 # not in the default set: installs the peers it compares with
+    nox -s soak                  # not in the default set: a long random-SIGKILL run
 
 Virtual environments are kept between runs (``.nox/``); ``nox -R`` skips reinstalling,
 ``nox --no-reuse-existing-virtualenvs`` starts from scratch.
@@ -73,6 +74,15 @@ def pythons(session: nox.Session, version: str) -> None:
         session.run(interpreter, "-m", "venv", str(venv), external=True)
     session.run(str(python), "-m", "pip", "install", "-q", "-e", ".[test]", external=True)
     session.run(str(python), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Kill flow runs with parallel branches at random moments, many times, on SQLite,
+    files and PostgreSQL; check final states and that no committed method ran twice
+    (``-- --kills 1000 --backend sqlite`` to change the defaults: 300 kills each)."""
+    session.install("-e", ".[test]")
+    session.run("python", "tests/durable/soak.py", *session.posargs)
 
 
 @nox.session

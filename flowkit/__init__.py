@@ -32,6 +32,7 @@ from ._persist import persist
 from .exceptions import FlowkitError
 
 if TYPE_CHECKING:
+    from ._secrets import generate_key
     from ._state import FlowState, migration
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "InputResponse",
     "Interrupted",
     "and_",
+    "generate_key",
     "listen",
     "migration",
     "or_",
@@ -62,4 +64,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(_state, name)
         globals()[name] = value
         return value
+    if name == "generate_key":
+        from ._secrets import generate_key
+
+        globals()[name] = generate_key
+        return generate_key
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

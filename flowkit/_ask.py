@@ -108,8 +108,8 @@ def ask(
         )
     provider = flow.input_provider
     if provider is None:
-        journal = flow._journal
-        if journal is not None and journal.durable:
+        run = flow._run
+        if run is not None and run.journal.durable:
             answer = flow.interrupt({"ask": message, "metadata": metadata})
             return None if answer is None else str(answer)
         provider = ConsoleProvider()

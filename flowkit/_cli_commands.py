@@ -26,6 +26,7 @@ from flowkit._cli_render import (
     redacted,
     table,
 )
+from flowkit._position import PositionSummary
 
 if TYPE_CHECKING:
     from flowkit.persistence import Checkpoint, FlowPersistence, RunRecord
@@ -126,7 +127,7 @@ def _how_to_continue(
             "command": f"flowkit fork {flow} {rid} {branch}",
             "python": f"{cls}().fork({rid!r}, {branch})  # or: {python}",
         }
-    if latest is None or not isinstance(latest.meta.get("position"), dict):
+    if latest is None or PositionSummary.read(latest.meta) is None:
         return {
             "resumable": False,
             "note": "no checkpoint with an execution position; kick it off again by id",
@@ -286,10 +287,10 @@ def cmd_checkpoint(args: argparse.Namespace, backend: FlowPersistence) -> int:
             f"numbered 1..{run.last_seq}; pruned ones are gone); see `flowkit history "
             f"{run.run_id}`."
         )
-    position = cp.meta.get("position")
+    summary = PositionSummary.read(cp.meta)
     if args.json:
         data = checkpoint_json(cp, state=True)
-        data["position"] = redacted(position) if isinstance(position, dict) else None
+        data["position"] = redacted(cp.meta["position"]) if summary is not None else None
         _print(dump_json(data))
         return 0
     lines = [
@@ -301,22 +302,21 @@ def cmd_checkpoint(args: argparse.Namespace, backend: FlowPersistence) -> int:
         "State:",
         _indent(pretty(cp.state)),
     ]
-    if isinstance(position, dict):
-        pending = pending_of(cp.meta)
+    if summary is not None:
         lines.append("Position:")
-        if pending:
+        if summary.pending:
             lines.append(
-                "  pending: " + ", ".join(f"{p['method']} (after {p['trigger']})" for p in pending)
+                "  pending: "
+                + ", ".join(f"{p['method']} (after {p['trigger']})" for p in summary.pending)
             )
-        calls = position.get("calls")
-        if isinstance(calls, dict) and calls:
+        if summary.calls:
             lines.append(
-                "  calls:   " + ", ".join(f"{name} x{n}" for name, n in sorted(calls.items()))
+                "  calls:   "
+                + ", ".join(f"{name} x{n}" for name, n in sorted(summary.calls.items()))
             )
-        last = position.get("last")
-        if isinstance(last, dict):
-            output = _inline(plain(last.get("output")))
-            lines.append(f"  last:    {last.get('method')} returned {output}")
+        if summary.last_method is not None:
+            output = _inline(plain(summary.last_output))
+            lines.append(f"  last:    {summary.last_method} returned {output}")
     edit = edit_of(cp.meta)
     if edit is not None:
         lines.append(
@@ -329,7 +329,7 @@ def cmd_checkpoint(args: argparse.Namespace, backend: FlowPersistence) -> int:
                 str(change.get("kind")), f"{old} -> {new}"
             )
             lines.append(f"  {change.get('path')}: {arrow}")
-    interrupt = interrupt_of(cp.meta)
+    interrupt = summary.interrupt if summary is not None else None
     if interrupt is not None:
         lines.append(f"Interrupt in {interrupt.get('method')}; payload:")
         lines.append(_indent(pretty(interrupt.get("payload"))))

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from flowkit._edit import edit_of
 from flowkit.persistence._owner import owner_is_dead
 
+from ._position import PositionSummary
+
 if TYPE_CHECKING:
     from flowkit.persistence import Checkpoint, RunRecord
 
@@ -179,23 +181,14 @@ def record_json(run: RunRecord, *, leases: bool) -> dict[str, Any]:
 
 def pending_of(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The methods waiting to run after a checkpoint: ``[{"id", "method", "trigger"}]``."""
-    position = meta.get("position")
-    if not isinstance(position, dict):
-        return []
-    pending = position.get("pending")
-    if not isinstance(pending, list):
-        return []
-    return [
-        {"id": item.get("id"), "method": item.get("method"), "trigger": item.get("trigger")}
-        for item in pending
-        if isinstance(item, dict)
-    ]
+    summary = PositionSummary.read(meta)
+    return summary.pending if summary is not None else []
 
 
 def interrupt_of(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The interrupt recorded with a checkpoint (payload still in stored form), or None."""
-    interrupt = meta.get("interrupt")
-    return interrupt if isinstance(interrupt, dict) else None
+    summary = PositionSummary.read(meta)
+    return summary.interrupt if summary is not None else None
 
 
 def checkpoint_summary(checkpoint: Checkpoint) -> str:
@@ -213,14 +206,13 @@ def checkpoint_summary(checkpoint: Checkpoint) -> str:
 
 
 def _position_summary(checkpoint: Checkpoint) -> str:
-    interrupt = interrupt_of(checkpoint.meta)
-    if interrupt is not None:
-        return f"interrupted in {interrupt.get('method')}"
-    if not isinstance(checkpoint.meta.get("position"), dict):
+    summary = PositionSummary.read(checkpoint.meta)
+    if summary is None:
         return "state only (no position)"
-    pending = pending_of(checkpoint.meta)
-    if pending:
-        return "next: " + ", ".join(str(item["method"]) for item in pending)
+    if summary.interrupt is not None:
+        return f"interrupted in {summary.interrupt.get('method')}"
+    if summary.pending:
+        return "next: " + ", ".join(str(item["method"]) for item in summary.pending)
     return "finished"
 
 

@@ -122,7 +122,7 @@ async def update_state(
     """See :meth:`flowkit.Flow.update_state`."""
     from ._cli_render import plain
     from ._codec import encode
-    from ._execution import check_run, cipher_for, durable_backend, load_state
+    from ._execution import check_run, durable_backend, load_state
     from .diff import diff_states
     from .persistence._owner import new_owner
 
@@ -162,7 +162,7 @@ async def update_state(
             )
         state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
         new_state = _apply(flow, state, values, run_id)
-        data = encode(flow._adapter.dump(new_state), path="state", cipher=cipher_for(backend))
+        data = encode(flow._adapter.dump(new_state), path="state", cipher=flow._cipher())
         changes = diff_states(plain(cp.state), plain(data))
         if not changes:
             raise FlowUsageError(

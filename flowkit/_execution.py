@@ -14,19 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from ._flow import MISSING
 from ._graph import TRIGGER_PAYLOAD, diff_definitions
-from ._interrupt import Interrupted
 from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
+from ._position import Position, PositionSummary, RunInfo
+from ._run import Run
 from ._runner import Runner
-from ._scheduler import Scheduler, Task
-from .events import FlowFinished, FlowStarted
+from ._scheduler import Scheduler
 from .exceptions import (
     ConcurrentUpdateError,
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
     FlowkitError,
-    FlowUsageError,
     ResumeError,
     RunExistsError,
     RunLockedError,
@@ -35,7 +34,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable
 
     from ._flow import Flow
     from .persistence import Checkpoint, FlowPersistence, RunRecord
@@ -64,6 +63,8 @@ class _Plan:
         self.verbose = bool(
             (class_cfg and class_cfg.verbose) or any(c.verbose for c in method_cfgs.values())
         )
+        keys = [c.secret_key for c in (class_cfg, *method_cfgs.values()) if c is not None]
+        self.secret_key = next((k for k in keys if k is not None), None)
 
     def backend(self, override: FlowPersistence | None) -> FlowPersistence | None:
         if override is not None:
@@ -111,18 +112,12 @@ def durable_backend(flow: Flow[Any], operation: str) -> FlowPersistence:
     return backend
 
 
-def cipher_for(backend: FlowPersistence | None) -> Any:
-    from ._secrets import resolve_cipher
-
-    return resolve_cipher(getattr(backend, "secret_key", None))
-
-
 def load_state(
     flow: Flow[Any], data: Any, version: int | None, run_id: str, seq: int | None
 ) -> Any:
     from ._codec import decode
 
-    cipher = cipher_for(flow._backend())
+    cipher = flow._cipher()
     return flow._adapter.load(
         decode(data, cipher=cipher, run_id=run_id, seq=seq),
         version=version,
@@ -158,15 +153,20 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     state = dict(cp.state)
     state["id"] = child
     meta = dict(cp.meta)
-    pending = (meta.get("position") or {}).get("pending")
-    status = "interrupted" if "interrupt" in meta else ("running" if pending else "completed")
+    summary = PositionSummary.read(meta)
+    if summary is None:
+        status = "completed"
+    elif summary.interrupt is not None:
+        status = "interrupted"
+    else:
+        status = "running" if summary.pending else "completed"
     await backend.acreate_run(
         child,
         flow._graph.flow_name,
         parent_run_id=run_id,
         parent_seq=seq,
         fingerprint=run.fingerprint,
-        info={"definition": run.info.get("definition")},
+        info=RunInfo(definition=RunInfo.from_json(run.info).definition).to_json(),
     )
     if not backend.supports_leases:
         await backend.asave_checkpoint(
@@ -187,62 +187,15 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     return child
 
 
-async def execute(
-    flow: Flow[Any], given: Mapping[str, Any] | None, resume: tuple[str, Any, bool] | None
-) -> Any:
-    inputs = dict(given or {})
-    if flow._busy:
-        raise FlowUsageError(
-            f"{type(flow).__qualname__} instance is already running; create one flow "
-            "object per concurrent kickoff."
-        )
-    flow._busy = True
-    try:
-        flow._outputs.clear()
-        runner, tasks = await _prepare_waiting(flow, inputs, resume)
-        journal = flow._journal
-        assert journal is not None
-        flow._active_run_id = flow._run_id()
-        try:
-            if flow._has_listeners():
-                # None when no inputs were given, as CrewAI's FlowStartedEvent
-                shown = None if given is None else inputs
-                flow._emit(FlowStarted, inputs=shown, resumed=resume is not None)
-            if not tasks:  # a resumed run that had finished its last method
-                await journal.set_status("completed")
-                result = runner.last[1] if runner.last else None
-            else:
-                result = await runner.run(tasks)
-            if flow._has_listeners() and not isinstance(result, Interrupted):
-                flow._emit(FlowFinished, output=result)
-            return result
-        finally:
-            await journal.close()
-    finally:
-        flow._busy = False
-        flow._active_run_id = None
-
-
-async def _prepare(
-    flow: Flow[Any], inputs: dict[str, Any], resume: tuple[str, Any, bool] | None
-) -> tuple[Runner, list[Task]]:
-    if resume is None:
-        return await prepare_kickoff(flow, inputs)
-    runner = await prepare_resume(flow, *resume)
-    return runner, sorted(runner.scheduler.pending.values(), key=lambda t: t.id)
-
-
-async def _prepare_waiting(
-    flow: Flow[Any], inputs: dict[str, Any], resume: tuple[str, Any, bool] | None
-) -> tuple[Runner, list[Task]]:
-    """Prepare, waiting up to ``flow.lease_wait`` seconds while another owner executes
-    the run. Each try reloads the run, so the state it starts from is the one the other
-    writer left."""
+async def prepare_waiting(flow: Flow[Any], prepare: Callable[[], Awaitable[Run]]) -> Run:
+    """``prepare()``, retried for up to ``flow.lease_wait`` seconds while another owner
+    executes the run. Each try reloads the run, so the state it starts from is the one
+    the other writer left."""
     deadline = time.monotonic() + flow.lease_wait
     pause = 0.05
     while True:
         try:
-            return await _prepare(flow, inputs, resume)
+            return await prepare()
         except (RunLockedError, ConcurrentUpdateError):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -251,14 +204,23 @@ async def _prepare_waiting(
             pause = min(pause * 2, 1.0)
 
 
+async def execute(run: Run) -> Any:
+    """Execute a prepared run to its end (see :class:`~flowkit._runner.Runner`)."""
+    return await Runner(run).execute()
+
+
 def make_journal(
-    flow: Flow[Any], backend: FlowPersistence | None, run_id: str, seq: int, owner: str | None
+    flow: Flow[Any],
+    backend: FlowPersistence | None,
+    run_id: str,
+    seq: int,
+    owner: str | None,
+    cipher: Any,
 ) -> Journal:
     plan = plan_for(type(flow))
     if backend is None:
         return Journal()
     persist_all = plan.persist_all(flow._persistence)
-    cipher = cipher_for(backend)
     if _is_durable(backend):
         return DurableJournal(
             backend,
@@ -304,17 +266,24 @@ async def _give_back(backend: FlowPersistence, run_id: str, owner: str) -> None:
         await backend.arelease_lease(run_id, owner)
 
 
-async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runner, list[Task]]:
+async def prepare_kickoff(
+    flow: Flow[Any], inputs: dict[str, Any], shown: dict[str, Any] | None = None
+) -> Run:
+    """A new execution from the flow's starts: the flow's state (or, with
+    ``inputs["id"]`` and persistence, the latest stored state of that run, read under
+    its lease) with ``inputs`` applied. ``shown``: the inputs as FlowStarted shows them."""
     backend = flow._backend()
     run_id = inputs.get("id")
     if run_id is not None and not isinstance(run_id, str):
         raise FlowConfigurationError(
             f"kickoff(inputs={{'id': {run_id!r}}}): a run id is a string (e.g. a UUID)."
         )
+    state = flow._state  # a second kickoff of one flow object goes on from its state
     seq = 0
     run = None
     owner = None
     durable = backend is not None and _is_durable(backend)
+    definition = dict(flow._graph.definition)
     try:
         if backend is not None and run_id is not None:
             if durable and backend.supports_leases:
@@ -327,33 +296,30 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
                 if run is not None:
                     check_run(flow, run, run_id, "kick off")
                 if cp is not None:
-                    flow._state = load_state(
-                        flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
-                    )
+                    state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
             elif durable:
                 run = await backend.aget_run(run_id)
                 if run is not None:
                     check_run(flow, run, run_id, "kick off")
                     cp = await backend.aload_checkpoint(run_id)
                     if cp is not None:
-                        flow._state = load_state(
+                        state = load_state(
                             flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
                         )
             else:
                 data = await backend.aload_state(run_id)
                 if data is not None:
-                    flow._state = load_state(flow, data, None, run_id, None)
+                    state = load_state(flow, data, None, run_id, None)
         if inputs:
-            flow._state = flow._adapter.apply_inputs(flow._state, inputs)
-        run_id = flow._run_id()
-        definition = dict(flow._graph.definition)
+            state = flow._adapter.apply_inputs(state, inputs)
+        run_id = flow._adapter.state_id(state)
         if backend is not None and durable:
             if run is not None:
                 if run.fingerprint != flow._graph.fingerprint:
+                    info = RunInfo.from_json(run.info)
+                    info.definition = definition
                     await backend.aupdate_run(
-                        run_id,
-                        fingerprint=flow._graph.fingerprint,
-                        info={**run.info, "definition": definition},
+                        run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
                     )
                 seq = run.last_seq
             if owner is None and backend.supports_leases:
@@ -363,20 +329,22 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
             await _give_back(backend, run.run_id, owner)
         raise
     scheduler = Scheduler(flow._graph, max_method_calls=flow.max_method_calls)
-    flow._journal = journal = make_journal(flow, backend, run_id, seq, owner)
-    runner = Runner(flow, scheduler, journal)
+    # without a backend nothing is stored, and no key is needed
+    cipher = flow._cipher() if backend is not None else None
+    journal = make_journal(flow, backend, run_id, seq, owner, cipher)
     tasks = scheduler.begin(trigger_payload=inputs.get(TRIGGER_PAYLOAD))
+    prepared = Run(flow, state, scheduler, journal, backend, cipher, tasks, inputs=shown)
     if isinstance(journal, DurableJournal):
         # One backend call (one transaction on the built-in backends): create the run if
         # missing, take (or keep) the lease, store the kickoff checkpoint.
         try:
             stored = await journal.begin(
                 "kickoff",
-                flow._state,
-                scheduler,
+                state,
+                prepared.position(),
                 flow_name=flow._graph.flow_name,
                 fingerprint=flow._graph.fingerprint,
-                info={"definition": definition},
+                info=RunInfo(definition=definition).to_json(),
                 ttl=flow.lease_ttl,
             )
         except RunExistsError:
@@ -389,11 +357,15 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
         except BaseException:
             await journal.close()
             raise
-        journal.run_info = {**stored.info, "definition": definition}
-    return runner, tasks
+        journal.run_info = RunInfo.from_json(stored.info)
+        journal.run_info.definition = definition
+    else:
+        prepared.committed_is_current = False
+    return prepared
 
 
-async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) -> Runner:
+async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) -> Run:
+    """Continue a stored run from its latest checkpoint's position, under a lease."""
     backend = durable_backend(flow, "resume")
     # The claim: lease, record and latest checkpoint in one backend call. Every check
     # below is made on what it returned, and the state executed is its checkpoint.
@@ -428,10 +400,8 @@ async def _resume_claimed(
     owner: str | None,
     value: Any,
     force: bool,
-) -> Runner:
-    """The resume of a claimed run: refuse it, or build the runner from the claim."""
-    from ._codec import decode
-
+) -> Run:
+    """The resume of a claimed run: refuse it, or build the run from the claim."""
     run_id = run.run_id
     check_run(flow, run, run_id, "resume")
     if run.status == "completed":
@@ -440,81 +410,81 @@ async def _resume_claimed(
             "kickoff(inputs={'id': ...}) to run it again, or fork(run_id, seq) to branch."
         )
     definition = dict(flow._graph.definition)
+    info = RunInfo.from_json(run.info)
     if run.fingerprint not in (None, flow._graph.fingerprint) and not force:
-        changes = diff_definitions(run.info.get("definition") or {}, definition)
+        changes = diff_definitions(info.definition or {}, definition)
         raise DefinitionChangedError(
             f"run {run_id!r} was started by a different definition of "
             f"{flow._graph.flow_name}: {'; '.join(changes) or 'the wiring changed'}. "
             "Resume with the old code, or pass resume(..., force=True) to continue with "
             "this one."
         )
-    position = cp.meta.get("position") if cp is not None else None
-    if cp is None or not isinstance(position, dict):
+    cipher = flow._cipher()
+    position = (
+        Position.from_json(cp.meta, cipher, run_id=run_id, seq=cp.seq) if cp is not None else None
+    )
+    if cp is None or position is None:
         raise ResumeError(
             f"run {run_id!r} has no checkpoint with an execution position (it was saved "
             "with save_state only); use kickoff(inputs={'id': ...}) to run it again."
         )
-    cipher = cipher_for(backend)
-    flow._state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
-    scheduler = _restore_scheduler(flow, position, cipher, run_id, cp)
-    answers = {
-        int(k): list(decode(v, cipher=cipher, run_id=run_id, seq=cp.seq))
-        for k, v in position.get("answers", {}).items()
-    }
-    interrupt = cp.meta.get("interrupt")
-    if run.status == "interrupted" and isinstance(interrupt, dict):
+    state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
+    scheduler = _restore_scheduler(flow, position, run_id, cp)
+    answers = position.answers
+    interrupt = position.interrupt
+    if run.status == "interrupted" and interrupt is not None:
         if value is MISSING:
             raise ResumeError(
-                f"run {run_id!r} is waiting for an answer to {interrupt['method']}'s "
-                f"interrupt (payload {interrupt.get('payload')!r}); pass it: "
+                f"run {run_id!r} is waiting for an answer to {interrupt.method}'s "
+                f"interrupt (payload {interrupt.payload!r}); pass it: "
                 "resume(run_id, value)."
             )
-        answers.setdefault(int(interrupt["task_id"]), []).append(value)
+        answers.setdefault(interrupt.task_id, []).append(value)
     elif value is not MISSING:
         raise ResumeError(
             f"run {run_id!r} is not waiting for input (status {run.status!r}); call "
             "resume(run_id) without a value."
         )
+    info.definition = definition
     if run.fingerprint != flow._graph.fingerprint:
-        await backend.aupdate_run(
-            run_id,
-            fingerprint=flow._graph.fingerprint,
-            info={**run.info, "definition": definition},
-        )
-    flow._journal = journal = make_journal(flow, backend, run_id, cp.seq, owner)
+        await backend.aupdate_run(run_id, fingerprint=flow._graph.fingerprint, info=info.to_json())
+    journal = make_journal(flow, backend, run_id, cp.seq, owner, cipher)
     assert isinstance(journal, DurableJournal)
     journal.committed = cp.state
-    journal.run_info = {**run.info, "definition": definition}
-    last = position.get("last")
-    runner = Runner(flow, scheduler, journal, answers=answers)
-    if isinstance(last, dict):
-        runner.last = (
-            last["method"],
-            decode(last.get("output"), cipher=cipher, run_id=run_id, seq=cp.seq),
-        )
-    return runner
+    journal.run_info = info
+    tasks = sorted(scheduler.pending.values(), key=lambda t: t.id)
+    return Run(
+        flow,
+        state,
+        scheduler,
+        journal,
+        backend,
+        cipher,
+        tasks,
+        resumed=True,
+        inputs={},
+        answers=answers,
+        last=position.last,
+    )
 
 
 def _restore_scheduler(
-    flow: Flow[Any], position: dict[str, Any], cipher: Any, run_id: str, cp: Checkpoint
+    flow: Flow[Any], position: Position, run_id: str, cp: Checkpoint
 ) -> Scheduler:
-    from ._codec import decode
-
     scheduler = Scheduler.restore(
-        flow._graph, position, max_method_calls=flow.max_method_calls, run_id=run_id, seq=cp.seq
+        flow._graph,
+        position.scheduler,
+        max_method_calls=flow.max_method_calls,
+        run_id=run_id,
+        seq=cp.seq,
     )
-    lost = set(position.get("lost_payloads", []))
     for task in scheduler.pending.values():
-        if task.id in lost:
-            if flow._graph.nodes[task.method].takes_payload:
-                raise ResumeError(
-                    f"run {run_id!r}: {task.method} must run again but its input (the output "
-                    f"of {task.trigger}) could not be stored; return JSON-compatible values "
-                    "from methods whose listeners take them."
-                )
-            task.payload = None
-        else:
-            task.payload = decode(task.payload, cipher=cipher, run_id=run_id, seq=cp.seq)
+        if task.id in position.lost_payloads and flow._graph.nodes[task.method].takes_payload:
+            raise ResumeError(
+                f"run {run_id!r}: {task.method} must run again but its input (the output "
+                f"of {task.trigger}) could not be stored; return JSON-compatible values "
+                "from methods whose listeners take them."
+            )
     return scheduler
 
 
@@ -526,11 +496,3 @@ def plan_for(cls: type[Flow[Any]]) -> _Plan:
         plan = _Plan(cls)
         cls._plan_cache = plan
     return plan
-
-
-def rollback(flow: Flow[Any]) -> None:
-    """Put the live state back to the last stored one (an interrupted method's partial
-    changes must not be stored, or they would be applied twice on resume)."""
-    committed = getattr(flow._journal, "committed", None)
-    if committed is not None:
-        flow._state = load_state(flow, committed, None, flow._run_id(), None)

@@ -16,11 +16,11 @@ from ._log import INFO, LOG, log_event
 from .exceptions import FlowConfigurationError, FlowUsageError, StateAssignmentError
 
 if typing.TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Generator
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 
     from ._ask import InputProvider
     from ._execution import _Plan
-    from ._journal import Journal
+    from ._run import Run
     from ._state import StateAdapter
     from .events import FlowEvent
     from .persistence import FlowPersistence
@@ -66,7 +66,9 @@ class Flow(FlowTools, Generic[T]):
     ``max_method_calls=100`` (per method and kickoff), ``lease_ttl=30.0`` (seconds a
     crashed owner keeps a run locked), ``lease_wait=0.0`` (seconds to wait while another
     process executes the same run before ``RunLockedError``), ``input_provider=`` (what
-    :meth:`ask` asks through). Anything else is an error.
+    :meth:`ask` asks through), ``secret_key=`` (encrypts ``SecretStr`` / ``SecretBytes``
+    state fields; overrides ``@persist(secret_key=...)`` and ``$FLOWKIT_SECRET_KEY``).
+    Anything else is an error.
 
     Example::
 
@@ -113,6 +115,7 @@ class Flow(FlowTools, Generic[T]):
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
         input_provider: InputProvider | None = None,
+        secret_key: str | bytes | None = None,
         **kwargs: Any,
     ) -> None:
         cls = type(self)
@@ -120,7 +123,7 @@ class Flow(FlowTools, Generic[T]):
             raise FlowConfigurationError(
                 f"{cls.__qualname__}() got unexpected keyword argument(s) {sorted(kwargs)}; "
                 "Flow accepts persistence=, initial_state=, max_method_calls=, lease_ttl=, "
-                "lease_wait= and input_provider=. Pass state values with "
+                "lease_wait=, input_provider= and secret_key=. Pass state values with "
                 "kickoff(inputs={...})."
             )
         if getattr(cls, "_graph", None) is None:
@@ -153,6 +156,10 @@ class Flow(FlowTools, Generic[T]):
             )
         self.lease_ttl = float(lease_ttl)
         self.lease_wait = float(lease_wait)
+        from ._persist import check_secret_key
+
+        check_secret_key(secret_key, f"{cls.__qualname__}")
+        self._secret_key = secret_key
         if input_provider is not None:
             self.input_provider = input_provider
         if initial_state is None:
@@ -161,7 +168,8 @@ class Flow(FlowTools, Generic[T]):
             self._adapter, self._state = cls._adapter.for_initial(initial_state)
         self._bus = EventBus()
         self._busy = False
-        self._journal: Journal | None = None
+        #: the execution in progress (its state is the live one), None between runs
+        self._run: Run | None = None
         self._outputs: list[Any] = []
         #: the run id a kickoff executes under (a method must not change state.id)
         self._active_run_id: str | None = None
@@ -170,8 +178,17 @@ class Flow(FlowTools, Generic[T]):
 
     @property
     def state(self) -> T:
-        """The live state. Mutate its fields; assigning a new object raises."""
-        return self._state  # type: ignore[no-any-return]
+        """The live state. Mutate its fields; assigning a new object raises.
+
+        Inside a method that runs at the same time as others, this is that method's own
+        copy of the state, merged into the run's state when the method finishes (see
+        docs/durable-runs.md, "Parallel methods").
+        """
+        ctx = current_call.get()
+        if ctx is not None and ctx.isolated and ctx.flow is self:
+            return ctx.state_view()  # type: ignore[no-any-return]
+        run = self._run
+        return self._state if run is None else run.state  # type: ignore[no-any-return]
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -188,7 +205,8 @@ class Flow(FlowTools, Generic[T]):
         return self._backend()
 
     def _run_id(self) -> str:
-        return self._adapter.state_id(self._state)
+        run = self._run
+        return self._adapter.state_id(self._state if run is None else run.state)
 
     @property
     def flow_id(self) -> str:
@@ -233,7 +251,8 @@ class Flow(FlowTools, Generic[T]):
         return bool(self._bus.handlers or GLOBAL_BUS.handlers) or LOG.isEnabledFor(INFO)
 
     def _emit(self, event_type: type[FlowEvent], **fields: Any) -> None:
-        seq = getattr(self._journal, "seq", None)
+        run = self._run
+        seq = getattr(run.journal, "seq", None) if run is not None else None
         event = event_type(
             flow_name=self._graph.flow_name, run_id=self._run_id(), seq=seq, **fields
         )
@@ -328,11 +347,6 @@ class Flow(FlowTools, Generic[T]):
 
         return stream_async(self, inputs, restore_from_state_id)
 
-    async def _rollback(self) -> None:
-        from ._execution import rollback
-
-        rollback(self)
-
     # -- persistence plumbing ----------------------------------------------------------
 
     @classmethod
@@ -343,6 +357,30 @@ class Flow(FlowTools, Generic[T]):
 
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)
+
+    def _cipher(self) -> Any:
+        """The cipher for secret state fields: this flow's ``secret_key``, else
+        ``@persist(secret_key=...)``, else (deprecated) a ``secret_key`` attribute of the
+        backend, else ``$FLOWKIT_SECRET_KEY``; None without any."""
+        from ._secrets import resolve_cipher
+
+        key = self._secret_key
+        if key is None:
+            key = self._plan().secret_key
+        if key is None:
+            key = getattr(self._backend(), "secret_key", None)
+            if key is not None:
+                import warnings
+
+                warnings.warn(
+                    f"{type(self).__qualname__}: the secret key was taken from the backend "
+                    "(secret_key= on the persistence object), which is deprecated; pass it "
+                    "to the flow instead: Flow(secret_key=...) or @persist(..., "
+                    "secret_key=...).",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        return resolve_cipher(key)
 
     # -- kickoff -----------------------------------------------------------------------
 
@@ -380,7 +418,7 @@ class Flow(FlowTools, Generic[T]):
         restore_from_state_id: str | None = None,
     ) -> Any:
         """Awaitable form of :meth:`kickoff`."""
-        from ._execution import execute
+        from ._execution import prepare_kickoff
 
         if restore_from_state_id is not None:
             from ._restore import restore_from
@@ -390,8 +428,13 @@ class Flow(FlowTools, Generic[T]):
                     f"{type(self).__qualname__} instance is already running; create one "
                     "flow object per concurrent kickoff."
                 )
-            inputs = await restore_from(self, restore_from_state_id, inputs)
-        return await execute(self, inputs, None)
+            inputs, restored = await restore_from(self, restore_from_state_id, inputs)
+            if restored is not None:
+                self._state = restored
+        given = dict(inputs or {})
+        # CrewAI's FlowStartedEvent shows None when no inputs were given
+        shown = None if inputs is None else given
+        return await self._execute(lambda: prepare_kickoff(self, given, shown))
 
     akickoff = kickoff_async
 
@@ -410,9 +453,33 @@ class Flow(FlowTools, Generic[T]):
 
     async def resume_async(self, run_id: str, value: Any = MISSING, *, force: bool = False) -> Any:
         """Awaitable form of :meth:`resume`."""
-        from ._execution import execute
+        from ._execution import prepare_resume
 
-        return await execute(self, {}, (run_id, value, force))
+        return await self._execute(lambda: prepare_resume(self, run_id, value, force))
+
+    async def _execute(self, prepare: Callable[[], Awaitable[Run]]) -> Any:
+        """Prepare a run (kickoff or resume), execute it, keep its final state."""
+        from ._execution import execute, prepare_waiting
+
+        if self._busy:
+            raise FlowUsageError(
+                f"{type(self).__qualname__} instance is already running; create one flow "
+                "object per concurrent kickoff."
+            )
+        self._busy = True
+        try:
+            self._outputs.clear()
+            run = await prepare_waiting(self, prepare)
+            self._run = run
+            self._active_run_id = run.run_id
+            try:
+                return await execute(run)
+            finally:
+                self._state = run.state
+                self._run = None
+        finally:
+            self._busy = False
+            self._active_run_id = None
 
     def fork(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.

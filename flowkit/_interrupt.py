@@ -40,13 +40,29 @@ class InterruptSignal(BaseException):
 
 @dataclass
 class CallContext:
-    """The method call a piece of code runs in (for ``self.interrupt``)."""
+    """The method call a piece of code runs in: for ``self.interrupt`` and, when the
+    method overlaps with others, for the private view of the state it works on."""
 
     flow: Flow[Any]
     task_id: int
     method: str
     answers: list[Any]
     asked: int = 0
+    #: True when the method runs beside others: ``self.state`` is then its own view
+    isolated: bool = False
+    #: the run's state when the method started (isolated methods; never modified)
+    base: Any = None
+    #: the method's private copy of ``base``, made on its first read of ``self.state``
+    view: Any = None
+
+    def state_view(self) -> Any:
+        """This isolated method's view of the state (copied from ``base`` on first use)."""
+        view = self.view
+        if view is None:
+            from ._isolation import copy_state
+
+            view = self.view = copy_state(self.base)
+        return view
 
 
 current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

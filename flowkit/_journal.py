@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._codec import encode
-from .exceptions import LeaseLostError, PersistenceError, UnserializableStateError
+from ._position import RunInfo
+from .exceptions import LeaseLostError, PersistenceError
 from .persistence._owner import new_owner
 
 if TYPE_CHECKING:
-    from ._scheduler import Scheduler
+    from ._position import Position
     from ._secrets import SecretCipher as Cipher
     from ._state import StateAdapter
     from .persistence import FlowPersistence, RunRecord
@@ -35,22 +36,21 @@ class Journal:
 
     durable = False
 
-    def __init__(self, persist_all: bool = True, methods: Iterable[str] = ()) -> None:
-        self.persist_all = persist_all
-        self.methods = frozenset(methods)
-
     def wants(self, method: str) -> bool:
-        return self.persist_all or method in self.methods
+        """Whether a checkpoint follows ``method`` (never, without persistence)."""
+        return False
 
-    async def checkpoint(
-        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
-    ) -> None:
+    async def checkpoint(self, method: str, state: Any, position: Position, status: str) -> None:
         return None
 
-    async def set_status(self, status: str, info: dict[str, Any] | None = None) -> None:
+    async def set_status(self, status: str, error: dict[str, Any] | None = None) -> None:
         return None
 
     async def close(self) -> None:
+        return None
+
+    def committed_state(self) -> Any:
+        """The state of the last checkpoint, decoded (None if nothing was stored)."""
         return None
 
 
@@ -74,7 +74,8 @@ class BasicJournal(Journal):
         methods: Iterable[str],
         verbose: bool,
     ) -> None:
-        super().__init__(persist_all, methods)
+        self.persist_all = persist_all
+        self.methods = frozenset(methods)
         self.backend = backend
         self.run_id = run_id
         self.adapter = adapter
@@ -83,48 +84,28 @@ class BasicJournal(Journal):
         #: the last state stored, encoded (what an interrupted method rolls back to)
         self.committed: dict[str, Any] | None = None
 
+    def wants(self, method: str) -> bool:
+        return self.persist_all or method in self.methods
+
+    def committed_state(self) -> Any:
+        if self.committed is None:
+            return None
+        from ._codec import decode
+
+        data = decode(self.committed, cipher=self.cipher, run_id=self.run_id, seq=None)
+        # encoded by this very code: already at the current version, nothing to migrate
+        return self.adapter.load(data, version=self.adapter.version, run_id=self.run_id, seq=None)
+
     def encode_state(self, state: Any) -> dict[str, Any]:
         data: dict[str, Any] = encode(self.adapter.dump(state), path="state", cipher=self.cipher)
         return data
 
-    async def checkpoint(
-        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
-    ) -> None:
+    async def checkpoint(self, method: str, state: Any, position: Position, status: str) -> None:
         data = self.encode_state(state)
         await self.backend.asave_state(self.run_id, method, data)
         self.committed = data
         if self.verbose:
             log.info("flowkit: saved state of run %s after %s", self.run_id, method)
-
-
-def encode_position(
-    scheduler: Scheduler, extra: dict[str, Any], cipher: Cipher | None
-) -> dict[str, Any]:
-    """The scheduler snapshot plus runner data, with payloads encoded where possible."""
-    snap = scheduler.snapshot()
-    lost: list[int] = []
-    for item in snap["pending"]:
-        try:
-            item["payload"] = encode(
-                item["payload"], path=f"payload of {item['method']}", cipher=cipher
-            )
-        except UnserializableStateError:
-            item["payload"] = None
-            lost.append(item["id"])
-    snap["lost_payloads"] = lost
-    last = extra.get("last")
-    if last is not None:
-        try:
-            snap["last"] = {
-                "method": last[0],
-                "output": encode(last[1], path="output", cipher=cipher),
-            }
-        except UnserializableStateError:
-            snap["last"] = {"method": last[0], "output": None, "lost": True}
-    snap["answers"] = {
-        str(k): encode(v, path="answer", cipher=cipher) for k, v in extra.get("answers", {}).items()
-    }
-    return snap
 
 
 class DurableJournal(BasicJournal):
@@ -158,24 +139,20 @@ class DurableJournal(BasicJournal):
         self.owner = owner
         #: True once a final checkpoint (end_run) gave the lease back
         self.released = False
-        #: the run's stored info dict; status updates merge into it (info is replaced
-        #: wholesale by update_run, and it holds the flow definition)
-        self.run_info: dict[str, Any] = {}
+        #: the run's stored info; a status update with an error writes it back whole
+        #: (update_run replaces info, and it holds the flow definition)
+        self.run_info = RunInfo()
 
-    def _meta(self, scheduler: Scheduler, extra: dict[str, Any]) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "position": encode_position(scheduler, extra, self.cipher),
-            "state_version": self.adapter.version,
-        }
-        if "interrupt" in extra:
-            meta["interrupt"] = extra["interrupt"]
+    def _meta(self, position: Position) -> dict[str, Any]:
+        meta = position.to_json(self.cipher)
+        meta["state_version"] = self.adapter.version
         return meta
 
     async def begin(
         self,
         method: str,
         state: Any,
-        scheduler: Scheduler,
+        position: Position,
         *,
         flow_name: str,
         fingerprint: str,
@@ -194,7 +171,7 @@ class DurableJournal(BasicJournal):
             info=info,
             method_name=method,
             state=data,
-            meta=self._meta(scheduler, {}),
+            meta=self._meta(position),
             expected_seq=self.seq,
         )
         if self.owner is not None:
@@ -205,11 +182,9 @@ class DurableJournal(BasicJournal):
             log.info("flowkit: run %s checkpoint %d after %s", self.run_id, record.seq, method)
         return run
 
-    async def checkpoint(
-        self, method: str, state: Any, scheduler: Scheduler, extra: dict[str, Any], status: str
-    ) -> None:
+    async def checkpoint(self, method: str, state: Any, position: Position, status: str) -> None:
         data = self.encode_state(state)
-        meta = self._meta(scheduler, extra)
+        meta = self._meta(position)
         if status != "running" and self.owner is not None and not self.released:
             # The execution's last checkpoint (completed, or paused by an interrupt): it
             # gives the lease back in the same transaction. The keeper stops first; if
@@ -240,11 +215,12 @@ class DurableJournal(BasicJournal):
         if self.verbose:
             log.info("flowkit: run %s checkpoint %d after %s", self.run_id, record.seq, method)
 
-    async def set_status(self, status: str, info: dict[str, Any] | None = None) -> None:
-        merged = None
-        if info is not None:
-            merged = self.run_info = {**self.run_info, **info}
-        await self.backend.aupdate_run(self.run_id, status=status, info=merged)
+    async def set_status(self, status: str, error: dict[str, Any] | None = None) -> None:
+        info = None
+        if error is not None:
+            self.run_info.error = error
+            info = self.run_info.to_json()
+        await self.backend.aupdate_run(self.run_id, status=status, info=info)
 
     async def close(self) -> None:
         if self.owner is not None and not self.released:

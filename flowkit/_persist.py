@@ -12,7 +12,13 @@ from .exceptions import FlowConfigurationError
 if TYPE_CHECKING:
     from .persistence import FlowPersistence
 
-__all__ = ["PERSIST_ATTR", "PersistConfig", "default_persistence", "persist"]
+__all__ = [
+    "PERSIST_ATTR",
+    "PersistConfig",
+    "check_secret_key",
+    "default_persistence",
+    "persist",
+]
 
 T = TypeVar("T")
 PERSIST_ATTR = "__flowkit_persist__"
@@ -20,10 +26,12 @@ PERSIST_ATTR = "__flowkit_persist__"
 
 @dataclass(frozen=True, slots=True)
 class PersistConfig:
-    """A ``@persist`` marker: a backend (None = the default SQLite file) and verbosity."""
+    """A ``@persist`` marker: a backend (None = the default SQLite file), verbosity and
+    the key for secret state fields."""
 
     backend: FlowPersistence | None
     verbose: bool = False
+    secret_key: str | bytes | None = None
 
 
 _default: FlowPersistence | None = None
@@ -56,6 +64,15 @@ def _check_backend(backend: Any) -> None:
         )
 
 
+def check_secret_key(key: Any, where: str) -> None:
+    """Refuse a key that is not a non-empty str or bytes, naming where it was given."""
+    if key is not None and (not isinstance(key, (str, bytes)) or not key):
+        raise FlowConfigurationError(
+            f"{where}(secret_key={key!r}): pass a non-empty str or bytes, e.g. a key made "
+            "by flowkit.generate_key(), or leave it out (FLOWKIT_SECRET_KEY is then used)."
+        )
+
+
 def _mark(target: T, config: PersistConfig) -> T:
     setattr(target, PERSIST_ATTR, config)
     return target
@@ -67,15 +84,24 @@ def persist(persistence: type[T], /) -> type[T]: ...
 def persist(persistence: Callable[..., Any], /) -> Any: ...
 @overload
 def persist(
-    persistence: FlowPersistence | None = None, verbose: bool = False
+    persistence: FlowPersistence | None = None,
+    verbose: bool = False,
+    *,
+    secret_key: str | bytes | None = None,
 ) -> Callable[[T], T]: ...
-def persist(persistence: Any = None, verbose: bool = False) -> Any:
+def persist(
+    persistence: Any = None,
+    verbose: bool = False,
+    *,
+    secret_key: str | bytes | None = None,
+) -> Any:
     """Save the flow's state after every method (on a class) or after one method.
 
     ``@persist``, ``@persist()``, ``@persist(backend)``, ``@persist(backend, verbose=True)``,
     ``@persist(persistence=backend)`` (CrewAI's keyword).
     Without a backend the default SQLite file is used. ``Flow(persistence=...)`` overrides
-    the backend chosen here.
+    the backend chosen here. ``secret_key=`` encrypts ``SecretStr`` / ``SecretBytes``
+    fields (see :func:`flowkit.generate_key`); ``Flow(secret_key=...)`` overrides it.
 
     Example::
 
@@ -91,7 +117,8 @@ def persist(persistence: Any = None, verbose: bool = False) -> Any:
         return _mark(persistence, PersistConfig(None, verbose))
     if persistence is not None:
         _check_backend(persistence)
-    config = PersistConfig(persistence, verbose)
+    check_secret_key(secret_key, "@persist")
+    config = PersistConfig(persistence, verbose, secret_key)
 
     def decorate(target: T) -> T:
         if not (isinstance(target, type) or callable(target)):

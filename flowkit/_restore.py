@@ -22,9 +22,10 @@ __all__ = ["restore_from"]
 
 async def restore_from(
     flow: Flow[Any], source_id: str, inputs: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Prepare ``flow`` to start a new run from ``source_id``'s latest state; return
-    the inputs the kickoff runs with (they name the new run)."""
+) -> tuple[dict[str, Any], Any]:
+    """Prepare a new run from ``source_id``'s latest state; return the inputs the
+    kickoff runs with (they name the new run) and, for a backend without runs, the state
+    it starts from (None when the fork is reloaded by id)."""
     from ._execution import _is_durable, load_state
 
     name = type(flow).__qualname__
@@ -50,14 +51,14 @@ async def restore_from(
         if run is None:
             raise _not_found(name, source_id, backend)
         child = await flow.fork_async(source_id, run.last_seq, new_run_id=new_id)
-        return {**given, "id": child}
+        return {**given, "id": child}, None
     data = await backend.aload_state(source_id)
     if data is None:
         raise _not_found(name, source_id, backend)
     state = load_state(flow, data, None, source_id, None)
-    flow._state = flow._adapter.apply_inputs(state, {"id": new_id or str(uuid.uuid4())})
+    state = flow._adapter.apply_inputs(state, {"id": new_id or str(uuid.uuid4())})
     given.pop("id", None)
-    return given
+    return given, state
 
 
 def _not_found(name: str, source_id: str, backend: Any) -> RunNotFoundError:

@@ -8,23 +8,35 @@ only when something could overlap with it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from ._graph import TRIGGER_PAYLOAD
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
-from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
-from .exceptions import FlowConfigurationError, FlowkitError, FlowUsageError
+from ._merge import Merge
+from ._position import PendingInterrupt
+from ._workers import ThreadCall, keep_moving, workers
+from .events import (
+    FlowFinished,
+    FlowInterrupted,
+    FlowStarted,
+    MethodFailed,
+    MethodFinished,
+    MethodStarted,
+)
+from .exceptions import (
+    FlowConfigurationError,
+    FlowkitError,
+    FlowUsageError,
+    StateConflictError,
+)
 
 if TYPE_CHECKING:
-    from ._flow import Flow
-    from ._journal import Journal
-    from ._scheduler import Scheduler, Task
+    from ._run import Run
+    from ._scheduler import Task
 
 __all__ = ["Runner"]
 
@@ -45,16 +57,43 @@ async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any
         current_call.reset(token)
 
 
-@dataclass
 class Runner:
-    """Executes one kickoff (or resume) of a flow."""
+    """Executes one :class:`~flowkit._run.Run` (a kickoff or a resume) to its end.
 
-    flow: Flow[Any]
-    scheduler: Scheduler
-    journal: Journal
-    answers: dict[int, list[Any]] = field(default_factory=dict)
-    last: tuple[str, Any] | None = None
-    interrupts: list[tuple[Task, Any]] = field(default_factory=list)
+    The run's state is ``run.state``. A method that runs alone mutates it in place; a
+    method that overlaps with others works on its own view (see :mod:`flowkit._isolation`)
+    whose changes are merged in when it finishes, before its checkpoint is written. So a
+    checkpoint never holds the effects of a method that has not finished.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.flow = run.flow
+        self.scheduler = run.scheduler
+        self.journal = run.journal
+        self.interrupts: list[tuple[Task, Any]] = []
+        #: field path -> the method whose merge last changed it (for conflict messages)
+        self.writers: dict[str, str] = {}
+        #: some running method holds the current state object as its base: a merge
+        #: must build a new one instead of updating it
+        self.state_shared = False
+
+    async def execute(self) -> Any:
+        """Run the run's tasks to the end; return what kickoff returns."""
+        run, flow = self.run, self.flow
+        try:
+            if flow._has_listeners():
+                flow._emit(FlowStarted, inputs=run.inputs, resumed=run.resumed)
+            if not run.tasks:  # a resumed run that had finished its last method
+                await self.journal.set_status("completed")
+                result = run.last[1] if run.last else None
+            else:
+                result = await self.run_tasks(run.tasks)
+            if flow._has_listeners() and not isinstance(result, Interrupted):
+                flow._emit(FlowFinished, output=result)
+            return result
+        finally:
+            await self.journal.close()
 
     def _args(self, task: Task) -> tuple[Any, ...]:
         node = self.scheduler.graph.nodes[task.method]
@@ -72,8 +111,19 @@ class Runner:
         kwargs = self._kwargs(task)
         return functools.partial(func, **kwargs) if kwargs else func
 
-    def _ctx(self, task: Task) -> CallContext:
-        return CallContext(self.flow, task.id, task.method, self.answers.get(task.id, []))
+    def _ctx(self, task: Task, *, isolated: bool) -> CallContext:
+        ctx = CallContext(self.flow, task.id, task.method, self.run.answers.get(task.id, []))
+        if isolated:
+            ctx.isolated = True
+            ctx.base = self.run.state
+            self.state_shared = True
+        elif self.journal.durable and not self.run.committed_is_current:
+            # Only with @persist on some methods: the state this method starts from is
+            # not stored anywhere, and an interrupt must be able to go back to it.
+            from ._isolation import copy_state
+
+            ctx.base = copy_state(self.run.state)
+        return ctx
 
     def _emit_started(self, task: Task) -> None:
         if self.flow._has_listeners():
@@ -83,56 +133,71 @@ class Runner:
                 MethodStarted,
                 method=task.method,
                 params=params,
-                state=self.flow._adapter.snapshot(self.flow._state),
+                state=self.flow._adapter.snapshot(self.run.state),
             )
 
-    async def _run_inline(self, task: Task) -> Any:
+    async def _run_inline(self, task: Task, ctx: CallContext) -> Any:
         func = self._method(task)
         self._emit_started(task)
         if self.scheduler.graph.nodes[task.method].is_async:
-            return await _call_async(self._ctx(task), func, self._args(task))
-        return _call_sync(self._ctx(task), func, self._args(task))
+            return await _call_async(ctx, func, self._args(task))
+        return _call_sync(ctx, func, self._args(task))
 
-    def _launch(self, task: Task, inbox: _Inbox) -> _AnyFuture:
+    def _launch(self, task: Task, ctx: CallContext, inbox: _Inbox) -> _AnyFuture:
         func = self._method(task)
         self._emit_started(task)
-        ctx = self._ctx(task)
         fut: _AnyFuture
         if self.scheduler.graph.nodes[task.method].is_async:
             fut = asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
         else:
-            # a plain pool future: no asyncio future chained to it, and its completion
-            # reaches the loop through the inbox, batched with its neighbours'
-            fut = _workers().submit(_call_sync, ctx, func, self._args(task))
+            # no asyncio future chained to it: its completion reaches the loop through
+            # the inbox, batched with its neighbours'
+            call = ThreadCall(_call_sync, (ctx, func, self._args(task)), inbox.put)
+            workers().submit(call)
+            return call
         fut.add_done_callback(inbox.put)
         return fut
 
-    async def run(self, tasks: list[Task]) -> Any:
+    async def run_tasks(self, tasks: list[Task]) -> Any:
         """Run ``tasks`` and everything they trigger; return the last output or an
         :class:`Interrupted`."""
         ready: deque[Task] = deque(tasks)
-        running: dict[_AnyFuture, Task] = {}
+        running: dict[_AnyFuture, tuple[Task, CallContext]] = {}
         inbox = _Inbox(asyncio.get_running_loop())
         try:
             while ready or running:
                 if not running and len(ready) == 1:
+                    # Alone: on the live state, no copy, no thread.
                     task = ready.popleft()
+                    ctx = self._ctx(task, isolated=False)
                     try:
-                        output = await self._run_inline(task)
+                        output = await self._run_inline(task, ctx)
                     except BaseException as exc:
-                        await self._failed(task, exc, running)
+                        await self._failed(task, ctx, exc)
                         continue
                     ready.extend(await self._finished(task, output, bool(ready or running)))
                     continue
+                threads = False
                 while ready:
                     task = ready.popleft()
-                    running[self._launch(task, inbox)] = task
+                    ctx = self._ctx(task, isolated=True)
+                    fut = self._launch(task, ctx, inbox)
+                    running[fut] = (task, ctx)
+                    threads = threads or isinstance(fut, ThreadCall)
+                if threads:
+                    keep_moving(inbox.loop)
                 done = await inbox.take()
-                for fut in sorted(done, key=lambda f: running[f].id):
-                    task = running.pop(fut)
+                # Several finished in one wake-up: merged and checkpointed in start order.
+                for fut in sorted(done, key=lambda f: running[f][0].id):
+                    task, ctx = running.pop(fut)
                     error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+                    if error is None and ctx.view is not None:
+                        try:
+                            self._merge(ctx)
+                        except StateConflictError as exc:
+                            error = exc
                     if error is not None:
-                        await self._failed(task, error, running)
+                        await self._failed(task, ctx, error)
                         continue
                     busy = bool(ready or running)
                     ready.extend(await self._finished(task, fut.result(), busy))
@@ -141,39 +206,45 @@ class Runner:
             raise
         if self.interrupts:
             return await self._pause()
-        return self.last[1] if self.last else None
+        return self.run.last[1] if self.run.last else None
+
+    def _merge(self, ctx: CallContext) -> None:
+        """Fold an isolated method's view into the run's state (into a new object when a
+        method still running holds the current one as its base)."""
+        merge = Merge(ctx.method, self.writers)
+        state = self.run.state
+        merged = merge.state(ctx.base, state, ctx.view, in_place=not self.state_shared)
+        merge.commit()
+        if merged is not state:
+            self.run.state = merged
+            self.state_shared = False
 
     async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
+        run = self.run
         try:
             self.flow._method_finished(task.method, output)
         except FlowUsageError as exc:
-            await self._failed(task, exc, {})
+            await self._failed(task, CallContext(self.flow, task.id, task.method, []), exc)
         if self.flow._has_listeners():
             self.flow._emit(
                 MethodFinished,
                 method=task.method,
                 output=output,
-                state=self.flow._adapter.snapshot(self.flow._state),
+                state=self.flow._adapter.snapshot(run.state),
             )
         new = self.scheduler.complete(task.id, output)
-        self.answers.pop(task.id, None)
-        self.last = (task.method, output)
+        run.answers.pop(task.id, None)
+        run.last = (task.method, output)
         final = not new and not busy and not self.interrupts
         if self.journal.wants(task.method):
-            await self.journal.checkpoint(
-                task.method,
-                self.flow._state,
-                self.scheduler,
-                {"last": self.last, "answers": self.answers},
-                "completed" if final else "running",
-            )
-        elif final and self.journal.durable:
-            await self.journal.set_status("completed")
+            await run.commit(task.method, "completed" if final else "running")
+        else:
+            run.committed_is_current = False
+            if final and self.journal.durable:
+                await self.journal.set_status("completed")
         return new
 
-    async def _failed(
-        self, task: Task, exc: BaseException, running: dict[_AnyFuture, Task]
-    ) -> None:
+    async def _failed(self, task: Task, ctx: CallContext, exc: BaseException) -> None:
         if isinstance(exc, InterruptSignal):
             if not self.journal.durable:
                 raise FlowConfigurationError(
@@ -182,10 +253,9 @@ class Runner:
                     "compare-and-set). Add @persist (the default SQLite backend qualifies) or "
                     "pass Flow(persistence=...)."
                 ) from None
-            if not running:
-                # Nothing else ran alongside it: drop its partial changes, so that
-                # re-running it on resume starts from the state it started with.
-                await self.flow._rollback()
+            # Its partial changes must not be stored: re-running it on resume starts
+            # from the state it started with.
+            self.run.rollback(ctx)
             self.interrupts.append((task, exc.payload))
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
@@ -196,51 +266,19 @@ class Runner:
             with contextlib.suppress(FlowkitError):  # the original exception matters more
                 await self.journal.set_status(
                     "failed",
-                    {
-                        "error": {
-                            "method": task.method,
-                            "type": type(exc).__name__,
-                            "message": str(exc)[:2000],
-                        }
-                    },
+                    {"method": task.method, "type": type(exc).__name__, "message": str(exc)[:2000]},
                 )
         raise exc
 
     async def _pause(self) -> Interrupted:
         task, payload = self.interrupts[0]
-        interrupt = {"method": task.method, "task_id": task.id, "payload": payload}
-        from ._codec import encode
-
-        stored = dict(interrupt, payload=encode(payload, path="interrupt payload", cipher=None))
-        await self.journal.checkpoint(
-            task.method,
-            self.flow._state,
-            self.scheduler,
-            {"last": self.last, "answers": self.answers, "interrupt": stored},
-            "interrupted",
+        await self.run.commit(
+            task.method, "interrupted", PendingInterrupt(task.method, task.id, payload)
         )
-        return Interrupted(run_id=self.flow._run_id(), payload=payload, method_name=task.method)
+        return Interrupted(run_id=self.run.run_id, payload=payload, method_name=task.method)
 
 
-_WORKERS: concurrent.futures.ThreadPoolExecutor | None = None
-_WORKERS_LOCK = threading.Lock()
-#: Sync methods that run side by side (e.g. 20 listeners each calling an LLM API) each
-#: get a thread; asyncio's default pool has only cores + 4 workers.
-MAX_WORKER_THREADS = 64
-
-
-def _workers() -> concurrent.futures.ThreadPoolExecutor:
-    global _WORKERS
-    if _WORKERS is None:
-        with _WORKERS_LOCK:
-            if _WORKERS is None:
-                _WORKERS = concurrent.futures.ThreadPoolExecutor(
-                    MAX_WORKER_THREADS, thread_name_prefix="flowkit-method"
-                )
-    return _WORKERS
-
-
-async def _cancel(running: dict[_AnyFuture, Task]) -> None:
+async def _cancel(running: dict[_AnyFuture, Any]) -> None:
     # Async methods are cancelled and awaited; a sync method already running in a
     # thread cannot be stopped -- it finishes on its own and its result is dropped.
     tasks = [fut for fut in running if isinstance(fut, asyncio.Future)]
@@ -251,7 +289,7 @@ async def _cancel(running: dict[_AnyFuture, Task]) -> None:
     running.clear()
 
 
-_AnyFuture = Union["asyncio.Future[Any]", "concurrent.futures.Future[Any]"]
+_AnyFuture = Union["asyncio.Future[Any]", ThreadCall]
 
 
 class _Inbox:

@@ -52,8 +52,10 @@ def generate_key() -> str:
 
     Example::
 
-        export FLOWKIT_SECRET_KEY="$(python -c 'from flowkit._secrets import generate_key; print(generate_key())')"
-    """  # noqa: E501
+        export FLOWKIT_SECRET_KEY="$(python -c 'import flowkit; print(flowkit.generate_key())')"
+
+    or in code: ``MyFlow(secret_key=key)`` / ``@persist(store, secret_key=key)``.
+    """
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
@@ -131,11 +133,11 @@ def _fernet_key(key: str | bytes) -> bytes:
     if not isinstance(key, bytes):
         raise FlowConfigurationError(
             f"A secret key must be str or bytes, not {type(key).__name__}. "
-            "Pass a key made by flowkit._secrets.generate_key() or a passphrase."
+            "Pass a key made by flowkit.generate_key() or a passphrase."
         )
     if not key:
         raise FlowConfigurationError(
-            "The secret key is empty. Pass a key made by flowkit._secrets.generate_key() "
+            "The secret key is empty. Pass a key made by flowkit.generate_key() "
             "or a non-empty passphrase."
         )
     if _is_fernet_key(key):

@@ -11,7 +11,9 @@ know flowkit::
     ├── StateError
     │   ├── StateValidationError(ValueError)      kickoff inputs do not fit the state model
     │   ├── StateAssignmentError(AttributeError)  ``self.state = ...``
-    │   └── UnserializableStateError(TypeError)   a value cannot be stored (names its path)
+    │   ├── UnserializableStateError(TypeError)   a value cannot be stored (names its path)
+    │   └── StateConflictError(RuntimeError)      two methods that ran at the same time both
+    │                                             changed one field (names it and both methods)
     ├── MethodCallLimitError(RuntimeError)    a method ran more than max_method_calls times
     ├── FlowUsageError(RuntimeError)          a flow object used wrongly (two kickoffs at once,
     │                                         self.interrupt() outside a running method)
@@ -52,6 +54,7 @@ __all__ = [
     "RunNotFoundError",
     "SecretKeyError",
     "StateAssignmentError",
+    "StateConflictError",
     "StateError",
     "StateValidationError",
     "UnserializableStateError",
@@ -92,6 +95,21 @@ class UnserializableStateError(StateError, TypeError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class StateConflictError(StateError, RuntimeError):
+    """Two methods that ran at the same time both changed one state field.
+
+    A ``RuntimeError`` rather than a ``ValueError``: no single value is wrong, the
+    conflict comes from what ran concurrently. ``path`` names the field
+    (``state.total``), ``methods`` the method whose changes were being merged and, when
+    known, the one that changed the field first.
+    """
+
+    def __init__(self, message: str, *, path: str, methods: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.methods = methods
 
 
 class MethodCallLimitError(FlowkitError, RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -309,3 +310,113 @@ class Slow(Flow[Baton], name="slow"):
     def w4(self) -> list[str]:
         self._leg("w4")
         return self.state.legs
+
+
+class Ledger(FlowState):
+    items: list[str] = []
+    paid: int = 0
+
+
+class PaidJoin(Flow[Ledger], name="paid-join"):
+    """a -> (b | c) -> and_(b, c). ``c`` writes the state first, waits until ``b``'s
+    checkpoint is committed, and crashes there (with ``FLOWKIT_TEST_CRASH_AT=c``): the
+    moment at which a checkpoint holding c's unfinished writes would be applied twice."""
+
+    @start()
+    def a(self) -> None:
+        log_step("a")
+
+    @listen(a)
+    async def b(self) -> None:
+        log_step("b")
+        await asyncio.sleep(0.05)  # c writes first
+        self.state.items.append("b")
+
+    @listen(a)
+    async def c(self) -> None:
+        log_step("c")
+        self.state.items.append("c")
+        self.state.paid += 100
+        if os.environ.get("FLOWKIT_TEST_CRASH_AT") == "c":
+            store = self.persistence
+            assert store is not None
+            while True:
+                latest = await store.aload_checkpoint(self.state.id)
+                if latest is not None and latest.method_name == "b":
+                    break
+                await asyncio.sleep(0.01)
+        maybe_crash("c")
+
+    @listen(and_(b, c))
+    def done(self) -> dict[str, Any]:
+        log_step("done")
+        return {"paid": self.state.paid, "items": self.state.items}
+
+
+class SoakState(FlowState):
+    laps: int = 0
+    #: "method@lap" of every method whose changes are in the state
+    trace: list[str] = []
+    items: list[str] = []
+    hits: dict[str, int] = {}
+    paid: int = 0
+
+
+SOAK_LAPS = 3
+
+
+class SoakFlow(Flow[SoakState], name="soak"):
+    """begin -> fan -> (b1 | b2 | b3, sync and async) -> and_ join -> router ``decide``
+    -> "again" (back to fan) three times, then finish. Every method logs
+    ``RUN_ID:method@lap`` when it starts, and records the same key in ``state.trace``."""
+
+    def _mark(self, method: str) -> None:
+        key = f"{method}@{self.state.laps}"
+        log_step(f"{self.state.id}:{key}")
+        self.state.trace.append(key)
+
+    def _branch(self, name: str) -> None:
+        self.state.items.append(f"{name}@{self.state.laps}")
+        self.state.hits[name] = self.state.hits.get(name, 0) + 1
+
+    @start()
+    def begin(self) -> None:
+        self._mark("begin")
+
+    @listen(or_(begin, "again"))
+    def fan(self) -> None:
+        self.state.laps += 1
+        self._mark("fan")
+
+    @listen(fan)
+    def b1(self) -> None:
+        self._mark("b1")
+        time.sleep(random.uniform(0, 0.01))
+        self._branch("b1")
+
+    @listen(fan)
+    async def b2(self) -> None:
+        self._mark("b2")
+        await asyncio.sleep(random.uniform(0, 0.01))
+        self._branch("b2")
+
+    @listen(fan)
+    def b3(self) -> None:
+        self._mark("b3")
+        self._branch("b3")
+        time.sleep(random.uniform(0, 0.01))
+
+    @listen(and_(b1, b2, b3))
+    def join(self) -> None:
+        self._mark("join")
+        self.state.paid += 100
+
+    @router(join)
+    def decide(self) -> str:
+        self._mark("decide")
+        return "again" if self.state.laps < SOAK_LAPS else "done"
+
+    @listen("done")
+    def finish(self) -> int:
+        self._mark("finish")
+        return self.state.paid

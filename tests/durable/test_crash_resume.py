@@ -77,6 +77,26 @@ def test_kill_while_parallel_branches_run(proc, backend_spec: str, run_id: str) 
     assert Counter(proc.steps()) == Counter({"begin": 1, "left": 1, "right": 2, "join": 1})
 
 
+@pytest.mark.slow
+def test_branch_killed_after_its_sibling_checkpoint_is_applied_once(
+    proc, backend_spec: str, run_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """a -> b, c joined by and_(b, c): c has written the state when b's checkpoint
+    commits, then the process is killed. That checkpoint does not hold c's writes, so the
+    resumed c applies them once: paid == 100 and items == ['b', 'c']."""
+    proc.run(backend_spec, "PaidJoin", "kickoff", run_id, crash_at="c", expect_killed=True)
+    p = backend(backend_spec)
+    try:
+        latest = p.load_checkpoint(run_id)
+        assert latest is not None and latest.method_name == "b"
+        assert latest.state["items"] == ["b"] and latest.state["paid"] == 0
+    finally:
+        p.close()
+    out = proc.run(backend_spec, "PaidJoin", "resume", run_id)  # the dead owner is seen at once
+    assert out == {"result": {"paid": 100, "items": ["b", "c"]}}
+    assert Counter(proc.steps()) == Counter({"a": 1, "b": 1, "c": 2, "done": 1})
+
+
 def test_resume_of_finished_unknown_or_foreign_run_is_clear(backend_spec: str, run_id: str) -> None:
     """Resuming a completed run, an unknown id, or another flow's run raises clearly."""
     from flows import Approval

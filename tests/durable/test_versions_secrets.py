@@ -109,13 +109,16 @@ def test_secrets_round_trip_encrypted_and_never_in_clear(tmp_path: Path, run_id:
 
     db = tmp_path / "secrets.db"
     secret = "sk-very-secret-value-12345"
-    p = SQLiteFlowPersistence(db, secret_key="correct horse battery staple")
+    key = "correct horse battery staple"
+    p = SQLiteFlowPersistence(db)
     try:
         assert (
-            UsesSecret(persistence=p).kickoff(inputs={"id": run_id, "api_key": secret})
+            UsesSecret(persistence=p, secret_key=key).kickoff(
+                inputs={"id": run_id, "api_key": secret}
+            )
             == secret[::-1]
         )
-        again = UsesSecret(persistence=p)
+        again = UsesSecret(persistence=p, secret_key=key)
         assert again.kickoff(inputs={"id": run_id}) == secret[::-1]
         assert isinstance(again.state.api_key, SecretStr)
         for path in tmp_path.iterdir():
@@ -145,3 +148,54 @@ def test_secret_without_key_is_refused_naming_the_field(
 def test_state_model_secret_default_needs_key_too() -> None:
     """Credentials() has a SecretStr field; the model itself is fine without storage."""
     assert Credentials().api_key.get_secret_value() == ""
+
+
+def test_persist_secret_key_encrypts_and_a_generated_key_works(
+    tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """@persist(store, secret_key=flowkit.generate_key()) encrypts secret fields; the
+    flow reads them back with the same key."""
+    import flowkit
+    from flowkit import Flow, persist, start
+    from flowkit.persistence import SQLiteFlowPersistence
+
+    monkeypatch.delenv("FLOWKIT_SECRET_KEY", raising=False)
+    store = SQLiteFlowPersistence(tmp_path / "persist-key.db")
+
+    @persist(store, secret_key=flowkit.generate_key())
+    class Keyed(Flow[Credentials]):
+        @start()
+        def call(self) -> str:
+            return self.state.api_key.get_secret_value()
+
+    try:
+        assert Keyed().kickoff(inputs={"id": run_id, "api_key": "sk-123"}) == "sk-123"
+        assert Keyed().kickoff(inputs={"id": run_id}) == "sk-123"
+        assert "sk-123" not in str(store.load_state(run_id))
+    finally:
+        store.close()
+
+
+def test_backend_secret_key_still_works_but_is_deprecated(tmp_path: Path, run_id: str) -> None:
+    """A key given to the backend (the old way) is still used, with a DeprecationWarning
+    saying to pass it to the flow."""
+    from flowkit.persistence import SQLiteFlowPersistence
+
+    p = SQLiteFlowPersistence(tmp_path / "old-way.db", secret_key="an old passphrase")
+    try:
+        with pytest.warns(DeprecationWarning, match=r"Flow\(secret_key=\.\.\.\)"):
+            assert (
+                UsesSecret(persistence=p).kickoff(inputs={"id": run_id, "api_key": "abc"}) == "cba"
+            )
+    finally:
+        p.close()
+
+
+def test_empty_or_wrongly_typed_secret_key_is_refused() -> None:
+    """Flow(secret_key="") or a non-str key is a FlowConfigurationError naming the flow."""
+    from flowkit.exceptions import FlowConfigurationError
+
+    with pytest.raises(FlowConfigurationError, match="UsesSecret"):
+        UsesSecret(secret_key="")
+    with pytest.raises(FlowConfigurationError, match="secret_key=123"):
+        UsesSecret(secret_key=123)  # type: ignore[arg-type]

@@ -543,3 +543,49 @@ def test_flow_instance_refuses_concurrent_kickoffs() -> None:
         await first
 
     asyncio.run(main())
+
+
+def test_many_blocking_sync_listeners_all_run_at_once() -> None:
+    """Twelve sync listeners of one trigger that each block until all twelve have
+    started: the worker pool wakes a thread for each (serially they would deadlock)."""
+    barrier = threading.Barrier(12, timeout=20)
+
+    def make(i: int) -> Any:
+        def wait(self: Any) -> int:
+            barrier.wait()
+            return i
+
+        wait.__name__ = wait.__qualname__ = f"w{i}"
+        return listen("root")(wait)
+
+    methods: dict[str, Any] = {f"w{i}": make(i) for i in range(12)}
+    methods["root"] = start()(lambda self: None)
+    methods["root"].__name__ = "root"
+    Wide = type("Wide", (Flow,), methods)
+    Wide().kickoff()  # a BrokenBarrierError would propagate if any waited for another
+    assert barrier.n_waiting == 0 and not barrier.broken
+
+
+def test_a_falsy_backend_is_used_not_replaced_by_the_default() -> None:
+    """@persist(backend) with a backend whose truth value is False (it defines __len__
+    = 0) stores the run in that backend, not in the default SQLite file."""
+    from flowkit import persist
+    from flowkit.persistence import InMemoryFlowPersistence
+
+    class Empty(InMemoryFlowPersistence):
+        def __len__(self) -> int:
+            return 0
+
+    store = Empty()
+    assert not store
+
+    @persist(store)
+    class Saved(Flow):
+        @start()
+        def only(self) -> int:
+            return 1
+
+    flow = Saved()
+    assert flow.persistence is store
+    flow.kickoff()
+    assert store.load_state(flow.state["id"]) is not None

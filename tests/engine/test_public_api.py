@@ -19,6 +19,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         "InputResponse",
         "Interrupted",
         "and_",
+        "generate_key",
         "listen",
         "migration",
         "or_",

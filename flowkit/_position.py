@@ -1,0 +1,229 @@
+"""What a checkpoint records besides the state: the execution position, typed.
+
+Stored in a checkpoint's ``meta`` (a JSON object), under keys written since the first
+release, so every stored run stays readable:
+
+* ``position``: the scheduler's snapshot (pending calls with the values they receive,
+  ``and_`` progress, fired ``or_`` listeners, call counts, next call id), the ids of
+  pending calls whose input could not be stored (``lost_payloads``), the last finished
+  method and its output (``last``), and the answers given to interrupts of pending calls
+  (``answers``);
+* ``interrupt``: the interrupt the run is waiting on (method, call id, payload);
+* ``state_version``: the state model's version (written by the journal).
+
+:class:`Position` is the engine's decoded, validated form (``to_json`` / ``from_json``);
+:class:`PositionSummary` is a lenient read of the stored form for display (the CLI),
+which never decodes or decrypts anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._codec import decode, encode
+from .exceptions import CorruptCheckpointError, UnserializableStateError
+
+__all__ = ["PendingInterrupt", "Position", "PositionSummary", "RunInfo"]
+
+
+@dataclass
+class PendingInterrupt:
+    """The interrupt a paused run waits on: ``resume(run_id, value)`` answers it."""
+
+    method: str
+    task_id: int
+    payload: Any
+
+    def to_json(self) -> dict[str, Any]:
+        # the payload is shown to whoever answers: stored without the secret cipher
+        return {
+            "method": self.method,
+            "task_id": self.task_id,
+            "payload": encode(self.payload, path="interrupt payload", cipher=None),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, *, run_id: str, seq: int | None) -> PendingInterrupt:
+        try:
+            return cls(
+                str(data["method"]),
+                int(data["task_id"]),
+                decode(data.get("payload"), cipher=None, run_id=run_id, seq=seq),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _corrupt("interrupt", exc, run_id, seq) from exc
+
+
+@dataclass
+class Position:
+    """Where a run stands after a checkpoint, with Python values (decoded)."""
+
+    #: :meth:`Scheduler.snapshot` output; pending payloads are Python values
+    scheduler: dict[str, Any]
+    last: tuple[str, Any] | None = None
+    answers: dict[int, list[Any]] = field(default_factory=dict)
+    #: pending calls whose input could not be stored (they cannot take it on resume)
+    lost_payloads: frozenset[int] = frozenset()
+    interrupt: PendingInterrupt | None = None
+
+    def to_json(self, cipher: Any) -> dict[str, Any]:
+        """The ``meta`` entries this position is stored as (``position``, ``interrupt``).
+
+        A pending payload or last output that cannot be stored is recorded as lost
+        rather than failing the checkpoint; the state itself must be storable."""
+        snap = dict(self.scheduler)
+        pending = []
+        lost = set(self.lost_payloads)
+        for item in snap["pending"]:
+            item = dict(item)
+            try:
+                item["payload"] = encode(
+                    item["payload"], path=f"payload of {item['method']}", cipher=cipher
+                )
+            except UnserializableStateError:
+                item["payload"] = None
+                lost.add(item["id"])
+            pending.append(item)
+        snap["pending"] = pending
+        snap["lost_payloads"] = sorted(lost)
+        if self.last is not None:
+            method, output = self.last
+            try:
+                snap["last"] = {
+                    "method": method,
+                    "output": encode(output, path="output", cipher=cipher),
+                }
+            except UnserializableStateError:
+                snap["last"] = {"method": method, "output": None, "lost": True}
+        snap["answers"] = {
+            str(k): encode(v, path="answer", cipher=cipher) for k, v in self.answers.items()
+        }
+        meta: dict[str, Any] = {"position": snap}
+        if self.interrupt is not None:
+            meta["interrupt"] = self.interrupt.to_json()
+        return meta
+
+    @classmethod
+    def from_json(
+        cls, meta: dict[str, Any], cipher: Any, *, run_id: str, seq: int | None
+    ) -> Position | None:
+        """The position stored in checkpoint ``meta``; None for a checkpoint written by
+        plain ``save_state`` (no position). Malformed data is a CorruptCheckpointError."""
+        data = meta.get("position")
+        if data is None:
+            return None
+        try:
+            snap = dict(data)
+            lost = frozenset(int(i) for i in snap.pop("lost_payloads", ()))
+            pending = []
+            for item in snap["pending"]:
+                item = dict(item)
+                if int(item["id"]) in lost:
+                    item["payload"] = None
+                else:
+                    item["payload"] = decode(
+                        item.get("payload"), cipher=cipher, run_id=run_id, seq=seq
+                    )
+                pending.append(item)
+            snap["pending"] = pending
+            raw_last = snap.pop("last", None)
+            last = None
+            if isinstance(raw_last, dict):
+                last = (
+                    str(raw_last["method"]),
+                    decode(raw_last.get("output"), cipher=cipher, run_id=run_id, seq=seq),
+                )
+            answers = {
+                int(k): list(decode(v, cipher=cipher, run_id=run_id, seq=seq))
+                for k, v in snap.pop("answers", {}).items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _corrupt("execution position", exc, run_id, seq) from exc
+        raw_interrupt = meta.get("interrupt")
+        interrupt = (
+            PendingInterrupt.from_json(raw_interrupt, run_id=run_id, seq=seq)
+            if raw_interrupt is not None
+            else None
+        )
+        return cls(snap, last, answers, lost, interrupt)
+
+
+@dataclass
+class PositionSummary:
+    """A lenient, display-only read of a stored position: stored forms, nothing decoded,
+    anything malformed left out rather than raised."""
+
+    #: ``{"id", "method", "trigger"}`` of each pending call
+    pending: list[dict[str, Any]]
+    calls: dict[str, Any]
+    last_method: str | None
+    #: the last output in its stored form
+    last_output: Any
+    #: ``{"method", "task_id", "payload"}`` in stored form, when the run waits on one
+    interrupt: dict[str, Any] | None
+
+    @classmethod
+    def read(cls, meta: dict[str, Any]) -> PositionSummary | None:
+        """None when the checkpoint has no position (written by plain ``save_state``)."""
+        data = meta.get("position")
+        if not isinstance(data, dict):
+            return None
+        raw_pending = data.get("pending")
+        pending = [
+            {"id": item.get("id"), "method": item.get("method"), "trigger": item.get("trigger")}
+            for item in (raw_pending if isinstance(raw_pending, list) else [])
+            if isinstance(item, dict)
+        ]
+        calls = data.get("calls")
+        last = data.get("last")
+        interrupt = meta.get("interrupt")
+        return cls(
+            pending,
+            calls if isinstance(calls, dict) else {},
+            last.get("method") if isinstance(last, dict) else None,
+            last.get("output") if isinstance(last, dict) else None,
+            interrupt if isinstance(interrupt, dict) else None,
+        )
+
+
+@dataclass
+class RunInfo:
+    """The run's stored ``info`` object, typed: the flow's wiring when it last ran
+    (``definition``, for "what changed" on resume) and the error that failed it."""
+
+    definition: dict[str, Any] | None = None
+    #: ``{"method", "type", "message"}`` of the exception that failed the run
+    error: dict[str, Any] | None = None
+    #: keys this version does not know, kept as stored
+    other: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.other)
+        if self.definition is not None:
+            data["definition"] = self.definition
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunInfo:
+        if not isinstance(data, dict):
+            return cls()
+        other = {k: v for k, v in data.items() if k not in ("definition", "error")}
+        definition = data.get("definition")
+        error = data.get("error")
+        return cls(
+            definition if isinstance(definition, dict) else None,
+            error if isinstance(error, dict) else None,
+            other,
+        )
+
+
+def _corrupt(what: str, exc: Exception, run_id: str, seq: int | None) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f"the {what} stored in run {run_id!r} checkpoint {seq} cannot be read ({exc!r}); "
+        "start a new run or fork from an earlier checkpoint.",
+        run_id=run_id,
+        seq=seq,
+    )
