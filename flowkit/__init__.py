@@ -28,6 +28,7 @@ from ._decorators import listen, router, start
 from ._flow import Flow
 from ._interrupt import Interrupted
 from ._persist import persist
+from ._recover import RecoveredRun, RecoveryReport
 from .exceptions import FlowkitError
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ __all__ = [
     "FlowState",
     "FlowkitError",
     "Interrupted",
+    "RecoveredRun",
+    "RecoveryReport",
     "and_",
     "listen",
     "migration",

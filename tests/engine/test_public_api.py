@@ -16,6 +16,8 @@ def test_all_is_exactly_the_public_surface() -> None:
         "FlowState",
         "FlowkitError",
         "Interrupted",
+        "RecoveredRun",
+        "RecoveryReport",
         "and_",
         "listen",
         "migration",
