@@ -96,6 +96,34 @@ class Cluster:
         )
         out.close()
 
+    def start_beat(self, every: float) -> None:
+        """Start ``celery beat`` sending the recovery task every ``every`` seconds."""
+        self.env["FLOWKIT_TEST_RECOVER_EVERY"] = str(every)
+        out = open(self.tmp / "worker-beat.log", "wb")  # noqa: SIM115
+        self.workers[-1] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker_app",
+                "beat",
+                "--schedule",
+                str(self.tmp / "beat-schedule"),
+                "--loglevel=INFO",
+            ],
+            cwd=HERE,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+
+    def purge(self) -> int:
+        """Drop every message waiting in the queue (as if the broker lost them)."""
+        with self.app.connection_for_write() as conn:
+            return int(conn.default_channel.queue_purge(self.queue) or 0)
+
     def kill(self, slot: int) -> None:
         """SIGKILL the worker in ``slot`` (and so every run it was executing)."""
         worker = self.workers[slot]

@@ -40,3 +40,69 @@ def test_enqueued_runs_wait_for_answers_then_complete(cluster_factory: Any) -> N
         assert all(store.load_state(i)["answer"] == "yes" for i in ids)
     finally:
         store.close()
+
+
+def test_beat_recovers_runs_whose_message_was_lost(cluster_factory: Any) -> None:
+    """A worker dies and its messages are lost: the beat task resumes the orphaned runs
+    (up to their interrupt), and nothing committed runs again."""
+    cluster = cluster_factory(ttl=1.0, step_seconds=0.2)
+    cluster.start(0)
+    store = SQLAlchemyFlowPersistence(PG_URL)
+    try:
+        flow = next(iter(cluster.flows.flows.values()))
+        ids = [cluster.flows.enqueue(flow) for _ in range(3)]
+        wait_for(
+            "a run to be under way",
+            lambda: "running" in statuses(store, cluster.flow_name).values(),
+            120,
+            cluster,
+        )
+        cluster.kill(0)
+        cluster.purge()
+        assert "running" in statuses(store, cluster.flow_name).values()
+        cluster.start(0)
+        cluster.start_beat(every=1.0)
+        started = set(statuses(store, cluster.flow_name))
+        wait_for(
+            "the orphaned runs to be recovered",
+            lambda: set(statuses(store, cluster.flow_name).values()) <= {"interrupted"},
+            120,
+            cluster,
+        )
+        for run_id in started:
+            cluster.flows.enqueue_resume(run_id, "yes")
+        wait_for(
+            "the answered runs to complete",
+            lambda: set(statuses(store, cluster.flow_name).values()) == {"completed"},
+            120,
+            cluster,
+        )
+        check_exactly_once(store, sorted(started), cluster.log_lines(), cluster.killed_pids)
+        assert started <= set(ids)
+    finally:
+        store.close()
+
+
+def test_enqueue_sends_a_small_json_message(cluster_factory: Any) -> None:
+    """The start message is JSON (no pickle) naming the flow, the run id and the inputs
+    in flowkit's codec, well under a kilobyte."""
+    cluster = cluster_factory()
+    flow = next(iter(cluster.flows.flows.values()))
+    run_id = cluster.flows.enqueue(flow, inputs={"answer": "x"}, run_id="run-json-1")
+    with cluster.app.connection_for_read() as conn:
+        queue = conn.SimpleQueue(cluster.queue)
+        try:
+            message = queue.get(timeout=30)
+            assert message.content_type == "application/json"
+            assert len(message.body) < 1024
+            assert message.headers["task"] == "flowkit.start"
+            args, kwargs, _embed = message.decode()
+            assert args == []
+            assert kwargs == {
+                "flow": cluster.flow_name,
+                "run_id": run_id,
+                "inputs": {"answer": "x"},
+            }
+            message.ack()
+        finally:
+            queue.close()

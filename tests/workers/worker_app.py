@@ -42,3 +42,5 @@ if os.environ.get("FLOWKIT_TEST_QUEUE"):
         os.environ["FLOWKIT_TEST_FLOW_NAME"],
         float(os.environ.get("FLOWKIT_TEST_TTL", "2")),
     )
+    if os.environ.get("FLOWKIT_TEST_RECOVER_EVERY"):
+        flows.schedule_recovery(every=float(os.environ["FLOWKIT_TEST_RECOVER_EVERY"]))
