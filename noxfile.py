@@ -10,6 +10,7 @@ Virtual environments are kept between runs (``.nox/``); ``nox -R`` skips reinsta
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -95,3 +96,15 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", *BENCH_PEERS)
     for script in scripts:
         session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The Celery worker-kill test at length: 1000 runs, 25 SIGKILLs (RabbitMQ and
+    PostgreSQL must be up). ``FLOWKIT_SOAK_RUNS`` / ``FLOWKIT_SOAK_KILLS`` override."""
+    session.install("-e", ".[test]")
+    env = {
+        "FLOWKIT_SOAK_RUNS": os.environ.get("FLOWKIT_SOAK_RUNS", "1000"),
+        "FLOWKIT_SOAK_KILLS": os.environ.get("FLOWKIT_SOAK_KILLS", "25"),
+    }
+    session.run("pytest", "tests/workers/test_worker_kill.py", *session.posargs, env=env)
