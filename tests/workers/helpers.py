@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from worker_flows import METHODS
+from worker_flows import METHODS, SEQUENTIAL
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, cluster: Any) -> None:
@@ -25,35 +25,39 @@ def statuses(backend: Any, flow_name: str) -> dict[str, str]:
     return {run.run_id: run.status for run in runs}
 
 
-def committed_tokens(backend: Any, run_id: str) -> dict[str, set[str]]:
-    """Method -> every token that any stored checkpoint of the run holds."""
-    found: dict[str, set[str]] = defaultdict(set)
+def commit_times(backend: Any, run_id: str) -> dict[str, list[float]]:
+    """Method -> when each checkpoint that committed it was written (interrupt
+    checkpoints, which commit nothing, left out)."""
+    found: dict[str, list[float]] = defaultdict(list)
     for cp in backend.history(run_id):
-        for entry in cp.state.get("commits", []):
-            method, _, token = entry.partition(":")
-            found[method].add(token)
+        if "interrupt" not in cp.meta:
+            found[cp.method_name].append(cp.created_at.timestamp())
     return found
 
 
 def check_exactly_once(
     backend: Any, run_ids: list[str], log: list[list[str]], killed: set[int]
 ) -> None:
-    """Every run completed with each method committed once; a logged execution that was
-    not committed happened in a process that was SIGKILLed."""
-    executions = {(r, m, t): int(pid) for r, m, t, pid in log}
-    committed: set[tuple[str, str, str]] = set()
+    """Every run completed; each method was committed once; no execution of a method
+    started after its commit; an execution that did not commit ran in a killed process."""
+    started: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+    for run_id, method, at, pid in log:
+        started[(run_id, method)].append((float(at), int(pid)))
+    repeats = 0
     for run_id in run_ids:
         run = backend.get_run(run_id)
         assert run is not None and run.status == "completed", (run_id, run)
-        tokens = committed_tokens(backend, run_id)
+        commits = commit_times(backend, run_id)
         for method in METHODS:
-            assert len(tokens[method]) == 1, f"{run_id}: {method} committed {tokens[method]}"
-            committed.add((run_id, method, next(iter(tokens[method]))))
+            assert len(commits[method]) == 1, f"{run_id}: {method} committed {commits[method]}"
+            committed_at = commits[method][0]
+            runs = started[(run_id, method)]
+            assert runs, f"{run_id}: {method} committed but never logged"
+            late = [(at, pid) for at, pid in runs if at > committed_at]
+            assert not late, f"{run_id}: {method} ran again after its commit: {late}"
+            live = [pid for _at, pid in runs if pid not in killed]
+            assert len(live) <= 1, f"{run_id}: {method} ran in live workers {live}"
+            repeats += len(runs) - 1
         final = backend.load_state(run_id)
-        assert sorted(e.partition(":")[0] for e in final["commits"]) == sorted(METHODS)
-    assert committed <= set(executions), "a committed token was never logged"
-    cut_off = [key for key in executions if key not in committed]
-    for key in cut_off:
-        pid = executions[key]
-        assert pid in killed, f"{key} ran in live pid {pid} and was not committed"
-    print(f"{len(executions)} executions, {len(cut_off)} cut off by kills, {len(killed)} kills")
+        assert sorted(final["commits"]) == sorted(SEQUENTIAL), (run_id, final["commits"])
+    print(f"{len(log)} executions, {repeats} repeated after kills, {len(killed)} kills")
