@@ -39,7 +39,7 @@ from _harness import Row, emit
 HERE = Path(__file__).resolve().parent
 
 QUICK = "--quick" in sys.argv
-RUNS = 60 if QUICK else 200
+RUNS = 60 if QUICK else 120
 ROUNDS = 1 if QUICK else 3
 WORKER_COUNTS = (1, 2, 4)
 
