@@ -154,7 +154,7 @@ def cluster_factory(
 ) -> Iterator[Any]:
     made: list[Cluster] = []
 
-    def make(*, ttl: float = 2.0, step_seconds: float = 0.0) -> Cluster:
+    def make(*, ttl: float = 30.0, step_seconds: float = 0.0) -> Cluster:
         cluster = Cluster(tmp_path, ttl=ttl, step_seconds=step_seconds)
         monkeypatch.setenv("FLOWKIT_TEST_LOG", str(cluster.log))
         made.append(cluster)

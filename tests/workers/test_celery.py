@@ -45,7 +45,7 @@ def test_enqueued_runs_wait_for_answers_then_complete(cluster_factory: Any) -> N
 def test_beat_recovers_runs_whose_message_was_lost(cluster_factory: Any) -> None:
     """A worker dies and its messages are lost: the beat task resumes the orphaned runs
     (up to their interrupt), and nothing committed runs again."""
-    cluster = cluster_factory(ttl=1.0, step_seconds=0.2)
+    cluster = cluster_factory(ttl=300.0, step_seconds=0.2)  # dead owner taken over at once
     cluster.start(0)
     store = SQLAlchemyFlowPersistence(PG_URL)
     try:

@@ -39,7 +39,9 @@ def _lease_pid(owner: str | None) -> int | None:
 def test_killed_workers_lose_no_run_and_repeat_no_committed_method(cluster_factory: Any) -> None:
     """SIGKILL workers holding runs, restart them: all runs complete exactly once."""
     rng = random.Random(os.environ.get("FLOWKIT_SOAK_SEED"))
-    cluster = cluster_factory(ttl=2.0, step_seconds=0.03)
+    # Leases far longer than the test: a killed worker's runs are taken over because its
+    # process is gone, never because a lease ran out.
+    cluster = cluster_factory(ttl=300.0, step_seconds=0.03)
     for slot in range(WORKERS):
         cluster.start(slot)
     store = SQLAlchemyFlowPersistence(PG_URL)
