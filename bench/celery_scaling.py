@@ -155,7 +155,8 @@ def main() -> None:
                 flowkit_ns=1e9 / rate,
                 note=(
                     f"{rate:.1f} runs/s = {rate / base:.2f}x 1 worker; machine CPU "
-                    f"{100 * busy:.0f}% busy; workers {cpu:.0f} ms CPU/run"
+                    f"{100 * busy:.0f}% busy; workers {cpu:.0f} ms CPU/run; rounds: "
+                    + ", ".join(f"{r['runs_per_s']:.1f}" for r in results[n])
                 ),
                 extra={"runs_per_s": rate, "speedup": rate / base, "rounds": results[n]},
             )

@@ -3,6 +3,7 @@ and real ``celery worker`` processes, started and SIGKILLed by the tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -92,6 +93,7 @@ class Cluster:
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: prefork children included
         )
         out.close()
 
@@ -126,14 +128,17 @@ class Cluster:
     def kill(self, slot: int) -> None:
         """SIGKILL the worker in ``slot`` (and so every run it was executing)."""
         worker = self.workers[slot]
-        worker.send_signal(signal.SIGKILL)
+        os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
         self.killed_pids.add(worker.pid)
 
     def stop(self) -> None:
         # The test is over: no need for a warm shutdown (which takes seconds per worker).
-        for worker in self.workers.values():
-            if worker.poll() is None:
+        for slot, worker in self.workers.items():
+            if slot >= 0:  # a worker's group: the worker and any prefork children
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.pid, signal.SIGKILL)
+            elif worker.poll() is None:
                 worker.kill()
             worker.wait(timeout=30)
         with self.app.connection_for_write() as conn:

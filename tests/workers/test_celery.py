@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -106,3 +108,45 @@ def test_enqueue_sends_a_small_json_message(cluster_factory: Any) -> None:
             message.ack()
         finally:
             queue.close()
+
+
+def test_a_killed_prefork_child_has_its_run_finished(cluster_factory: Any) -> None:
+    """Prefork pool: SIGKILL the child executing a run; the parent requeues the message
+    (reject_on_worker_lost), another child takes the run over and finishes it."""
+    cluster = cluster_factory(ttl=300.0, step_seconds=0.3)  # takeover must be immediate
+    cluster.start(0, "--pool=prefork", "--concurrency=2")
+    store = SQLAlchemyFlowPersistence(PG_URL)
+    try:
+        flow = next(iter(cluster.flows.flows.values()))
+        ids = [cluster.flows.enqueue(flow) for _ in range(4)]
+        victim: list[int] = []
+
+        def a_child_holds_a_run() -> bool:
+            for run in store.list_runs(flow_name=cluster.flow_name, status="running"):
+                parts = (run.lease_owner or "").split(":")
+                if len(parts) == 4 and int(parts[1]) != cluster.workers[0].pid:
+                    victim.append(int(parts[1]))
+                    return True
+            return False
+
+        wait_for("a child to execute a run", a_child_holds_a_run, 120, cluster)
+        os.kill(victim[0], signal.SIGKILL)
+        cluster.killed_pids.add(victim[0])
+        wait_for(
+            "every run to reach its interrupt",
+            lambda: statuses(store, cluster.flow_name) == dict.fromkeys(ids, "interrupted"),
+            120,
+            cluster,
+        )
+        for run_id in ids:
+            cluster.flows.enqueue_resume(run_id, "yes")
+        wait_for(
+            "runs to complete",
+            lambda: statuses(store, cluster.flow_name) == dict.fromkeys(ids, "completed"),
+            120,
+            cluster,
+        )
+        check_exactly_once(store, ids, cluster.log_lines(), cluster.killed_pids)
+        assert victim[0] in {int(line[3]) for line in cluster.log_lines()}
+    finally:
+        store.close()
