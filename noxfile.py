@@ -68,7 +68,7 @@ def examples(session: nox.Session) -> None:
     scripts = sorted((ROOT / "examples").glob("*.py"))
     if not scripts:
         session.skip("no examples/*.py")
-    session.install("-e", ".[secrets]")
+    session.install("-e", ".[secrets,postgres,celery]")  # many_machines.py: Celery + PG
     data_root = Path(session.create_tmp()).resolve() / "examples-data"
     shutil.rmtree(data_root, ignore_errors=True)
     for script in scripts:
