@@ -12,6 +12,7 @@ Virtual environments are kept between runs (``.nox/``); ``nox -R`` skips reinsta
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -121,8 +122,9 @@ def examples(session: nox.Session) -> None:
     scripts = sorted((ROOT / "examples").glob("*.py"))
     if not scripts:
         session.skip("no examples/*.py")
-    # test: examples/custom_backend.py runs flowkit's contract suite with pytest
-    session.install("-e", ".[secrets,test]")
+    # test: examples/custom_backend.py runs flowkit's contract suite with pytest;
+    # many_machines.py needs Celery and PostgreSQL
+    session.install("-e", ".[secrets,test,postgres,celery]")
     data_root = Path(session.create_tmp()).resolve() / "examples-data"
     shutil.rmtree(data_root, ignore_errors=True)
     for script in scripts:
@@ -151,3 +153,15 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", *BENCH_PEERS)
     for script in scripts:
         session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session(name="soak-workers")
+def soak_workers(session: nox.Session) -> None:
+    """The Celery worker-kill test at length: 1000 runs, 25 SIGKILLs (RabbitMQ and
+    PostgreSQL must be up). ``FLOWKIT_SOAK_RUNS`` / ``FLOWKIT_SOAK_KILLS`` override."""
+    session.install("-e", ".[test]")
+    env = {
+        "FLOWKIT_SOAK_RUNS": os.environ.get("FLOWKIT_SOAK_RUNS", "1000"),
+        "FLOWKIT_SOAK_KILLS": os.environ.get("FLOWKIT_SOAK_KILLS", "25"),
+    }
+    session.run("pytest", "tests/workers/test_worker_kill.py", *session.posargs, env=env)

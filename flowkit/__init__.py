@@ -29,6 +29,7 @@ from ._decorators import listen, router, start
 from ._flow import Flow
 from ._interrupt import Interrupted
 from ._persist import persist
+from ._recover import RecoveredRun, RecoveryReport
 from .exceptions import FlowkitError
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ __all__ = [
     "InputProvider",
     "InputResponse",
     "Interrupted",
+    "RecoveredRun",
+    "RecoveryReport",
     "and_",
     "generate_key",
     "listen",

@@ -1,4 +1,5 @@
-"""``flowkit resume`` and ``flowkit fork``: run user code named on the command line.
+"""``flowkit resume``, ``flowkit recover`` and ``flowkit fork``: run user code named on
+the command line.
 
 The flow class always comes from the ``MODULE:FlowClass`` argument; a class name read
 from storage is never imported.
@@ -22,7 +23,14 @@ if TYPE_CHECKING:
     from flowkit import Flow
     from flowkit.persistence import FlowPersistence
 
-__all__ = ["cmd_fork", "cmd_resume", "load_flow_class", "own_backend", "require_run"]
+__all__ = [
+    "cmd_fork",
+    "cmd_recover",
+    "cmd_resume",
+    "load_flow_class",
+    "own_backend",
+    "require_run",
+]
 
 
 def _import_file(path: Path, spec: str) -> Any:
@@ -199,6 +207,50 @@ def cmd_resume(args: argparse.Namespace, backend: FlowPersistence) -> int:
         sys.stdout.write(dump_json(data) + "\n")
         return 0
     sys.stdout.write(f"run {args.run_id} completed; result:\n{_as_text(result)}\n")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace, backend: FlowPersistence) -> int:
+    classes = [load_flow_class(spec) for spec in args.flows]  # all importable before any runs
+    reports = [cls.recover(persistence=backend) for cls in classes]
+    if args.json:
+        data = [
+            {
+                "flow": report.flow_name,
+                "runs": [
+                    {"run_id": r.run_id, "outcome": r.outcome, "detail": r.detail}
+                    for r in report.runs
+                ],
+            }
+            for report in reports
+        ]
+        sys.stdout.write(dump_json(data) + "\n")
+    else:
+        for spec, report in zip(args.flows, reports, strict=True):
+            counts = ", ".join(
+                f"{len(ids)} {word}"
+                for word, ids in (
+                    ("completed", report.completed),
+                    ("interrupted", report.interrupted),
+                    ("failed", report.failed),
+                    ("skipped", report.skipped),
+                )
+            )
+            sys.stdout.write(
+                f"{spec} (flow {report.flow_name}): {len(report.runs)} unfinished run(s): "
+                f"{counts}\n"
+            )
+            for r in report.runs:
+                sys.stdout.write(
+                    f"  {r.run_id}  {r.outcome}{': ' + r.detail if r.detail else ''}\n"
+                )
+    failed = [run_id for report in reports for run_id in report.failed]
+    if failed:
+        sys.stderr.write(
+            f"flowkit recover: {len(failed)} resumed run(s) failed: {', '.join(failed)}; see "
+            "`flowkit show RUN_ID`, fix the cause, then resume them.\n"
+        )
+        return 1
     return 0
 
 

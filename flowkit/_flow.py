@@ -20,6 +20,7 @@ if typing.TYPE_CHECKING:
 
     from ._ask import InputProvider
     from ._execution import _Plan
+    from ._recover import RecoveryReport
     from ._run import Run
     from ._state import StateAdapter
     from .events import FlowEvent
@@ -480,6 +481,36 @@ class Flow(FlowTools, Generic[T]):
         finally:
             self._busy = False
             self._active_run_id = None
+
+    @classmethod
+    def recover(cls, persistence: FlowPersistence | None = None, **options: Any) -> RecoveryReport:
+        """Resume every unfinished run of this flow whose owner is dead.
+
+        Finds the flow's runs with status ``"running"`` and resumes each one that no live
+        process holds (its owner died, or its lease expired); a run executed by a live
+        process is skipped, and so is every interrupted run (it waits for its answer).
+        Concurrent recoverers, in any process, resume each run at most once. Call it at
+        start-up to finish what the previous incarnation of the process left.
+        ``options`` go to the flow's constructor (``lease_ttl=``, ...). Returns a
+        :class:`flowkit.RecoveryReport` saying what happened to each run.
+
+        Example::
+
+            report = ReviewFlow.recover()
+            print(report.completed, report.failed)
+        """
+        from ._sync import run_sync
+
+        return run_sync(cls.arecover(persistence, **options))
+
+    @classmethod
+    async def arecover(
+        cls, persistence: FlowPersistence | None = None, **options: Any
+    ) -> RecoveryReport:
+        """Awaitable form of :meth:`recover`."""
+        from ._recover import recover
+
+        return await recover(cls, persistence, options)
 
     def fork(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.

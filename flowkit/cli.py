@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_runs,
         cmd_show,
     )
-    from flowkit._cli_flows import cmd_fork, cmd_resume
+    from flowkit._cli_flows import cmd_fork, cmd_recover, cmd_resume
     from flowkit._cli_tools import cmd_diff, cmd_edit, cmd_plot, parse_assignment
 
     parser = argparse.ArgumentParser(
@@ -247,6 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="resume even if the flow's definition changed"
     )
     json_flag(resume)
+
+    recover = command(
+        "recover",
+        cmd_recover,
+        "resume every orphaned run of the given flows",
+        "For each MODULE:FlowClass, resume every unfinished run of that flow whose owner "
+        "died (or whose lease expired); runs executed by a live process are skipped and "
+        "interrupted runs keep waiting for their answer. Safe to run from many processes at "
+        "once: each run is resumed by one of them. Prints what happened to each run; exits "
+        "with 1 if a resumed run failed.",
+    )
+    recover.add_argument(
+        "flows",
+        type=_flow_spec,
+        nargs="+",
+        metavar="MODULE:FlowClass",
+        help="one or more flow classes, e.g. myapp.flows:ReviewFlow",
+    )
+    json_flag(recover)
 
     fork = command(
         "fork",

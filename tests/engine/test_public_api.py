@@ -18,6 +18,8 @@ def test_all_is_exactly_the_public_surface() -> None:
         "InputProvider",
         "InputResponse",
         "Interrupted",
+        "RecoveredRun",
+        "RecoveryReport",
         "and_",
         "generate_key",
         "listen",
