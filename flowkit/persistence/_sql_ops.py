@@ -73,18 +73,38 @@ def _checkpoint(run_id: str, row: Row, blobs: Mapping[str, str]) -> Checkpoint:
 # -- schema --------------------------------------------------------------------------
 
 
+def read_schema_version(dialect: str) -> Op[int]:
+    """The schema version the database holds, 0 if it has no flowkit tables; reads only
+    (no lock beyond a reader's, so it never waits for a writer)."""
+    rows = yield Stmt(_schema.version_table_exists_sql(dialect))
+    if not rows or not rows[0][0]:
+        return 0
+    rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
+    return _checked_version(rows)
+
+
+def _checked_version(rows: list[Row]) -> int:
+    found = rows[0][0] if rows and rows[0][0] is not None else 0
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise PersistenceError(
+            f"flowkit_schema_version holds {found!r}, not a version number: this is not a "
+            "database flowkit wrote, or it is damaged. Restore it from a backup."
+        )
+    if found > _schema.SCHEMA_VERSION:
+        raise PersistenceError(
+            f"This database uses flowkit schema version {found}, newer than the version "
+            f"this flowkit understands ({_schema.SCHEMA_VERSION}). Upgrade flowkit."
+        )
+    return found
+
+
 def init_schema(dialect: str) -> Op[int]:
     """Create or upgrade the tables; returns the schema version found before."""
     if dialect == "postgresql":
         yield Stmt("SELECT pg_advisory_xact_lock(:key)", {"key": _schema.SCHEMA_LOCK_KEY})
     yield Stmt(_schema.CREATE_VERSION_TABLE)
     rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
-    found = rows[0][0] if rows and rows[0][0] is not None else 0
-    if found > _schema.SCHEMA_VERSION:
-        raise PersistenceError(
-            f"This database uses flowkit schema version {found}, newer than the version "
-            f"this flowkit understands ({_schema.SCHEMA_VERSION}). Upgrade flowkit."
-        )
+    found = _checked_version(rows)
     if found == 0:
         for ddl in _schema.SCHEMA:
             yield Stmt(ddl)

@@ -77,19 +77,21 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
                 handle = self._database_handle
         return handle
 
-    def _call(self, op: Op[T], *, write: bool, what: str) -> T:
-        return self._database().call(op, write=write, what=what)
+    def _call(self, op: Op[T], *, write: bool, what: str, empty: Any = None) -> T:
+        """Run ``op``; a read (``write=False``) never writes, and answers ``empty`` when
+        the database has no flowkit tables (or, for SQLite, the file does not exist)."""
+        return self._database().call(op, write=write, what=what, empty=empty)
 
-    async def _acall(self, op: Op[T], *, write: bool, what: str) -> T:
-        return await self._database().acall(op, write=write, what=what)
+    async def _acall(self, op: Op[T], *, write: bool, what: str, empty: Any = None) -> T:
+        return await self._database().acall(op, write=write, what=what, empty=empty)
 
     # -- lifecycle -----------------------------------------------------------------
 
     def init_db(self) -> None:
-        self._call(_noop(), write=False, what="init_db")
+        self._call(_noop(), write=True, what="init_db")
 
     async def ainit_db(self) -> None:
-        await self._acall(_noop(), write=False, what="init_db")
+        await self._acall(_noop(), write=True, what="init_db")
 
     def close(self) -> None:
         with self._handle_lock:
@@ -121,10 +123,14 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     # -- history -------------------------------------------------------------------
 
     def history(self, run_id: str) -> list[Checkpoint]:
-        return self._call(_sql_ops.history(run_id), write=False, what=f"history({run_id!r})")
+        return self._call(
+            _sql_ops.history(run_id), write=False, what=f"history({run_id!r})", empty=[]
+        )
 
     async def ahistory(self, run_id: str) -> list[Checkpoint]:
-        return await self._acall(_sql_ops.history(run_id), write=False, what=f"history({run_id!r})")
+        return await self._acall(
+            _sql_ops.history(run_id), write=False, what=f"history({run_id!r})", empty=[]
+        )
 
     def load_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
         op = _sql_ops.load_checkpoint(self.url.get_backend_name(), run_id, seq)
@@ -258,7 +264,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         offset: int = 0,
     ) -> list[RunRecord]:
         op = self._list_op(flow_name, status, parent_run_id, limit, offset)
-        return self._call(op, write=False, what="list_runs")
+        return self._call(op, write=False, what="list_runs", empty=[])
 
     async def alist_runs(
         self,
@@ -270,7 +276,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         offset: int = 0,
     ) -> list[RunRecord]:
         op = self._list_op(flow_name, status, parent_run_id, limit, offset)
-        return await self._acall(op, write=False, what="list_runs")
+        return await self._acall(op, write=False, what="list_runs", empty=[])
 
     def delete_run(self, run_id: str) -> bool:
         self._database().stored_blobs.pop(run_id, None)
@@ -323,7 +329,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
 def _noop() -> Op[None]:
     return
-    yield  # an operation with no statements: just makes sure the schema is ready
+    yield  # an operation with no statements: the write start creates the schema
 
 
 class SQLiteFlowPersistence(SQLAlchemyFlowPersistence):
