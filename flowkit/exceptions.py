@@ -17,6 +17,7 @@ know flowkit::
     ├── PersistenceError(RuntimeError)
     │   ├── UnsupportedOperationError(NotImplementedError)  the backend lacks an optional method
     │   ├── CorruptCheckpointError(ValueError)    a stored checkpoint cannot be read back
+    │   ├── CorruptRunError(ValueError)           a stored run record cannot be read back
     │   ├── RunNotFoundError(LookupError)         no run / checkpoint with that id
     │   ├── RunExistsError(ValueError)            creating a run whose id is taken
     │   ├── ConcurrentUpdateError(RuntimeError)   compare-and-set on ``seq`` failed
@@ -36,6 +37,7 @@ from __future__ import annotations
 __all__ = [
     "ConcurrentUpdateError",
     "CorruptCheckpointError",
+    "CorruptRunError",
     "DefinitionChangedError",
     "FlowConfigurationError",
     "FlowDefinitionError",
@@ -114,6 +116,15 @@ class CorruptCheckpointError(PersistenceError, ValueError):
         super().__init__(message)
         self.run_id = run_id
         self.seq = seq
+
+
+class CorruptRunError(PersistenceError, ValueError):
+    """A stored run record (status, timestamps, info, ...) cannot be read back; names the
+    run id. ``list_runs`` skips such runs and reports each through the ``flowkit`` logger."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class RunNotFoundError(PersistenceError, LookupError):

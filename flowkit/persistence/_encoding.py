@@ -184,9 +184,11 @@ def inflate_state(
             blob = fetch_blob(digest) if isinstance(digest, str) else None
             if blob is None:
                 raise corrupt(run_id, seq, f"the stored value of state.{key} is missing")
+            if type(blob) is not str:
+                raise corrupt(run_id, seq, f"the stored value of state.{key} is not JSON text")
             try:
                 state[key] = json.loads(blob)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise corrupt(run_id, seq, f"the stored value of state.{key} is not JSON") from exc
     return state
 

@@ -3,6 +3,7 @@ and the error messages that go with them. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from datetime import datetime
 
 from flowkit.exceptions import (
     ConcurrentUpdateError,
+    CorruptRunError,
     FlowConfigurationError,
     LeaseLostError,
     RunExistsError,
@@ -17,6 +19,8 @@ from flowkit.exceptions import (
     RunNotFoundError,
 )
 from flowkit.persistence._records import RUN_STATUSES, RunRecord, RunStatus, utc_from_timestamp
+
+log = logging.getLogger("flowkit")
 
 _clock_lock = threading.Lock()
 _last_timestamp = 0.0
@@ -181,3 +185,11 @@ def select_runs(
     ]
     chosen.sort(key=lambda run: (run.updated_at, run.run_id), reverse=True)
     return chosen[offset : offset + limit]
+
+
+def report_unreadable(error: CorruptRunError) -> None:
+    """``list_runs`` skips a run it cannot read and reports it here: a warning on the
+    ``flowkit`` logger whose record carries the error as ``unreadable_run``."""
+    log.warning(
+        "list_runs skipped run %r: %s", error.run_id, error, extra={"unreadable_run": error}
+    )
