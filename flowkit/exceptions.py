@@ -7,6 +7,8 @@ know flowkit::
     FlowkitError(Exception)
     ├── FlowDefinitionError(TypeError)        a flow class is wired wrongly (at class creation)
     ├── FlowConfigurationError(TypeError)     bad arguments to Flow(...) / @persist / a backend
+    ├── InvalidArgumentError(ValueError)      an argument's value is out of range
+    │                                         (keep_last=0, lease_ttl<=0, limit=-1, ...)
     ├── StateError
     │   ├── StateValidationError(ValueError)      kickoff inputs do not fit the state model
     │   ├── StateAssignmentError(AttributeError)  ``self.state = ...``
@@ -43,6 +45,7 @@ __all__ = [
     "FlowDefinitionError",
     "FlowUsageError",
     "FlowkitError",
+    "InvalidArgumentError",
     "LeaseLostError",
     "MethodCallLimitError",
     "MigrationError",
@@ -70,6 +73,12 @@ class FlowDefinitionError(FlowkitError, TypeError):
 
 class FlowConfigurationError(FlowkitError, TypeError):
     """Bad arguments to ``Flow(...)``, ``@persist`` or a persistence backend."""
+
+
+class InvalidArgumentError(FlowkitError, ValueError):
+    """An argument has an acceptable type but a value outside what is accepted
+    (``prune(keep_last=0)``, ``Flow(lease_ttl=0)``, ``list_runs(limit=-1)``, ...); the
+    message names the argument and the values it takes."""
 
 
 class StateError(FlowkitError):

@@ -13,6 +13,7 @@ from flowkit.exceptions import (
     ConcurrentUpdateError,
     CorruptRunError,
     FlowConfigurationError,
+    InvalidArgumentError,
     LeaseLostError,
     RunExistsError,
     RunLockedError,
@@ -42,13 +43,13 @@ def now() -> float:
 def check_status(status: str) -> RunStatus:
     if status not in RUN_STATUSES:
         allowed = ", ".join(sorted(RUN_STATUSES))
-        raise FlowConfigurationError(f"Unknown run status {status!r}; use one of: {allowed}.")
+        raise InvalidArgumentError(f"Unknown run status {status!r}; use one of: {allowed}.")
     return status  # type: ignore[return-value]  # narrowed by the membership test
 
 
 def check_keep_last(keep_last: int) -> None:
     if keep_last < 1:
-        raise FlowConfigurationError(
+        raise InvalidArgumentError(
             f"prune(keep_last={keep_last}) would delete the latest checkpoint; "
             "keep_last must be at least 1 (use delete_run to remove a whole run)."
         )
@@ -56,7 +57,9 @@ def check_keep_last(keep_last: int) -> None:
 
 def check_ttl(ttl: float) -> None:
     if not ttl > 0:
-        raise FlowConfigurationError(f"A lease needs a positive ttl in seconds, got {ttl!r}.")
+        raise InvalidArgumentError(
+            f"A lease needs ttl > 0 (its seconds), got ttl={ttl!r}. Pass a positive number."
+        )
 
 
 def lease_ttl(ttl: float | None) -> float:
@@ -79,7 +82,7 @@ def check_flow(run: RunRecord, flow_name: str) -> None:
 
 def check_paging(limit: int, offset: int) -> None:
     if limit < 0 or offset < 0:
-        raise FlowConfigurationError(
+        raise InvalidArgumentError(
             f"list_runs needs limit >= 0 and offset >= 0, got limit={limit}, offset={offset}."
         )
 
