@@ -21,6 +21,7 @@ from ._scheduler import Scheduler, Task
 from .events import FlowFinished, FlowStarted
 from .exceptions import (
     ConcurrentUpdateError,
+    CorruptCheckpointError,
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
@@ -150,7 +151,15 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     state = dict(cp.state)
     state["id"] = child
     meta = dict(cp.meta)
-    pending = (meta.get("position") or {}).get("pending")
+    position = meta.get("position") or {}
+    if not isinstance(position, dict):
+        raise CorruptCheckpointError(
+            f"cannot fork: checkpoint {seq} of run {run_id!r} stores an execution position "
+            f"that is not an object ({position!r:.60}); fork another checkpoint.",
+            run_id=run_id,
+            seq=seq,
+        )
+    pending = position.get("pending")
     status = "interrupted" if "interrupt" in meta else ("running" if pending else "completed")
     await backend.acreate_run(
         child,

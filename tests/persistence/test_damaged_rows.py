@@ -343,3 +343,21 @@ def test_postgres_damaged_checkpoint_column(
     )
     with pytest.raises(CorruptCheckpointError, match=rf"seq 2 of run '{damaged}'"):
         backend.load_checkpoint(damaged)
+
+
+def test_cli_fork_of_a_damaged_position_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Forking a checkpoint whose stored execution position is not an object is an error
+    naming the run and seq (exit 1), not a traceback."""
+    from cli_flows import CountFlow
+
+    path = tmp_path / "flows.db"
+    backend = SQLiteFlowPersistence(path)
+    CountFlow(persistence=backend).kickoff(inputs={"id": "c1"})
+    backend.close()
+    _damage(path, "UPDATE flowkit_checkpoints SET meta = '{\"position\": 5}' WHERE seq = 1")
+    code = main(["fork", "cli_flows:CountFlow", "c1", "1", "--db", str(path)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "checkpoint 1 of run 'c1'" in err and err.count("\n") == 1
