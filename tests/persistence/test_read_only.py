@@ -209,3 +209,58 @@ def test_postgres_read_without_tables_creates_nothing(postgres_url: str) -> None
     finally:
         backend.close()
         asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def test_postgres_reads_do_not_wait_for_a_writer(postgres_url: str) -> None:
+    """On PostgreSQL a fresh backend reads while another session holds a write on the run
+    row and the schema lock (a concurrent first start), and sees the committed row."""
+    import asyncio
+    import threading
+
+    import asyncpg
+
+    from flowkit.persistence._schema import SCHEMA_LOCK_KEY
+
+    run_id = f"ro-{uuid.uuid4().hex}"
+    setup = SQLAlchemyFlowPersistence(postgres_url)
+    setup.save_state(run_id, "start", {"id": run_id})
+    setup.close()
+    holding, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+        connection = await asyncpg.connect(dsn)
+        try:
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+                await connection.execute(
+                    "UPDATE flowkit_runs SET status = 'failed' WHERE run_id = $1", run_id
+                )
+                holding.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait, 60)
+                raise RuntimeError("roll back")  # leave the row as it was
+        except RuntimeError:
+            pass
+        finally:
+            await connection.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    try:
+        assert holding.wait(30)
+        backend = SQLAlchemyFlowPersistence(postgres_url)
+        try:
+
+            def reads() -> tuple[Any, ...]:
+                run = backend.get_run(run_id)
+                return (run.status if run else None, backend.load_state(run_id))
+
+            assert _promptly(reads) == ("running", {"id": run_id})
+        finally:
+            backend.close()
+    finally:
+        release.set()
+        holder.join(60)
+        cleanup = SQLAlchemyFlowPersistence(postgres_url)
+        cleanup.delete_run(run_id)
+        cleanup.close()
