@@ -23,6 +23,7 @@ Example::
 
 from typing import TYPE_CHECKING, Any
 
+from ._ask import InputProvider, InputResponse
 from ._conditions import and_, or_
 from ._decorators import listen, router, start
 from ._flow import Flow
@@ -37,6 +38,8 @@ __all__ = [
     "Flow",
     "FlowState",
     "FlowkitError",
+    "InputProvider",
+    "InputResponse",
     "Interrupted",
     "and_",
     "listen",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["GLOBAL_BUS", "EventBus", "Handler"]
 
 Handler = Callable[["FlowEvent"], Any]
+log = logging.getLogger("flowkit")
 
 
 class EventBus:
@@ -34,7 +36,17 @@ class EventBus:
     def emit(self, event: FlowEvent) -> None:
         for handler, types in list(self.handlers):
             if isinstance(event, types):
-                handler(event)
+                try:
+                    handler(event)
+                except Exception:
+                    # An observer must not change what the flow does (CrewAI logs
+                    # and goes on too); the traceback is in the log.
+                    log.exception(
+                        "flowkit: event handler %r raised on %s of run %s; the run goes on",
+                        handler,
+                        type(event).__name__,
+                        event.run_id,
+                    )
 
 
 GLOBAL_BUS = EventBus()

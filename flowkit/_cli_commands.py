@@ -126,7 +126,8 @@ def _how_to_continue(run: RunRecord, latest: Checkpoint | None, stale: bool) -> 
     if run.status == "running" and not stale and run.lease_owner is not None:
         note = (
             f"being executed by {run.lease_owner} (lease until "
-            f"{format_time(run.lease_expires_at)}); resume once that lease has expired"
+            f"{format_time(run.lease_expires_at)}); resume is refused while that owner "
+            "is alive, and takes over at once when it is gone (or after the lease expires)"
         )
     elif run.status == "failed":
         note = "failed: fix the cause, then resume (the failed method runs again)"

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from flowkit.persistence._owner import owner_is_dead
+
 if TYPE_CHECKING:
     from flowkit.persistence import Checkpoint, RunRecord
 
@@ -131,7 +133,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def is_stale(run: RunRecord, *, leases: bool, now: datetime | None = None) -> bool:
-    """A "running" run that nothing is executing: its lease expired (or was released).
+    """A "running" run that nothing is executing: its lease expired (or was released),
+    or its owner's process on this host is gone.
 
     Such a run was cut off (a crash, a kill) and can be resumed. Backends without leases
     cannot tell, so their running runs are never called stale.
@@ -139,7 +142,7 @@ def is_stale(run: RunRecord, *, leases: bool, now: datetime | None = None) -> bo
     if run.status != "running" or not leases:
         return False
     expires = run.lease_expires_at
-    if run.lease_owner is None or expires is None:
+    if run.lease_owner is None or expires is None or owner_is_dead(run.lease_owner):
         return True
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=timezone.utc)

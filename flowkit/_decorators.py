@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -23,6 +24,12 @@ class MethodSpec:
     kind: Kind
     condition: ConditionLike | None
     is_router: bool = False
+    #: the labels a router declares it returns (``@router(..., emit=[...])``)
+    emit: tuple[str, ...] = ()
+
+
+def _qualname(func: Any) -> str:
+    return str(getattr(func, "__qualname__", func))
 
 
 def _attach(func: Any, spec: MethodSpec, decorator: str) -> Any:
@@ -30,22 +37,29 @@ def _attach(func: Any, spec: MethodSpec, decorator: str) -> Any:
         raise FlowDefinitionError(f"@{decorator} must decorate a method, got {func!r}.")
     existing: MethodSpec | None = getattr(func, SPEC_ATTR, None)
     if existing is not None:
-        kinds = {_name(existing), decorator}
-        if kinds != {"start", "router"}:
-            raise FlowDefinitionError(
-                f"{getattr(func, '__qualname__', func)!r} has both @{_name(existing)} and "
-                f"@{decorator}; a method takes one of @start/@listen/@router "
-                "(only @start and a bare @router() combine: a start that routes)."
-            )
-        start_spec, router_spec = (existing, spec) if existing.kind == "start" else (spec, existing)
-        if router_spec.condition is not None:
-            raise FlowDefinitionError(
-                f"{getattr(func, '__qualname__', func)!r}: combine @start(...) with a bare "
-                "@router(); the start's condition says when it runs."
-            )
-        spec = MethodSpec("start", start_spec.condition, is_router=True)
+        spec = _combine(func, existing, spec, decorator)
     setattr(func, SPEC_ATTR, spec)
     return func
+
+
+def _combine(func: Any, existing: MethodSpec, spec: MethodSpec, decorator: str) -> MethodSpec:
+    """Stacked decorators: a bare ``@router()`` makes a ``@start``/``@listen`` route."""
+    kinds = {_name(existing), decorator}
+    routers = [s for s in (existing, spec) if s.is_router and s.kind == "listen"]
+    other = [s for s in (existing, spec) if not (s.is_router and s.kind == "listen")]
+    if len(kinds) != 2 or len(routers) != 1 or len(other) != 1:
+        raise FlowDefinitionError(
+            f"{_qualname(func)!r} has both @{_name(existing)} and @{decorator}; a method "
+            "takes one of @start/@listen/@router (only a bare @router() combines with "
+            "@start(...) or @listen(...): a start or a listener that routes)."
+        )
+    router_spec, base = routers[0], other[0]
+    if router_spec.condition is not None:
+        raise FlowDefinitionError(
+            f"{_qualname(func)!r}: combine @{_name(base)}(...) with a bare @router(); "
+            f"the @{_name(base)} condition says when it runs, so @router takes none."
+        )
+    return MethodSpec(base.kind, base.condition, is_router=True, emit=router_spec.emit)
 
 
 def _name(spec: MethodSpec) -> str:
@@ -62,6 +76,32 @@ def _check_condition(condition: Any, decorator: str) -> None:
         )
 
 
+def _is_bare_decoration(func: Any) -> bool:
+    """True when ``@start`` decorates ``func`` without parentheses.
+
+    ``@start`` and ``@start(some_function)`` both call ``start`` with one function. In a
+    class body they differ: a function being decorated is not bound to its name yet,
+    while a function named as a condition was defined earlier (it is in the class
+    namespace under its own name) or elsewhere (its qualified name is not this class's).
+    Outside a class body there is nothing to tell them apart by: read it as bare.
+    """
+    if not (callable(func) and hasattr(func, "__code__")) or hasattr(func, SPEC_ATTR):
+        return False
+    frame = inspect.currentframe()
+    caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+    try:
+        namespace = caller.f_locals if caller is not None else {}
+        owner = namespace.get("__qualname__")
+        if not isinstance(owner, str) or "__module__" not in namespace:
+            return True  # not a class body
+        name = getattr(func, "__name__", "")
+        if namespace.get(name) is func:
+            return False  # an existing method of this class, named as the condition
+        return bool(getattr(func, "__qualname__", "") == f"{owner}.{name}")
+    finally:
+        del frame, caller
+
+
 def start(condition: ConditionLike | None = None) -> Callable[[F], F]:
     """Mark an entry point. ``@start()`` runs at kickoff; ``@start(cond)`` runs when
     ``cond`` fires (a router label, a method, or ``or_``/``and_``).
@@ -73,7 +113,7 @@ def start(condition: ConditionLike | None = None) -> Callable[[F], F]:
             def greet(self):
                 return "hello"
     """
-    if callable(condition) and hasattr(condition, "__code__") and not hasattr(condition, SPEC_ATTR):
+    if _is_bare_decoration(condition):
         # Bare ``@start`` without parentheses: the function itself was passed.
         return _attach(condition, MethodSpec("start", None), "start")  # type: ignore[no-any-return]
     if condition is not None:
@@ -103,20 +143,42 @@ def listen(condition: ConditionLike) -> Callable[[F], F]:
     return decorate
 
 
-def router(condition: ConditionLike | None = None) -> Callable[[F], F]:
+def router(
+    condition: ConditionLike | None = None, *, emit: Sequence[str] | str | None = None
+) -> Callable[[F], F]:
     """Like ``@listen``, and the return value becomes a label that triggers
     ``@listen("label")`` (``str(value)``; an Enum's ``.value``; ``None`` emits nothing).
 
+    ``emit=["good", "bad"]`` declares the labels the router returns, for the drawn
+    graph and the stored definition (as in CrewAI it does not restrict what it may
+    return). A bare ``@router()`` stacked with ``@start(...)`` or ``@listen(...)`` makes
+    that method route.
+
     Example::
 
-        @router(score)
+        @router(score, emit=["good", "bad"])
         def decide(self):
             return "good" if self.state.score > 5 else "bad"
     """
     if condition is not None:
         _check_condition(condition, "router")
+    labels = _emit_labels(emit)
 
     def decorate(func: F) -> F:
-        return _attach(func, MethodSpec("listen", condition, is_router=True), "router")  # type: ignore[no-any-return]
+        spec = MethodSpec("listen", condition, is_router=True, emit=labels)
+        return _attach(func, spec, "router")  # type: ignore[no-any-return]
 
     return decorate
+
+
+def _emit_labels(emit: Sequence[str] | str | None) -> tuple[str, ...]:
+    if emit is None:
+        return ()
+    values = [emit] if isinstance(emit, str) else list(emit)
+    for value in values:
+        if not isinstance(value, str):
+            raise FlowDefinitionError(
+                f"@router(emit={emit!r}): emit lists the labels the router returns, as "
+                "strings (e.g. emit=['approved', 'rejected'])."
+            )
+    return tuple(dict.fromkeys(values))

@@ -7,12 +7,13 @@ and the journal. :class:`Flow` delegates here; the runner drives the scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from ._flow import MISSING
-from ._graph import diff_definitions
+from ._graph import TRIGGER_PAYLOAD, diff_definitions
 from ._interrupt import Interrupted
 from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
@@ -25,6 +26,7 @@ from .exceptions import (
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
+    FlowkitError,
     FlowUsageError,
     ResumeError,
     RunExistsError,
@@ -34,8 +36,10 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._flow import Flow
-    from .persistence import Checkpoint, FlowPersistence
+    from .persistence import Checkpoint, FlowPersistence, RunRecord
 
 
 class _Plan:
@@ -65,11 +69,14 @@ class _Plan:
     def backend(self, override: FlowPersistence | None) -> FlowPersistence | None:
         if override is not None:
             return override
+        # `is None`, not `or`: a backend object that is falsy (e.g. defines __len__)
+        # is still the one the user chose
         if self.class_cfg is not None:
-            return self.class_cfg.backend or default_persistence()
+            chosen = self.class_cfg.backend
+            return default_persistence() if chosen is None else chosen
         if self.method_cfgs:
             chosen = next(iter(self.method_cfgs.values())).backend
-            return chosen or default_persistence()
+            return default_persistence() if chosen is None else chosen
         return None
 
     def persist_all(self, override: FlowPersistence | None) -> bool:
@@ -141,6 +148,7 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     if run is None:
         raise RunNotFoundError(f"cannot fork: no run {run_id!r} in {type(backend).__name__}.")
     check_run(flow, run, run_id, "fork")
+    # A stored checkpoint never changes, so reading it needs no lease.
     cp = await backend.aload_checkpoint(run_id, seq)
     if cp is None:
         raise RunNotFoundError(
@@ -169,15 +177,29 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
         fingerprint=run.fingerprint,
         info={"definition": run.info.get("definition")},
     )
-    await backend.asave_checkpoint(
-        child, cp.method_name, state, expected_seq=0, meta=meta, status=status
-    )
+    if not backend.supports_leases:
+        await backend.asave_checkpoint(
+            child, cp.method_name, state, expected_seq=0, meta=meta, status=status
+        )
+        return child
+    # The first write is made under the child's lease (claimed, then given back with the
+    # write), like any other execution's.
+    owner, _claimed, _latest = await take_lease(flow, backend, child, keep=False)
+    assert owner is not None
+    try:
+        await backend.aend_run(
+            child, cp.method_name, state, owner=owner, expected_seq=0, meta=meta, status=status
+        )
+    except BaseException:
+        await _give_back(backend, child, owner)
+        raise
     return child
 
 
 async def execute(
-    flow: Flow[Any], inputs: dict[str, Any], resume: tuple[str, Any, bool] | None
+    flow: Flow[Any], given: Mapping[str, Any] | None, resume: tuple[str, Any, bool] | None
 ) -> Any:
+    inputs = dict(given or {})
     if flow._busy:
         raise FlowUsageError(
             f"{type(flow).__qualname__} instance is already running; create one flow "
@@ -185,12 +207,16 @@ async def execute(
         )
     flow._busy = True
     try:
+        flow._outputs.clear()
         runner, tasks = await _prepare_waiting(flow, inputs, resume)
         journal = flow._journal
         assert journal is not None
+        flow._active_run_id = flow._run_id()
         try:
             if flow._has_listeners():
-                flow._emit(FlowStarted, inputs=inputs, resumed=resume is not None)
+                # None when no inputs were given, as CrewAI's FlowStartedEvent
+                shown = None if given is None else inputs
+                flow._emit(FlowStarted, inputs=shown, resumed=resume is not None)
             if not tasks:  # a resumed run that had finished its last method
                 await journal.set_status("completed")
                 result = runner.last[1] if runner.last else None
@@ -203,6 +229,7 @@ async def execute(
             await journal.close()
     finally:
         flow._busy = False
+        flow._active_run_id = None
 
 
 async def _prepare(
@@ -264,13 +291,26 @@ def make_journal(
     )
 
 
-async def take_lease(flow: Flow[Any], backend: FlowPersistence, run_id: str) -> str | None:
+async def take_lease(
+    flow: Flow[Any], backend: FlowPersistence, run_id: str, *, keep: bool = True
+) -> tuple[str | None, RunRecord | None, Checkpoint | None]:
+    """Claim the run (lease, record and latest checkpoint in one backend call): the owner,
+    the record and the checkpoint, or ``(None, None, None)`` for a backend without leases.
+    With ``keep`` the lease keeper renews the lease until the journal gives it back."""
     if not backend.supports_leases:
-        return None
+        return None, None, None
     owner = new_owner()
-    await backend.aacquire_lease(run_id, owner, flow.lease_ttl)
-    LEASES.keep(backend, run_id, owner, flow.lease_ttl)
-    return owner
+    run, latest = await backend.aclaim_run(run_id, owner, flow.lease_ttl)
+    if keep:
+        LEASES.keep(backend, run_id, owner, flow.lease_ttl)
+    return owner, run, latest
+
+
+async def _give_back(backend: FlowPersistence, run_id: str, owner: str) -> None:
+    """Release a claimed lease the engine will not execute under (refused or failed)."""
+    LEASES.forget(backend, run_id, owner)
+    with contextlib.suppress(FlowkitError):  # the original error matters more
+        await backend.arelease_lease(run_id, owner)
 
 
 async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runner, list[Task]]:
@@ -282,42 +322,62 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
         )
     seq = 0
     run = None
-    if backend is not None and run_id is not None:
-        if _is_durable(backend):
-            run = await backend.aget_run(run_id)
-            if run is not None:
-                check_run(flow, run, run_id, "kick off")
-                cp = await backend.aload_checkpoint(run_id)
+    owner = None
+    durable = backend is not None and _is_durable(backend)
+    try:
+        if backend is not None and run_id is not None:
+            if durable and backend.supports_leases:
+                # An existing run is claimed: what this kickoff starts from is read under
+                # its lease, so no other owner can advance it in between.
+                try:
+                    owner, run, cp = await take_lease(flow, backend, run_id, keep=False)
+                except RunNotFoundError:
+                    cp = None  # a new run: begin_run creates it, leased
+                if run is not None:
+                    check_run(flow, run, run_id, "kick off")
                 if cp is not None:
                     flow._state = load_state(
                         flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
                     )
-        else:
-            data = await backend.aload_state(run_id)
-            if data is not None:
-                flow._state = load_state(flow, data, None, run_id, None)
-    if inputs:
-        flow._state = flow._adapter.apply_inputs(flow._state, inputs)
-    run_id = flow._run_id()
+            elif durable:
+                run = await backend.aget_run(run_id)
+                if run is not None:
+                    check_run(flow, run, run_id, "kick off")
+                    cp = await backend.aload_checkpoint(run_id)
+                    if cp is not None:
+                        flow._state = load_state(
+                            flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq
+                        )
+            else:
+                data = await backend.aload_state(run_id)
+                if data is not None:
+                    flow._state = load_state(flow, data, None, run_id, None)
+        if inputs:
+            flow._state = flow._adapter.apply_inputs(flow._state, inputs)
+        run_id = flow._run_id()
+        definition = dict(flow._graph.definition)
+        if backend is not None and durable:
+            if run is not None:
+                if run.fingerprint != flow._graph.fingerprint:
+                    await backend.aupdate_run(
+                        run_id,
+                        fingerprint=flow._graph.fingerprint,
+                        info={**run.info, "definition": definition},
+                    )
+                seq = run.last_seq
+            if owner is None and backend.supports_leases:
+                owner = new_owner()
+    except BaseException:
+        if owner is not None and backend is not None and run is not None:
+            await _give_back(backend, run.run_id, owner)
+        raise
     scheduler = Scheduler(flow._graph, max_method_calls=flow.max_method_calls)
-    owner = None
-    definition = dict(flow._graph.definition)
-    if backend is not None and _is_durable(backend):
-        if run is not None:
-            if run.fingerprint != flow._graph.fingerprint:
-                await backend.aupdate_run(
-                    run_id,
-                    fingerprint=flow._graph.fingerprint,
-                    info={**run.info, "definition": definition},
-                )
-            seq = run.last_seq
-        owner = new_owner() if backend.supports_leases else None
     flow._journal = journal = make_journal(flow, backend, run_id, seq, owner)
     runner = Runner(flow, scheduler, journal)
-    tasks = scheduler.begin()
+    tasks = scheduler.begin(trigger_payload=inputs.get(TRIGGER_PAYLOAD))
     if isinstance(journal, DurableJournal):
         # One backend call (one transaction on the built-in backends): create the run if
-        # missing, take the lease, store the kickoff checkpoint.
+        # missing, take (or keep) the lease, store the kickoff checkpoint.
         try:
             stored = await journal.begin(
                 "kickoff",
@@ -343,15 +403,45 @@ async def prepare_kickoff(flow: Flow[Any], inputs: dict[str, Any]) -> tuple[Runn
 
 
 async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) -> Runner:
-    from ._codec import decode
-
     backend = durable_backend(flow, "resume")
-    run = await backend.aget_run(run_id)
+    # The claim: lease, record and latest checkpoint in one backend call. Every check
+    # below is made on what it returned, and the state executed is its checkpoint.
+    run: RunRecord | None = None
+    if backend.supports_leases:
+        try:
+            owner, run, cp = await take_lease(flow, backend, run_id)
+        except RunNotFoundError:
+            run = None
+    else:  # a backend without leases: plain reads, as before
+        owner = None
+        run = await backend.aget_run(run_id)
+        cp = None if run is None else await backend.aload_checkpoint(run_id)
     if run is None:
         raise RunNotFoundError(
             f"cannot resume: no run {run_id!r} in {type(backend).__name__}; check the id "
             "(list runs with `flowkit runs`)."
         )
+    try:
+        return await _resume_claimed(flow, backend, run, cp, owner, value, force)
+    except BaseException:
+        if owner is not None:
+            await _give_back(backend, run_id, owner)
+        raise
+
+
+async def _resume_claimed(
+    flow: Flow[Any],
+    backend: FlowPersistence,
+    run: RunRecord,
+    cp: Checkpoint | None,
+    owner: str | None,
+    value: Any,
+    force: bool,
+) -> Runner:
+    """The resume of a claimed run: refuse it, or build the runner from the claim."""
+    from ._codec import decode
+
+    run_id = run.run_id
     check_run(flow, run, run_id, "resume")
     if run.status == "completed":
         raise ResumeError(
@@ -367,7 +457,6 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             "Resume with the old code, or pass resume(..., force=True) to continue with "
             "this one."
         )
-    cp = await backend.aload_checkpoint(run_id)
     position = cp.meta.get("position") if cp is not None else None
     if cp is None or not isinstance(position, dict):
         raise ResumeError(
@@ -395,23 +484,16 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             f"run {run_id!r} is not waiting for input (status {run.status!r}); call "
             "resume(run_id) without a value."
         )
-    owner = await take_lease(flow, backend, run_id)
-    try:
-        if run.fingerprint != flow._graph.fingerprint:
-            await backend.aupdate_run(
-                run_id,
-                fingerprint=flow._graph.fingerprint,
-                info={**run.info, "definition": definition},
-            )
-        flow._journal = journal = make_journal(flow, backend, run_id, cp.seq, owner)
-        assert isinstance(journal, DurableJournal)
-        journal.committed = cp.state
-        journal.run_info = {**run.info, "definition": definition}
-    except BaseException:
-        if owner is not None:
-            LEASES.forget(backend, run_id, owner)
-            await backend.arelease_lease(run_id, owner)
-        raise
+    if run.fingerprint != flow._graph.fingerprint:
+        await backend.aupdate_run(
+            run_id,
+            fingerprint=flow._graph.fingerprint,
+            info={**run.info, "definition": definition},
+        )
+    flow._journal = journal = make_journal(flow, backend, run_id, cp.seq, owner)
+    assert isinstance(journal, DurableJournal)
+    journal.committed = cp.state
+    journal.run_info = {**run.info, "definition": definition}
     last = position.get("last")
     runner = Runner(flow, scheduler, journal, answers=answers)
     if isinstance(last, dict):

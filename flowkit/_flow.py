@@ -19,8 +19,9 @@ from .exceptions import (
 )
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncGenerator, Callable, Generator
 
+    from ._ask import InputProvider
     from ._execution import _Plan
     from ._journal import Journal
     from ._state import StateAdapter
@@ -32,6 +33,17 @@ __all__ = ["Flow"]
 T = TypeVar("T")
 #: ``resume(run_id)`` without a value (``None`` is a valid answer to an interrupt)
 MISSING: Any = object()
+
+
+def _declared_name(cls: type) -> str | None:
+    """CrewAI's way to name a flow: a ``name = "..."`` class attribute (inherited)."""
+    for klass in cls.__mro__:
+        if klass is Flow:
+            return None
+        value = vars(klass).get("name")
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _state_type_of(cls: type) -> Any:
@@ -48,13 +60,16 @@ class Flow(Generic[T]):
     """A workflow: methods wired by ``@start`` / ``@listen`` / ``@router`` into an event graph.
 
     Parametrise with the state type -- a Pydantic model (``Flow[MyState]``) or ``dict``
-    (plain ``Flow``). Class keywords: ``abstract=True`` for a base class without a start,
-    ``name="..."`` for the name runs are stored under (default: the class's qualified name).
+    (plain ``Flow``). The flow's name (in events and stored runs) is the class attribute
+    ``name = "..."`` as in CrewAI (or the class keyword ``name="..."``), else the class's
+    ``__name__``. Class keyword ``abstract=True`` marks a base class without a start.
 
-    Constructor: ``persistence=`` (overrides ``@persist``), ``max_method_calls=100`` (per
-    method and kickoff), ``lease_ttl=30.0`` (seconds a crashed owner keeps a run locked),
-    ``lease_wait=0.0`` (seconds to wait while another process executes the same run
-    before ``RunLockedError``). Anything else is an error.
+    Constructor: ``persistence=`` (overrides ``@persist``), ``initial_state=`` (a model
+    instance or class, or a dict: this object's starting state, as in CrewAI),
+    ``max_method_calls=100`` (per method and kickoff), ``lease_ttl=30.0`` (seconds a
+    crashed owner keeps a run locked), ``lease_wait=0.0`` (seconds to wait while another
+    process executes the same run before ``RunLockedError``), ``input_provider=`` (what
+    :meth:`ask` asks through). Anything else is an error.
 
     Example::
 
@@ -71,8 +86,11 @@ class Flow(Generic[T]):
     """
 
     initial_state: ClassVar[Any] = None
+    #: where :meth:`ask` sends questions (CrewAI's ``input_provider``); None: durable
+    #: interrupt with persistence, else the console
+    input_provider: InputProvider | None = None
     _graph: ClassVar[FlowGraph]
-    _adapter: ClassVar[StateAdapter]
+    _adapter: StateAdapter
     _plan_cache: ClassVar[_Plan | None] = None
 
     def __init_subclass__(
@@ -83,7 +101,7 @@ class Flow(Generic[T]):
         if abstract:
             cls._graph = None  # type: ignore[assignment]
             return
-        flow_name = name or cls.__qualname__
+        flow_name = name or _declared_name(cls) or cls.__name__
         cls._graph = build_graph(cls, flow_name)
         from ._state import StateAdapter  # pydantic: paid when a flow is defined
 
@@ -93,18 +111,20 @@ class Flow(Generic[T]):
         self,
         persistence: FlowPersistence | None = None,
         *,
+        initial_state: Any = None,
         max_method_calls: int = 100,
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
+        input_provider: InputProvider | None = None,
         **kwargs: Any,
     ) -> None:
         cls = type(self)
         if kwargs:
             raise FlowConfigurationError(
                 f"{cls.__qualname__}() got unexpected keyword argument(s) {sorted(kwargs)}; "
-                "Flow accepts persistence=, max_method_calls=, lease_ttl= and lease_wait=. "
-                "Pass state "
-                "values with kickoff(inputs={...})."
+                "Flow accepts persistence=, initial_state=, max_method_calls=, lease_ttl=, "
+                "lease_wait= and input_provider=. Pass state values with "
+                "kickoff(inputs={...})."
             )
         if getattr(cls, "_graph", None) is None:
             raise FlowConfigurationError(
@@ -146,10 +166,18 @@ class Flow(Generic[T]):
             )
         self.lease_ttl = float(lease_ttl)
         self.lease_wait = float(lease_wait)
-        self._state: Any = cls._adapter.new()
+        if input_provider is not None:
+            self.input_provider = input_provider
+        if initial_state is None:
+            self._state: Any = cls._adapter.new()
+        else:
+            self._adapter, self._state = cls._adapter.for_initial(initial_state)
         self._bus = EventBus()
         self._busy = False
         self._journal: Journal | None = None
+        self._outputs: list[Any] = []
+        #: the run id a kickoff executes under (a method must not change state.id)
+        self._active_run_id: str | None = None
 
     # -- state -----------------------------------------------------------------------
 
@@ -174,6 +202,32 @@ class Flow(Generic[T]):
 
     def _run_id(self) -> str:
         return self._adapter.state_id(self._state)
+
+    @property
+    def flow_id(self) -> str:
+        """The run's id: ``state.id`` (CrewAI's ``flow_id``)."""
+        return self._run_id()
+
+    @property
+    def method_outputs(self) -> list[Any]:
+        """What each method returned during the last kickoff (or resume) of this object,
+        in the order they finished (CrewAI's ``method_outputs``)."""
+        return list(self._outputs)
+
+    def _method_finished(self, method: str, output: Any) -> None:
+        """Called by the runner when a method returned: record its output and refuse a
+        changed ``state.id`` (the run would be saved under one id while ``state.id``
+        named another)."""
+        self._outputs.append(output)
+        expected = self._active_run_id
+        if expected is not None and self._run_id() != expected:
+            found = self._run_id()
+            raise FlowUsageError(
+                f"{self._graph.flow_name}.{method} changed state.id from {expected!r} to "
+                f"{found!r}; the id names the run and cannot change while it executes. "
+                "Choose the id before the run with kickoff(inputs={'id': ...}), or start "
+                "another run from this one with kickoff(restore_from_state_id=...)."
+            )
 
     # -- events ------------------------------------------------------------------------
 
@@ -223,6 +277,64 @@ class Flow(Generic[T]):
             return ctx.answers[index]
         raise InterruptSignal(payload)
 
+    def ask(
+        self, message: str, timeout: float | None = None, metadata: dict[str, Any] | None = None
+    ) -> str | None:
+        """Ask a person for input from inside a method (CrewAI's ``Flow.ask``).
+
+        With an input provider (``input_provider = ...`` on the class, or
+        ``Flow(input_provider=...)``) the provider is asked and this call blocks until it
+        answers; ``None`` after ``timeout`` seconds or if the provider fails. Without one,
+        a flow with durable persistence pauses: ``kickoff`` returns an
+        :class:`flowkit.Interrupted` whose payload is ``{"ask": message, "metadata":
+        metadata}``, and ``resume(run_id, answer)`` re-runs the method from the state it
+        started with, ``ask`` now returning ``answer``. Without provider or persistence
+        the console is asked.
+
+        Example::
+
+            @start()
+            def topic(self):
+                self.state["topic"] = self.ask("What should we research?")
+        """
+        from ._ask import ask
+
+        return ask(self, message, timeout, metadata)
+
+    # -- streaming ---------------------------------------------------------------------
+
+    def stream_events(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        restore_from_state_id: str | None = None,
+    ) -> Generator[FlowEvent, None, None]:
+        """Kick off and yield the run's events as they happen, ending with a
+        :class:`flowkit.events.FlowResult` carrying what :meth:`kickoff` returns.
+
+        For plain (synchronous) code; inside a running event loop use :meth:`astream`.
+        The flow advances while the caller iterates; stopping early cancels the run.
+
+        Example::
+
+            for event in MyFlow().stream_events(inputs={"topic": "tea"}):
+                print(type(event).__name__)
+        """
+        from ._stream import stream_sync
+
+        return stream_sync(self, inputs, restore_from_state_id)
+
+    def astream(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        restore_from_state_id: str | None = None,
+    ) -> AsyncGenerator[FlowEvent, None]:
+        """Async form of :meth:`stream_events`: ``async for event in flow.astream()``."""
+        from ._stream import stream_async
+
+        return stream_async(self, inputs, restore_from_state_id)
+
     async def _rollback(self) -> None:
         from ._execution import rollback
 
@@ -241,23 +353,52 @@ class Flow(Generic[T]):
 
     # -- kickoff -----------------------------------------------------------------------
 
-    def kickoff(self, inputs: Mapping[str, Any] | None = None) -> Any:
+    def kickoff(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        restore_from_state_id: str | None = None,
+    ) -> Any:
         """Run the flow and return the output of the last method that finished (or an
         :class:`flowkit.Interrupted` if a method paused the run).
 
         ``inputs`` set state fields. With persistence, ``inputs={"id": X}`` reloads the
         latest checkpoint of run X first (an unknown X starts a fresh run with id X).
-        Works in plain code and inside a running event loop.
+        ``restore_from_state_id=X`` starts a *new* run whose state is run X's latest
+        stored state (a fork: X is unchanged and recorded as the parent); ``inputs`` are
+        applied on top, and ``inputs["id"]`` names the new run. ``inputs`` may carry
+        ``crewai_trigger_payload``: start methods that declare a parameter of that name
+        receive it. Works in plain code and inside a running event loop.
+
+        Example::
+
+            first = Report()
+            first.kickoff()
+            again = Report().kickoff(restore_from_state_id=first.flow_id)
         """
         from ._sync import run_sync
 
-        return run_sync(self.kickoff_async(inputs))
+        return run_sync(self.kickoff_async(inputs, restore_from_state_id=restore_from_state_id))
 
-    async def kickoff_async(self, inputs: Mapping[str, Any] | None = None) -> Any:
+    async def kickoff_async(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        restore_from_state_id: str | None = None,
+    ) -> Any:
         """Awaitable form of :meth:`kickoff`."""
         from ._execution import execute
 
-        return await execute(self, dict(inputs or {}), None)
+        if restore_from_state_id is not None:
+            from ._restore import restore_from
+
+            if self._busy:  # before the fork, so that a refused kickoff stores nothing
+                raise FlowUsageError(
+                    f"{type(self).__qualname__} instance is already running; create one "
+                    "flow object per concurrent kickoff."
+                )
+            inputs = await restore_from(self, restore_from_state_id, inputs)
+        return await execute(self, inputs, None)
 
     akickoff = kickoff_async
 

@@ -13,7 +13,14 @@ from ._conditions import And, ConditionLike, Or
 from ._decorators import SPEC_ATTR, MethodSpec
 from .exceptions import FlowDefinitionError
 
-__all__ = ["Cond", "FlowGraph", "MethodNode", "build_graph", "describe_condition"]
+__all__ = [
+    "TRIGGER_PAYLOAD",
+    "Cond",
+    "FlowGraph",
+    "MethodNode",
+    "build_graph",
+    "describe_condition",
+]
 
 # Normalised condition: a trigger name, or ("or" | "and", parts).
 Cond: TypeAlias = "str | tuple[str, tuple[Cond, ...]]"
@@ -29,6 +36,10 @@ class MethodNode:
     condition: Cond | None
     is_async: bool
     takes_payload: bool
+    #: labels a router declares (``@router(..., emit=[...])``); informative only
+    emit: tuple[str, ...] = ()
+    #: the start method declares ``crewai_trigger_payload`` (CrewAI's trigger input)
+    takes_trigger_payload: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,15 +128,28 @@ def _mentions(cond: Cond) -> set[str]:
     return out
 
 
-def _takes_payload(func: Callable[..., Any], cls: type, name: str) -> bool:
+#: The keyword CrewAI passes a kickoff's trigger payload to start methods under.
+TRIGGER_PAYLOAD = "crewai_trigger_payload"
+
+
+def _parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
     try:
-        params = list(inspect.signature(func).parameters.values())
+        return list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature
-        return False
+        return []
+
+
+def _parameter_names(func: Callable[..., Any]) -> set[str]:
+    return {p.name for p in _parameters(func)}
+
+
+def _takes_payload(func: Callable[..., Any], cls: type, name: str) -> bool:
+    params = _parameters(func)
     positional = [
         p
         for p in params[1:]
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        and p.name != TRIGGER_PAYLOAD
     ]
     required = [p for p in positional if p.default is p.empty and p.kind != p.VAR_POSITIONAL]
     if len(required) > 1:
@@ -166,6 +190,8 @@ def build_graph(cls: type, flow_name: str) -> FlowGraph:
             condition=cond,
             is_async=inspect.iscoroutinefunction(func),
             takes_payload=_takes_payload(func, cls, name),
+            emit=spec.emit,
+            takes_trigger_payload=TRIGGER_PAYLOAD in _parameter_names(func),
         )
     if self_listen and not any(n.is_router for n in nodes.values()):
         # A method's own completion never triggers it; its own name in its condition
@@ -197,6 +223,9 @@ def build_graph(cls: type, flow_name: str) -> FlowGraph:
                 "start": n.is_start,
                 "router": n.is_router,
                 "condition": describe_condition(n.condition),
+                # only when declared: definitions stored before emit= keep their
+                # fingerprint
+                **({"emit": list(n.emit)} if n.emit else {}),
             }
             for n in sorted(nodes.values(), key=lambda n: n.name)
         },

@@ -67,12 +67,13 @@ def persist(persistence: type[T], /) -> type[T]: ...
 def persist(persistence: Callable[..., Any], /) -> Any: ...
 @overload
 def persist(
-    persistence: FlowPersistence | None = None, /, verbose: bool = False
+    persistence: FlowPersistence | None = None, verbose: bool = False
 ) -> Callable[[T], T]: ...
-def persist(persistence: Any = None, /, verbose: bool = False) -> Any:
+def persist(persistence: Any = None, verbose: bool = False) -> Any:
     """Save the flow's state after every method (on a class) or after one method.
 
-    ``@persist``, ``@persist()``, ``@persist(backend)``, ``@persist(backend, verbose=True)``.
+    ``@persist``, ``@persist()``, ``@persist(backend)``, ``@persist(backend, verbose=True)``,
+    ``@persist(persistence=backend)`` (CrewAI's keyword).
     Without a backend the default SQLite file is used. ``Flow(persistence=...)`` overrides
     the backend chosen here.
 

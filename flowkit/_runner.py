@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
+from ._graph import TRIGGER_PAYLOAD
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from .events import FlowInterrupted, MethodFailed, MethodFinished, MethodStarted
-from .exceptions import FlowConfigurationError, FlowkitError
+from .exceptions import FlowConfigurationError, FlowkitError, FlowUsageError
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -58,22 +60,41 @@ class Runner:
         node = self.scheduler.graph.nodes[task.method]
         return (task.payload,) if node.takes_payload and task.trigger is not None else ()
 
+    def _kwargs(self, task: Task) -> dict[str, Any]:
+        # a kickoff start gets the kickoff's crewai_trigger_payload if it declares it
+        node = self.scheduler.graph.nodes[task.method]
+        if node.takes_trigger_payload and task.trigger is None:
+            return {TRIGGER_PAYLOAD: task.payload}
+        return {}
+
+    def _method(self, task: Task) -> Any:
+        func = getattr(self.flow, task.method)
+        kwargs = self._kwargs(task)
+        return functools.partial(func, **kwargs) if kwargs else func
+
     def _ctx(self, task: Task) -> CallContext:
         return CallContext(self.flow, task.id, task.method, self.answers.get(task.id, []))
 
     def _emit_started(self, task: Task) -> None:
         if self.flow._has_listeners():
-            self.flow._emit(MethodStarted, method=task.method)
+            params = {f"_{i}": arg for i, arg in enumerate(self._args(task))}
+            params.update(self._kwargs(task))
+            self.flow._emit(
+                MethodStarted,
+                method=task.method,
+                params=params,
+                state=self.flow._adapter.snapshot(self.flow._state),
+            )
 
     async def _run_inline(self, task: Task) -> Any:
-        func = getattr(self.flow, task.method)
+        func = self._method(task)
         self._emit_started(task)
         if self.scheduler.graph.nodes[task.method].is_async:
             return await _call_async(self._ctx(task), func, self._args(task))
         return _call_sync(self._ctx(task), func, self._args(task))
 
     def _launch(self, task: Task, inbox: _Inbox) -> _AnyFuture:
-        func = getattr(self.flow, task.method)
+        func = self._method(task)
         self._emit_started(task)
         ctx = self._ctx(task)
         fut: _AnyFuture
@@ -123,8 +144,17 @@ class Runner:
         return self.last[1] if self.last else None
 
     async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
+        try:
+            self.flow._method_finished(task.method, output)
+        except FlowUsageError as exc:
+            await self._failed(task, exc, {})
         if self.flow._has_listeners():
-            self.flow._emit(MethodFinished, method=task.method, output=output)
+            self.flow._emit(
+                MethodFinished,
+                method=task.method,
+                output=output,
+                state=self.flow._adapter.snapshot(self.flow._state),
+            )
         new = self.scheduler.complete(task.id, output)
         self.answers.pop(task.id, None)
         self.last = (task.method, output)

@@ -2,7 +2,17 @@
 
 The scheduler owns the execution position of one kickoff: which method calls are
 pending, partial ``and_`` progress, which ``or_`` listeners already fired in this
-cycle, and call counts. :meth:`Scheduler.snapshot` turns it into JSON-ready data that
+cycle, and call counts.
+
+Re-arming ``or_`` listeners follows CrewAI Flows. A *wave* is one method's completion
+plus the chain of routers it sets off (a router's labels belong to the wave of the
+event that triggered the router). A fired ``or_`` listener ignores its parts until
+a router label reaches it from a later wave than the one it fired in, or from a chain
+of routers it is part of itself (a router looping on its own label), or one of its
+parts is called again from a later wave (the flow looped around it). So two labels of
+one router chain fire an ``or_`` once, and every loop round fires it once. When a listener
+fires, all its partial progress is cleared (an ``or_`` of ``and_``s forgets the other
+``and_``'s parts). :meth:`Scheduler.snapshot` turns it into JSON-ready data that
 is stored with every checkpoint; :meth:`Scheduler.restore` rebuilds it, which is how an
 interrupted or crashed run continues where it stopped.
 """
@@ -71,6 +81,10 @@ class Task:
     trigger: str | None
     #: that method's return value, handed to listeners that take a parameter
     payload: Any = None
+    #: the wave this call belongs to (what its labels re-arm; see the module doc)
+    wave: int = 0
+    #: routers of this wave that led to this call (for routers looping on a label)
+    chain: tuple[str, ...] = ()
 
 
 def router_label(value: Any) -> str | None:
@@ -92,46 +106,76 @@ class Scheduler:
         self.pending: dict[int, Task] = {}
         self.calls: Counter[str] = Counter()
         self._and_progress: dict[str, dict[str, set[int]]] = {}
-        self._or_fired: set[str] = set()
+        #: or_ listener -> the wave it fired in
+        self._or_fired: dict[str, int] = {}
         self._next_id = 1
+        self._next_wave = 1
 
     # -- driving -------------------------------------------------------------------
 
-    def begin(self) -> list[Task]:
-        """The calls a kickoff starts with."""
-        return [self._schedule(name, None, None) for name in self.graph.initial]
+    def begin(self, trigger_payload: Any = None) -> list[Task]:
+        """The calls a kickoff starts with; each carries the kickoff's trigger payload
+        (CrewAI's ``crewai_trigger_payload`` input), stored with the position."""
+        tasks = []
+        for name in self.graph.initial:
+            tasks.append(self._schedule(name, None, trigger_payload, self._new_wave(), ()))
+        return tasks
+
+    def _new_wave(self) -> int:
+        wave = self._next_wave
+        self._next_wave += 1
+        return wave
 
     def complete(self, task_id: int, output: Any) -> list[Task]:
         """Record that pending call ``task_id`` returned ``output``; return new calls."""
         task = self.pending.pop(task_id)
         node = self.graph.nodes[task.method]
+        if node.is_router:
+            wave, chain = task.wave, (*task.chain, task.method)
+        else:
+            wave, chain = self._new_wave(), ()
         new: list[Task] = []
         fired: set[str] = set()
-        new += self._dispatch(task.method, task.method, output, fired)
+        new += self._dispatch(task.method, task, output, fired, wave, chain, label=False)
         if node.is_router:
             label = router_label(output)
             if label is not None:
-                # A router label starts a new cycle: or_ listeners may fire again.
-                self._or_fired.clear()
-                new += self._dispatch(label, task.method, output, fired)
+                new += self._dispatch(label, task, output, fired, wave, chain, label=True)
         return new
 
-    def _dispatch(self, event: str, source: str, output: Any, fired: set[str]) -> list[Task]:
+    def _dispatch(
+        self,
+        event: str,
+        source: Task,
+        output: Any,
+        fired: set[str],
+        wave: int,
+        chain: tuple[str, ...],
+        *,
+        label: bool,
+    ) -> list[Task]:
         tasks = []
         for listener in self.graph.index.get(event, ()):
-            if listener == event == source:
+            if listener == event == source.method:
                 continue  # a method's own completion never triggers it (its name = a label)
             cond = self._conds[listener]
+            is_or = not isinstance(cond, str) and cond.kind == "or"
+            if is_or and listener in self._or_fired:
+                fired_wave = self._or_fired[listener]
+                if not (label and (fired_wave != wave or listener in chain)):
+                    continue  # fired in this cycle: its other parts are ignored
+                del self._or_fired[listener]
             if not (cond == event if isinstance(cond, str) else self._feed(listener, cond, event)):
                 continue
-            if not isinstance(cond, str) and cond.kind == "or":
-                if listener in self._or_fired:
-                    continue
-                self._or_fired.add(listener)
+            # Fired: whatever else it had seen is forgotten (CrewAI clears the events
+            # a listener has seen when its condition is met).
+            self._and_progress.pop(listener, None)
+            if is_or:
+                self._or_fired[listener] = wave
             if listener in fired:
                 continue
             fired.add(listener)
-            tasks.append(self._schedule(listener, source, output))
+            tasks.append(self._schedule(listener, source.method, output, wave, chain))
         return tasks
 
     def _feed(self, listener: str, node: _Node, event: str) -> bool:
@@ -152,7 +196,15 @@ class Scheduler:
             return True
         return False
 
-    def _schedule(self, method: str, trigger: str | None, payload: Any) -> Task:
+    def _schedule(
+        self, method: str, trigger: str | None, payload: Any, wave: int, chain: tuple[str, ...]
+    ) -> Task:
+        if self.calls[method]:
+            # Called again: the flow looped back, so the or_ listeners over this method
+            # re-arm -- unless they fired in this very wave (a sibling already did).
+            for listener in self.graph.index.get(method, ()):
+                if self._or_fired.get(listener, wave) != wave:
+                    del self._or_fired[listener]
         self.calls[method] += 1
         if self.calls[method] > self.max_method_calls:
             raise MethodCallLimitError(
@@ -161,7 +213,7 @@ class Scheduler:
                 "loop probably never exits. Fix the loop's exit condition or pass a larger "
                 "Flow(max_method_calls=...)."
             )
-        task = Task(self._next_id, method, trigger, payload)
+        task = Task(self._next_id, method, trigger, payload, wave, chain)
         self._next_id += 1
         self.pending[task.id] = task
         return task
@@ -172,7 +224,14 @@ class Scheduler:
         """JSON-ready execution position (payloads are left as Python values)."""
         return {
             "pending": [
-                {"id": t.id, "method": t.method, "trigger": t.trigger, "payload": t.payload}
+                {
+                    "id": t.id,
+                    "method": t.method,
+                    "trigger": t.trigger,
+                    "payload": t.payload,
+                    "wave": t.wave,
+                    "chain": list(t.chain),
+                }
                 for t in self.pending.values()
             ],
             "calls": dict(self.calls),
@@ -180,8 +239,9 @@ class Scheduler:
                 listener: {path: sorted(done) for path, done in paths.items() if done}
                 for listener, paths in self._and_progress.items()
             },
-            "or_fired": sorted(self._or_fired),
+            "or_fired": dict(sorted(self._or_fired.items())),
             "next_id": self._next_id,
+            "next_wave": self._next_wave,
         }
 
     @classmethod
@@ -200,15 +260,26 @@ class Scheduler:
             for item in data["pending"]:
                 if item["method"] not in graph.nodes:
                     raise KeyError(item["method"])
-                task = Task(int(item["id"]), item["method"], item["trigger"], item["payload"])
+                task = Task(
+                    int(item["id"]),
+                    item["method"],
+                    item["trigger"],
+                    item["payload"],
+                    int(item.get("wave", 0)),
+                    tuple(str(name) for name in item.get("chain", ())),
+                )
                 self.pending[task.id] = task
             self.calls = Counter({str(k): int(v) for k, v in data["calls"].items()})
             self._and_progress = {
                 listener: {path: set(done) for path, done in paths.items()}
                 for listener, paths in data["and"].items()
             }
-            self._or_fired = set(data["or_fired"])
+            or_fired = data["or_fired"]
+            if isinstance(or_fired, list):  # written before waves: fired in no known wave
+                or_fired = dict.fromkeys(or_fired, 0)
+            self._or_fired = {str(k): int(v) for k, v in or_fired.items()}
             self._next_id = int(data["next_id"])
+            self._next_wave = int(data.get("next_wave", 1))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptCheckpointError(
                 f"the execution position stored in run {run_id!r} checkpoint {seq} cannot be "

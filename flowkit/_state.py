@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ._graph import TRIGGER_PAYLOAD
 from .exceptions import (
     CorruptCheckpointError,
     FlowConfigurationError,
@@ -158,6 +159,28 @@ class StateAdapter:
                 "default."
             ) from None
 
+    def for_initial(self, initial: Any) -> tuple[StateAdapter, Any]:
+        """The adapter and starting state for ``Flow(initial_state=initial)``: a dict for
+        a typed flow fills its model; otherwise the value's own type decides (as in
+        CrewAI, where a model instance keeps its id if it has one)."""
+        if isinstance(initial, Mapping) and self.model is not None:
+            return self, self.apply_inputs(self.new(), initial)
+        adapter = StateAdapter(self.flow_name, None, initial)
+        state = adapter.new()
+        given_id = getattr(initial, "id", None)
+        if isinstance(given_id, str) and given_id and not isinstance(initial, type):
+            state.id = given_id
+        # the class's adapter when the type is the same (its migrations, its version)
+        return (self if adapter.model is self.model else adapter), state
+
+    def snapshot(self, state: Any) -> Any:
+        """A copy of ``state`` as plain data (for events): later changes do not show."""
+        data = self.dump(state)
+        try:
+            return copy.deepcopy(data)
+        except Exception:  # an uncopyable value: a shallow copy still freezes the keys
+            return dict(data)
+
     def _validate(self, data: Mapping[str, Any], what: str) -> Any:
         assert self.model is not None
         try:
@@ -173,6 +196,10 @@ class StateAdapter:
         if self.model is None:
             state.update(inputs)
             return state
+        if TRIGGER_PAYLOAD in inputs and TRIGGER_PAYLOAD not in self.model.model_fields:
+            # CrewAI's trigger input goes to start methods; a model without such a
+            # field does not store it (as in CrewAI)
+            inputs = {k: v for k, v in inputs.items() if k != TRIGGER_PAYLOAD}
         unknown = [k for k in inputs if k not in self.model.model_fields]
         if unknown and self.model.model_config.get("extra") != "allow":
             raise StateValidationError(

@@ -152,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         cmd_runs,
         "list runs, newest first",
-        "List runs, most recently updated first. A running run whose lease expired (its "
-        "process died) is shown as 'running (stale: resumable)'. A run whose stored record "
-        "is damaged is skipped with one line on stderr naming it, and the exit code is 3.",
+        "List runs, most recently updated first. A running run nobody executes any more "
+        "(its process on this host died, or its lease expired) is shown as 'running "
+        "(stale: resumable)'. A run whose stored record is damaged is skipped with one "
+        "line on stderr naming it, and the exit code is 3.",
     )
     runs.add_argument("--flow", metavar="NAME", help="only runs of this flow name")
     runs.add_argument("--status", choices=STATUSES, help="only runs with this status")

@@ -9,7 +9,9 @@ Example::
     flow.kickoff()
 
 :func:`subscribe` registers a handler for every flow in the process. Handlers run in
-the flow's event loop thread, in order; an exception in a handler propagates.
+the flow's event loop thread, in order. A handler that raises does not stop the run:
+the exception is logged (logger ``flowkit``) and the other handlers still run, as in
+CrewAI.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "FlowEvent",
     "FlowFinished",
     "FlowInterrupted",
+    "FlowResult",
     "FlowStarted",
     "MethodFailed",
     "MethodFinished",
@@ -46,25 +49,31 @@ class FlowEvent:
 
 @dataclass(frozen=True, kw_only=True)
 class FlowStarted(FlowEvent):
-    """A kickoff or resume began. ``resumed`` tells which."""
+    """A kickoff or resume began. ``resumed`` tells which; ``inputs`` is None when
+    none were given (as CrewAI's ``FlowStartedEvent``)."""
 
-    inputs: dict[str, Any]
+    inputs: dict[str, Any] | None
     resumed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class MethodStarted(FlowEvent):
-    """A flow method is about to run."""
+    """A flow method is about to run. ``params`` are the arguments it is called with
+    (``{"_0": payload}`` for the trigger's output, as CrewAI names positional ones);
+    ``state`` is a copy of the state as plain data when it starts."""
 
     method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    state: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class MethodFinished(FlowEvent):
-    """A flow method returned."""
+    """A flow method returned; ``state`` is a copy of the state as plain data then."""
 
     method: str
     output: Any
+    state: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +97,14 @@ class FlowFinished(FlowEvent):
     """The run finished; ``output`` is what kickoff returns."""
 
     output: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowResult(FlowEvent):
+    """The last item of ``stream_events`` / ``astream``: ``result`` is what ``kickoff``
+    returned (the output, or an :class:`flowkit.Interrupted`). Only streams carry it."""
+
+    result: Any
 
 
 from ._bus import GLOBAL_BUS, Handler  # noqa: E402

@@ -5,7 +5,8 @@ that matches its meaning, so ``except TypeError`` keeps working for code that do
 know flowkit::
 
     FlowkitError(Exception)
-    ├── FlowDefinitionError(TypeError)        a flow class is wired wrongly (at class creation)
+    ├── FlowDefinitionError(TypeError, ValueError)  a flow class is wired wrongly (at class
+    │                                         creation; ValueError too, as CrewAI raises)
     ├── FlowConfigurationError(TypeError)     bad arguments to Flow(...) / @persist / a backend
     ├── InvalidArgumentError(ValueError)      an argument's value is out of range
     │                                         (keep_last=0, lease_ttl<=0, limit=-1, ...)
@@ -67,8 +68,11 @@ class FlowkitError(Exception):
     """Root of every error flowkit raises."""
 
 
-class FlowDefinitionError(FlowkitError, TypeError):
-    """A flow class is wired wrongly; raised when the class is created."""
+class FlowDefinitionError(FlowkitError, TypeError, ValueError):
+    """A flow class is wired wrongly; raised when the class is created.
+
+    Also a ``ValueError``: CrewAI raises ``ValueError`` for an invalid condition, and
+    code written for it keeps catching these."""
 
 
 class FlowConfigurationError(FlowkitError, TypeError):

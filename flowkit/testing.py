@@ -29,9 +29,12 @@ share a database with other data; it deletes only runs it created.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import subprocess
+import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timezone
 from typing import Any
 
@@ -822,6 +825,197 @@ class PersistenceContract:
             None,
         )
 
+    # -- claim, owner liveness and fencing (the engine executes only what it claimed) ---
+
+    async def _leased_run(
+        self, ops: Flavoured, run_id: str, flow_name: str, owner: str, *, saves: int, ttl: float
+    ) -> None:
+        """A run with ``saves`` checkpoints written by ``owner``, who holds its lease."""
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, owner, ttl)
+        for n in range(1, saves + 1):
+            await ops.save_checkpoint(
+                run_id, f"step{n}", _state(run_id, n=n), expected_seq=n - 1, lease_owner=owner
+            )
+
+    async def test_claim_returns_latest_checkpoint_under_lease(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """claim_run takes the lease and returns the run (lease held, last_seq current) and
+        its latest checkpoint."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        _require(ops.persistence, "supports_history")
+        await ops.create_run(run_id, flow_name)
+        for n in range(1, 4):
+            await ops.save_checkpoint(run_id, f"step{n}", _state(run_id, n=n), expected_seq=n - 1)
+        run, latest = await ops.claim_run(run_id, "claimant", 30)
+        assert (run.run_id, run.last_seq, run.lease_owner) == (run_id, 3, "claimant")
+        assert run.lease_expires_at is not None
+        assert latest is not None
+        assert (latest.seq, latest.method_name, latest.state) == (3, "step3", _state(run_id, n=3))
+        assert (await ops.get_run(run_id)).lease_owner == "claimant"
+
+    async def test_claim_of_run_without_checkpoints_returns_none(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """claim_run of a run with no checkpoint yet takes the lease and returns None as
+        its checkpoint."""
+        _require(ops.persistence, "supports_runs", "supports_leases", "supports_history")
+        await ops.create_run(run_id, flow_name)
+        run, latest = await ops.claim_run(run_id, "claimant", 30)
+        assert (run.last_seq, run.lease_owner, latest) == (0, "claimant", None)
+
+    async def test_claim_of_unknown_run_raises(self, ops: Flavoured) -> None:
+        """claim_run of an unknown run raises RunNotFoundError naming it."""
+        _require(ops.persistence, "supports_runs", "supports_leases", "supports_history")
+        unknown = self._new_id()
+        with pytest.raises(RunNotFoundError, match=unknown):
+            await ops.claim_run(unknown, "claimant", 30)
+
+    async def test_claim_of_run_held_by_live_owner_raises(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """claim_run while a live owner holds an unexpired lease raises RunLockedError
+        naming the run and the holder; the lease stays the holder's."""
+        _require(ops.persistence, "supports_runs", "supports_leases", "supports_history")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "holder", 60)
+        with pytest.raises(RunLockedError) as caught:
+            await ops.claim_run(run_id, "claimant", 30)
+        assert run_id in str(caught.value) and "holder" in str(caught.value)
+        assert (await ops.get_run(run_id)).lease_owner == "holder"
+
+    async def test_racing_claimant_never_sees_a_stale_checkpoint(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """A save by an owner whose lease just expired, racing a claim: either the save
+        lands first and the claim returns it, or the save is refused. What a claim returns
+        is always the run's latest checkpoint while the claimant holds the lease."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        _require(ops.persistence, "supports_history")
+        holder, ttl = "owner-0", 0.02
+        await self._leased_run(ops, run_id, flow_name, holder, saves=1, ttl=ttl)
+        seq = 1
+        for round_ in range(1, 21):
+            await asyncio.sleep(ttl * 1.5)  # the holder's lease expires, it does not know
+            claimant = f"owner-{round_}"
+
+            async def late_save(delay: float, writer: str, expected: int) -> Any:
+                # Started a little after the claim (a different delay each round), so
+                # that it lands inside the claim for some round if the claim is not
+                # atomic (e.g. reads the checkpoint before it takes the lease).
+                await asyncio.sleep(delay)
+                return await ops.in_thread(
+                    "save_checkpoint",
+                    run_id,
+                    "late",
+                    _state(run_id, n=expected + 1),
+                    expected_seq=expected,
+                    lease_owner=writer,
+                )
+
+            claim = ops.in_thread("claim_run", run_id, claimant, ttl)
+            delay = (0.0, 0.0005, 0.001, 0.002, 0.004)[round_ % 5]
+            outcome: tuple[Any, Any] = await asyncio.gather(
+                late_save(delay, holder, seq), claim, return_exceptions=True
+            )
+            saved, claimed = outcome
+            assert not isinstance(claimed, BaseException), claimed
+            run, latest = claimed
+            if isinstance(saved, BaseException):
+                assert isinstance(saved, (LeaseLostError, RunLockedError)), saved
+            assert latest is not None
+            stored = await ops.load_checkpoint(run_id)
+            assert (latest.seq, latest.state) == (stored.seq, stored.state)
+            assert run.last_seq == latest.seq
+            holder, seq = claimant, latest.seq
+
+    async def test_dead_owner_is_taken_over_at_once(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """A lease held (ttl 60 s) by an owner whose process on this host was SIGKILLed is
+        claimed at once; while that process lived the claim was refused."""
+        _require(ops.persistence, "supports_runs", "supports_leases", "supports_history")
+        await ops.create_run(run_id, flow_name)
+        with _owner_process() as (child, owner):
+            await ops.acquire_lease(run_id, owner, 60)
+            with pytest.raises(RunLockedError, match=run_id):
+                await ops.claim_run(run_id, "claimant", 30)
+            child.kill()
+            child.wait()
+        run, _ = await ops.claim_run(run_id, "claimant", 30)
+        assert run.lease_owner == "claimant"
+
+    async def test_dead_owner_is_taken_over_by_acquire_lease(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """acquire_lease also takes a SIGKILLed owner's unexpired lease at once."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        with _owner_process() as (child, owner):
+            await ops.acquire_lease(run_id, owner, 60)
+            child.kill()
+            child.wait()
+        assert (await ops.acquire_lease(run_id, "claimant", 30)).lease_owner == "claimant"
+
+    async def test_dead_owner_is_taken_over_by_begin_run(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """begin_run of an existing run also takes a SIGKILLed owner's unexpired lease at
+        once and appends."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        await ops.create_run(run_id, flow_name)
+        with _owner_process() as (child, owner):
+            await ops.acquire_lease(run_id, owner, 60)
+            child.kill()
+            child.wait()
+        run, saved = await ops.begin_run(
+            run_id,
+            flow_name,
+            owner="claimant",
+            ttl=30,
+            method_name="kickoff",
+            state=_state(run_id),
+            expected_seq=0,
+        )
+        assert (run.lease_owner, saved.seq) == ("claimant", 1)
+
+    async def test_former_owner_cannot_append_after_takeover(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """Fencing: once another owner took the run over (here after the lease expired),
+        the former owner's saves are refused, with the right seq too, and nothing of
+        theirs is stored."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        _require(ops.persistence, "supports_history")
+        await self._leased_run(ops, run_id, flow_name, "former", saves=1, ttl=0.05)
+        await asyncio.sleep(0.1)
+        await ops.claim_run(run_id, "successor", 30)
+        with pytest.raises((LeaseLostError, RunLockedError), match=run_id):
+            await ops.save_checkpoint(
+                run_id, "late", _state(run_id, n=2), expected_seq=1, lease_owner="former"
+            )
+        assert [c.seq for c in await ops.history(run_id)] == [1]
+
+    async def test_free_lease_does_not_admit_a_former_owner(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """Fencing: after a takeover the new owner saved and gave the lease back; the
+        former owner still cannot append (a free lease admits no owner but its holder's
+        successor claiming it), and gets LeaseLostError."""
+        _require(ops.persistence, "supports_runs", "supports_cas", "supports_leases")
+        _require(ops.persistence, "supports_history")
+        await self._leased_run(ops, run_id, flow_name, "former", saves=1, ttl=0.05)
+        await asyncio.sleep(0.1)
+        await ops.claim_run(run_id, "successor", 30)
+        await ops.end_run(run_id, "done", _state(run_id, n=2), owner="successor", expected_seq=1)
+        for expected in (1, 2, None):
+            with pytest.raises(LeaseLostError, match="former"):
+                await ops.save_checkpoint(
+                    run_id, "late", _state(run_id), expected_seq=expected, lease_owner="former"
+                )
+        assert [c.seq for c in await ops.history(run_id)] == [1, 2]
+
 
 def _dummy_call(op: str, run_id: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Arguments that are valid for ``op`` on a backend that has it."""
@@ -838,3 +1032,28 @@ def _dummy_call(op: str, run_id: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if op == "list_runs":
         return (), {}
     return (run_id,), {}
+
+
+@contextlib.contextmanager
+def _owner_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A real process on this host and a lease owner id made in it (killed on exit)."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flowkit.persistence._owner import new_owner; "
+            "print(new_owner(), flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield child, child.stdout.readline().strip()
+    finally:
+        child.kill()
+        child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()

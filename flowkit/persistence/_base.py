@@ -37,7 +37,7 @@ CAPABILITY_OPS: dict[str, tuple[str, ...]] = {
 }
 # Operations the base class composes from the others when a backend does not define them
 # (built-in backends do each in one transaction).
-COMPOSITE_OPS = ("begin_run", "end_run")
+COMPOSITE_OPS = ("begin_run", "end_run", "claim_run")
 ALL_OPS = (
     REQUIRED_OPS
     + NO_OP_DEFAULTS
@@ -184,6 +184,21 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
                     await self.arelease_lease(run_id, owner)
             raise
         return run.replace(last_seq=saved.seq, status="running", updated_at=saved.created_at), saved
+
+    async def _composed_claim_run(
+        self, run_id: str, owner: str, ttl: float
+    ) -> tuple[RunRecord, Checkpoint | None]:
+        # Valid for any backend whose saves are fenced by the lease: once the lease is
+        # ours nobody else can append, so what we read next is the latest and stays so.
+        run = await self.aacquire_lease(run_id, owner, ttl)
+        try:
+            latest = await self.aget_run(run_id)
+            checkpoint = await self.aload_checkpoint(run_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.arelease_lease(run_id, owner)
+            raise
+        return (run if latest is None else latest), checkpoint
 
     async def _composed_end_run(
         self,
@@ -506,7 +521,9 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             meta: Engine data stored verbatim with the checkpoint.
             status: The run's status after this checkpoint.
             flow_name: Stored when this save creates the run.
-            lease_owner: The writer; refused if another owner holds a live lease.
+            lease_owner: The writer. Fencing: if not None and the run exists, the save
+                is refused unless the run's lease names this owner (a free or expired
+                lease does not admit it). None: no lease check (``save_state``).
 
         Returns:
             The stored checkpoint.
@@ -514,6 +531,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             ConcurrentUpdateError: ``expected_seq`` differs from the stored ``last_seq``.
             RunLockedError: Another owner holds an unexpired lease on the run.
+            LeaseLostError: ``lease_owner`` does not hold the lease (it is free, or
+                another owner's expired one).
             UnserializableStateError: ``state`` or ``meta`` is not JSON-ready.
             (Nothing is written when any of these is raised.)
         """
@@ -559,14 +578,15 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
         """Take (or extend) the run's lease for ``ttl`` seconds.
 
-        Succeeds when the lease is free, expired or already held by ``owner``.
+        Succeeds when the lease is free, expired, already held by ``owner``, or held by
+        an owner known to be dead (see :meth:`claim_run`).
 
         Returns:
             The run with ``lease_owner`` = owner and ``lease_expires_at`` = now + ttl.
 
         Raises:
             RunNotFoundError: No run with that id.
-            RunLockedError: Another owner holds an unexpired lease (names holder, expiry).
+            RunLockedError: A live owner holds an unexpired lease (names holder, expiry).
         """
         return self._derived_sync("acquire_lease", run_id, owner, ttl)  # type: ignore[no-any-return]
 
@@ -735,3 +755,51 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             meta=meta,
             status=status,
         )
+
+    def claim_run(self, run_id: str, owner: str, ttl: float) -> tuple[RunRecord, Checkpoint | None]:
+        """Take the run for executing it: its lease, its record and its latest checkpoint.
+
+        In one transaction (built-in backends): take the run's lease for ``owner`` for
+        ``ttl`` seconds, and read the run record (lease held) and its latest checkpoint.
+        Everything the engine executes after a claim comes from what the claim returned,
+        so a run advanced or finished by someone else is never re-executed from a stale
+        read. The lease can be taken when it is free, expired, already held by
+        ``owner``, or held by an owner known to be dead: an owner on this host whose
+        process is gone (see ``flowkit.persistence._owner``), or, on PostgreSQL, an owner
+        whose database session ended. The lease's expiry is the last resort.
+
+        The base class composes it as :meth:`acquire_lease` followed by :meth:`get_run`
+        and :meth:`load_checkpoint`, which is as safe for any backend whose saves are
+        fenced by the lease (a save naming an owner that does not hold the lease is
+        refused): the reads are made under the lease::
+
+            run, latest = persistence.claim_run("run-1", owner, ttl=30)
+            try:
+                ...  # execute from latest.state, save with lease_owner=owner
+            finally:
+                persistence.release_lease("run-1", owner)
+
+        Args:
+            run_id: The run to claim.
+            owner: A unique id for this execution. The engine's ids read
+                ``host:pid:start:token``, which lets a claimant on the same host tell
+                that the owner's process is gone.
+            ttl: Lease duration in seconds (renew it with :meth:`renew_lease`).
+
+        Returns:
+            The run record as it is with the lease held (``lease_owner`` = owner), and
+            its latest checkpoint (None if it has none).
+
+        Raises:
+            RunNotFoundError: No run with that id.
+            RunLockedError: A live owner holds an unexpired lease (names the holder and
+                the expiry, and says what to do).
+            FlowConfigurationError: ``ttl`` is not positive.
+        """
+        return self._derived_sync("claim_run", run_id, owner, ttl)  # type: ignore[no-any-return]
+
+    async def aclaim_run(
+        self, run_id: str, owner: str, ttl: float
+    ) -> tuple[RunRecord, Checkpoint | None]:
+        """Awaitable :meth:`claim_run`."""
+        return await self._derived_async("claim_run", run_id, owner, ttl)  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ from flowkit.exceptions import (
     RunLockedError,
     RunNotFoundError,
 )
+from flowkit.persistence._owner import owner_is_dead
 from flowkit.persistence._records import RUN_STATUSES, RunRecord, RunStatus, utc_from_timestamp
 
 log = logging.getLogger("flowkit")
@@ -103,10 +104,17 @@ def check_save(
     lease_owner: str | None,
     at: float,
 ) -> None:
-    """Raise what ``save_checkpoint`` must raise before writing anything."""
+    """Raise what ``save_checkpoint`` must raise before writing anything.
+
+    Fencing: a writer that names an owner appends to an existing run only while the run's
+    lease names that owner. A free or expired lease does not admit it: after a takeover
+    (and after the new owner gave the lease back) a paused former owner must never append.
+    """
     if lease_blocks(run, lease_owner, at):
         assert run is not None
         raise run_locked(run_id, run.lease_owner, run.lease_expires_at)
+    if run is not None and lease_owner is not None and run.lease_owner != lease_owner:
+        raise lease_lost(run_id, lease_owner, run)
     stored = run.last_seq if run is not None else 0
     if expected_seq is not None and expected_seq != stored:
         raise concurrent_update(run_id, expected_seq, stored)
@@ -123,16 +131,19 @@ def concurrent_update(run_id: str, expected_seq: int, stored_seq: int) -> Concur
 def run_locked(run_id: str, holder: str | None, expires: datetime | None) -> RunLockedError:
     until = expires.isoformat() if expires is not None else "unknown"
     return RunLockedError(
-        f"Run {run_id!r} is leased by {holder!r} until {until}. Wait for that owner to finish "
-        "or for the lease to expire, then retry."
+        f"Run {run_id!r} is leased by {holder!r} until {until}, and that owner is alive as "
+        "far as can be told (a dead owner on this host, or whose database session ended, "
+        "is taken over at once). Wait for it to finish (Flow(lease_wait=...) retries for "
+        "you), or retry after the expiry if it is stuck."
     )
 
 
 def lease_lost(run_id: str, owner: str, run: RunRecord | None) -> LeaseLostError:
     holder = run.lease_owner if run is not None else None
     return LeaseLostError(
-        f"Owner {owner!r} no longer holds the lease on run {run_id!r} "
-        f"(held by {holder!r} now). Stop writing to this run; another process took it over."
+        f"Owner {owner!r} does not hold the lease on run {run_id!r} (held by {holder!r} "
+        "now); nothing was written. Stop writing to this run: another process took it "
+        "over. Claim it again (resume) to continue from its latest checkpoint."
     )
 
 
@@ -151,9 +162,12 @@ def run_exists(run_id: str) -> RunExistsError:
 
 
 def acquire(run: RunRecord, owner: str, ttl: float, at: float) -> RunRecord:
-    """The run after ``owner`` takes or extends its lease (raises if someone else holds it)."""
+    """The run after ``owner`` takes or extends its lease (raises if someone else holds it).
+
+    The lease can be taken when it is free, expired, already ``owner``'s, or held by an
+    owner known to be dead (:func:`~flowkit.persistence._owner.owner_is_dead`)."""
     check_ttl(ttl)
-    if lease_blocks(run, owner, at):
+    if lease_blocks(run, owner, at) and not owner_is_dead(run.lease_owner):
         raise run_locked(run.run_id, run.lease_owner, run.lease_expires_at)
     return run.replace(lease_owner=owner, lease_expires_at=utc_from_timestamp(at + ttl))
 

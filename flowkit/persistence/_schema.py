@@ -145,6 +145,11 @@ ACQUIRE_LEASE = (
     "WHERE run_id = :run_id AND (lease_owner IS NULL OR lease_owner = :owner "
     f"OR lease_expires_at <= :now) RETURNING {RUN_COLUMNS}"
 )
+# Takeover from a dead holder: compare-and-set on the holder that was read and judged dead.
+TAKE_OVER_LEASE = (
+    "UPDATE flowkit_runs SET lease_owner = :owner, lease_expires_at = :expires "
+    f"WHERE run_id = :run_id AND lease_owner = :holder RETURNING {RUN_COLUMNS}"
+)
 RENEW_LEASE = (
     "UPDATE flowkit_runs SET lease_expires_at = :expires "
     "WHERE run_id = :run_id AND lease_owner = :owner RETURNING run_id"
@@ -190,10 +195,10 @@ def save_run_sql(*, may_create: bool, check_seq: bool, check_lease: bool) -> str
     if check_seq:
         guards.append("flowkit_runs.last_seq = :expected_seq")
     if check_lease:
-        guards.append(
-            "(flowkit_runs.lease_owner IS NULL OR flowkit_runs.lease_owner = :lease_owner "
-            "OR flowkit_runs.lease_expires_at <= :now)"
-        )
+        # Fencing: a writer that names an owner appends only while the lease is its own.
+        # A free or expired lease does not admit it (a paused owner thawed after a
+        # takeover must never append); an expired lease nobody took is still its own.
+        guards.append("flowkit_runs.lease_owner = :lease_owner")
     # Only last_seq and updated_at: assigning an indexed column rewrites its index entry
     # even with an unchanged value. status and flow_name come back and are set by
     # SET_RUN_STATUS in the rare case they differ.

@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from flowkit._sync import may_block
 from flowkit.exceptions import PersistenceError
@@ -41,10 +42,14 @@ from flowkit.persistence._sql_drive import (
     queue_sqlite,
     submit_sqlite,
 )
+from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
 from flowkit.persistence._sql_url import sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
+
+# (owner, run_id) of a lease an operation takes or gives back (PostgreSQL liveness).
+LeaseRef = tuple[str, str]
 
 
 class Database:
@@ -71,6 +76,8 @@ class Database:
         self._direct_lock = threading.Lock()
         # (run_id) -> (seq, blob hashes) of the last checkpoint this process wrote.
         self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
+        # PostgreSQL: the session whose advisory locks say our lease owners are alive.
+        self.liveness: SessionLiveness | None = None
 
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)
@@ -129,6 +136,8 @@ class Database:
                 await self._close_engine(engine)
                 raise
         self.engine = engine
+        if self.dialect == "postgresql":
+            self.liveness = SessionLiveness(self._create_liveness_engine)
 
     async def _run_schema(self, op: Op[T], write: bool) -> T:
         if self.dialect == "sqlite":
@@ -150,6 +159,12 @@ class Database:
                 engine.sync_engine, "connect", functools.partial(sqlite_pragmas, in_memory)
             )
         return engine
+
+    def _create_liveness_engine(self) -> AsyncEngine:
+        # Its own unpooled connection: the liveness session does not take a slot of the
+        # pool the operations use, and closing it really ends the session.
+        connect_args = self.engine_kwargs.get("connect_args", {})
+        return create_async_engine(self.url, poolclass=NullPool, connect_args=connect_args)
 
     async def _run_sqlite(self, op: Op[T], *, write: bool) -> T:
         driver = self._sqlite_driver
@@ -178,20 +193,53 @@ class Database:
                 return None
             return queue_sqlite(direct[0], op, write)
 
-    async def execute(self, op: Op[T], *, write: bool, empty: Any = None) -> T:
-        """Run ``op``; a read of a database without flowkit's tables answers ``empty``."""
+    async def execute(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        takes: LeaseRef | None = None,
+        gives: LeaseRef | None = None,
+        empty: Any = None,
+    ) -> T:
+        """Run ``op`` in one transaction; a read of a database without flowkit's tables
+        answers ``empty``. On PostgreSQL, ``takes`` (a lease the operation may grant) is
+        backed by the owner's liveness lock before the transaction commits, and undone if
+        it fails; ``gives`` (a lease it gives back) is unlocked after it commits."""
         if not await self._start(write=write):
             op.close()
             return empty  # type: ignore[no-any-return]
         if self.dialect == "sqlite":
             return await self._run_sqlite(op, write=write)
         assert self.engine is not None
-        async with self.engine.begin() as connection:
-            return await drive_async(connection, op)
+        liveness = self.liveness
+        if liveness is None or (takes is None and gives is None):
+            async with self.engine.begin() as connection:
+                return await drive_async(connection, op)
+        # The owner's liveness lock is taken alongside the transaction and awaited before
+        # it commits: no claimant can see the lease before it is backed.
+        hold = None if takes is None else asyncio.ensure_future(liveness.hold(*takes))
+        try:
+            async with self.engine.begin() as connection:
+                result = await drive_async(connection, op)
+                if hold is not None:
+                    await hold
+        except BaseException:
+            if hold is not None and takes is not None:
+                fresh = await asyncio.gather(hold, return_exceptions=True)
+                if fresh[0] is True:
+                    liveness.drop(*takes)
+            raise
+        if gives is not None:
+            liveness.drop(*gives)
+        return result
 
     async def dispose(self) -> None:
         engine, self.engine = self.engine, None
         self._schema_ready = False
+        liveness, self.liveness = self.liveness, None
+        if liveness is not None:
+            await liveness.close()
         if engine is not None:
             await self._close_engine(engine)
 
@@ -205,7 +253,16 @@ class Database:
 
     # -- from any thread -----------------------------------------------------------
 
-    def call(self, op: Op[T], *, write: bool, what: str, empty: Any = None) -> T:
+    def call(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        what: str,
+        takes: LeaseRef | None = None,
+        gives: LeaseRef | None = None,
+        empty: Any = None,
+    ) -> T:
         try:
             if self.dialect == "sqlite":
                 # A started SQLite database: straight to aiosqlite's worker and back (the
@@ -213,11 +270,22 @@ class Database:
                 wait = self._put_direct_blocking(op, write)
                 if wait is not None:
                     return wait()
-            return self.portal.run(self.execute(op, write=write, empty=empty))
+            return self.portal.run(
+                self.execute(op, write=write, takes=takes, gives=gives, empty=empty)
+            )
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
 
-    async def acall(self, op: Op[T], *, write: bool, what: str, empty: Any = None) -> T:
+    async def acall(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        what: str,
+        takes: LeaseRef | None = None,
+        gives: LeaseRef | None = None,
+        empty: Any = None,
+    ) -> T:
         try:
             if self.dialect == "sqlite":
                 # aiosqlite resolves futures on whichever loop created them, and the whole
@@ -242,7 +310,9 @@ class Database:
                         future = self._submit_direct(op, write)
                     if future is not None:
                         return await future
-            return await self.portal.arun(self.execute(op, write=write, empty=empty))
+            return await self.portal.arun(
+                self.execute(op, write=write, takes=takes, gives=gives, empty=empty)
+            )
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from flowkit.exceptions import CorruptRunError, PersistenceError
 from flowkit.persistence import _rules, _schema
 from flowkit.persistence._encoding import EncodedState, corrupt, decode_object
+from flowkit.persistence._owner import owner_is_dead, parse_owner, this_host
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 from flowkit.persistence._rows import (
     blob_refs,
@@ -24,6 +26,7 @@ from flowkit.persistence._rows import (
     checkpoint_from_row,
     run_from_row,
 )
+from flowkit.persistence._sql_liveness import TRY_XACT_LOCK, liveness_key
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -199,6 +202,7 @@ def _append(
 
 
 def begin_run(
+    dialect: str,
     run_id: str,
     flow_name: str,
     *,
@@ -241,7 +245,9 @@ def begin_run(
     )
     _rules.check_flow(run, flow_name)
     if owner is not None:
-        run = yield from acquire_lease(run_id, owner, _rules.lease_ttl(ttl), at)
+        run = yield from acquire_lease(
+            dialect, run_id, owner, _rules.lease_ttl(ttl), at, operation="begin_run"
+        )
     saved = yield from save_checkpoint(
         run_id,
         method_name,
@@ -445,19 +451,60 @@ def prune(dialect: str, run_id: str, keep_last: int) -> Op[int]:
 # -- leases --------------------------------------------------------------------------
 
 
-def acquire_lease(run_id: str, owner: str, ttl: float, at: float) -> Op[RunRecord]:
+def acquire_lease(
+    dialect: str,
+    run_id: str,
+    owner: str,
+    ttl: float,
+    at: float,
+    *,
+    operation: str = "acquire_lease",
+) -> Op[RunRecord]:
+    """Take the lease when it is free, expired or ours (one statement), else when its
+    holder is dead: read the holder, decide in Python, then compare-and-set on it."""
     _rules.check_ttl(ttl)
-    rows = yield Stmt(
-        _schema.ACQUIRE_LEASE,
-        {"run_id": run_id, "owner": owner, "expires": at + ttl, "now": at},
-    )
+    params = {"run_id": run_id, "owner": owner, "expires": at + ttl, "now": at}
+    rows = yield Stmt(_schema.ACQUIRE_LEASE, params)
     if rows:
         return run_from_row(rows[0])
     rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
     if not rows:
-        raise _rules.run_not_found(run_id, "acquire_lease")
+        raise _rules.run_not_found(run_id, operation)
     run = run_from_row(rows[0])
+    holder = run.lease_owner
+    if holder is not None and (yield from holder_is_dead(dialect, holder)):
+        rows = yield Stmt(_schema.TAKE_OVER_LEASE, {**params, "holder": holder})
+        if rows:
+            return run_from_row(rows[0])
+        # Someone else took it over first.
+        rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+        run = run_from_row(rows[0])
     raise _rules.run_locked(run_id, run.lease_owner, run.lease_expires_at)
+
+
+def holder_is_dead(dialect: str, holder: str) -> Op[bool]:
+    """Whether the lease holder is known to be gone: its process on this host is, or (on
+    PostgreSQL) no database session holds its liveness key any more."""
+    if owner_is_dead(holder):
+        return True
+    parsed = parse_owner(holder)
+    if dialect != "postgresql" or (
+        parsed is not None and parsed.host == this_host() and parsed.pid == os.getpid()
+    ):
+        # Our own process is alive; its keys are held by our liveness session.
+        return False
+    rows = yield Stmt(TRY_XACT_LOCK, {"key": liveness_key(holder)})
+    return bool(rows and rows[0][0])
+
+
+def claim_run(
+    dialect: str, run_id: str, owner: str, ttl: float, at: float
+) -> Op[tuple[RunRecord, Checkpoint | None]]:
+    """Take the lease, then read the latest checkpoint in the same transaction: no writer
+    can append between the two (saves need the lease, and the run row is ours)."""
+    run = yield from acquire_lease(dialect, run_id, owner, ttl, at, operation="claim_run")
+    checkpoint = yield from load_checkpoint(dialect, run_id, None)
+    return run, checkpoint
 
 
 def renew_lease(run_id: str, owner: str, ttl: float, at: float) -> Op[None]:

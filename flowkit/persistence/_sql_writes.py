@@ -20,7 +20,7 @@ from flowkit.persistence._encoding import (
     inflate_state,
 )
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
-from flowkit.persistence._sql_database import Database
+from flowkit.persistence._sql_database import Database, LeaseRef
 from flowkit.persistence._sql_ops import Op
 
 T = TypeVar("T")
@@ -35,9 +35,25 @@ class CheckpointWrites:
 
         def _database(self) -> Database: ...
 
-        def _call(self, op: Op[T], *, write: bool, what: str) -> T: ...
+        def _call(
+            self,
+            op: Op[T],
+            *,
+            write: bool,
+            what: str,
+            takes: LeaseRef | None = None,
+            gives: LeaseRef | None = None,
+        ) -> T: ...
 
-        async def _acall(self, op: Op[T], *, write: bool, what: str) -> T: ...
+        async def _acall(
+            self,
+            op: Op[T],
+            *,
+            write: bool,
+            what: str,
+            takes: LeaseRef | None = None,
+            gives: LeaseRef | None = None,
+        ) -> T: ...
 
     def _save_op(
         self,
@@ -176,6 +192,7 @@ class CheckpointWrites:
             _rules.lease_ttl(ttl)
         database = self._database()
         op = _sql_ops.begin_run(
+            database.dialect,
             run_id,
             flow_name,
             owner=owner,
@@ -226,7 +243,8 @@ class CheckpointWrites:
             meta=meta,
             expected_seq=expected_seq,
         )
-        return finish(self._call(op, write=True, what=f"begin_run({run_id!r})"))
+        lease = None if owner is None else (owner, run_id)
+        return finish(self._call(op, write=True, what=f"begin_run({run_id!r})", takes=lease))
 
     async def abegin_run(
         self,
@@ -254,7 +272,9 @@ class CheckpointWrites:
             meta=meta,
             expected_seq=expected_seq,
         )
-        return finish(await self._acall(op, write=True, what=f"begin_run({run_id!r})"))
+        lease = None if owner is None else (owner, run_id)
+        what = f"begin_run({run_id!r})"
+        return finish(await self._acall(op, write=True, what=what, takes=lease))
 
     def end_run(
         self,
@@ -278,7 +298,8 @@ class CheckpointWrites:
             lease_owner=owner,
             release=True,
         )
-        return finish(self._call(op, write=True, what=f"end_run({run_id!r})"))
+        lease = None if owner is None else (owner, run_id)
+        return finish(self._call(op, write=True, what=f"end_run({run_id!r})", gives=lease))
 
     async def aend_run(
         self,
@@ -302,4 +323,6 @@ class CheckpointWrites:
             lease_owner=owner,
             release=True,
         )
-        return finish(await self._acall(op, write=True, what=f"end_run({run_id!r})"))
+        lease = None if owner is None else (owner, run_id)
+        what = f"end_run({run_id!r})"
+        return finish(await self._acall(op, write=True, what=what, gives=lease))

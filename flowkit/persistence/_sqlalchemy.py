@@ -21,7 +21,12 @@ from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import dumps
 from flowkit.persistence._paths import default_db_path
 from flowkit.persistence._records import Checkpoint, RunRecord
-from flowkit.persistence._sql_database import Database, acquire_database, release_database
+from flowkit.persistence._sql_database import (
+    Database,
+    LeaseRef,
+    acquire_database,
+    release_database,
+)
 from flowkit.persistence._sql_ops import Op
 from flowkit.persistence._sql_url import normalise_url
 from flowkit.persistence._sql_writes import CheckpointWrites
@@ -68,6 +73,9 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
 
+    def _dialect(self) -> str:
+        return self.url.get_backend_name()
+
     def _database(self) -> Database:
         handle = self._database_handle
         if handle is None:
@@ -77,13 +85,35 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
                 handle = self._database_handle
         return handle
 
-    def _call(self, op: Op[T], *, write: bool, what: str, empty: Any = None) -> T:
+    def _call(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        what: str,
+        takes: LeaseRef | None = None,
+        gives: LeaseRef | None = None,
+        empty: Any = None,
+    ) -> T:
         """Run ``op``; a read (``write=False``) never writes, and answers ``empty`` when
         the database has no flowkit tables (or, for SQLite, the file does not exist)."""
-        return self._database().call(op, write=write, what=what, empty=empty)
+        return self._database().call(
+            op, write=write, what=what, takes=takes, gives=gives, empty=empty
+        )
 
-    async def _acall(self, op: Op[T], *, write: bool, what: str, empty: Any = None) -> T:
-        return await self._database().acall(op, write=write, what=what, empty=empty)
+    async def _acall(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        what: str,
+        takes: LeaseRef | None = None,
+        gives: LeaseRef | None = None,
+        empty: Any = None,
+    ) -> T:
+        return await self._database().acall(
+            op, write=write, what=what, takes=takes, gives=gives, empty=empty
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -303,12 +333,25 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     # -- leases --------------------------------------------------------------------
 
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
-        op = _sql_ops.acquire_lease(run_id, owner, ttl, _rules.now())
-        return self._call(op, write=True, what=f"acquire_lease({run_id!r})")
+        op = _sql_ops.acquire_lease(self._dialect(), run_id, owner, ttl, _rules.now())
+        what = f"acquire_lease({run_id!r})"
+        return self._call(op, write=True, what=what, takes=(owner, run_id))
 
     async def aacquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
-        op = _sql_ops.acquire_lease(run_id, owner, ttl, _rules.now())
-        return await self._acall(op, write=True, what=f"acquire_lease({run_id!r})")
+        op = _sql_ops.acquire_lease(self._dialect(), run_id, owner, ttl, _rules.now())
+        what = f"acquire_lease({run_id!r})"
+        return await self._acall(op, write=True, what=what, takes=(owner, run_id))
+
+    def claim_run(self, run_id: str, owner: str, ttl: float) -> tuple[RunRecord, Checkpoint | None]:
+        op = _sql_ops.claim_run(self._dialect(), run_id, owner, ttl, _rules.now())
+        return self._call(op, write=True, what=f"claim_run({run_id!r})", takes=(owner, run_id))
+
+    async def aclaim_run(
+        self, run_id: str, owner: str, ttl: float
+    ) -> tuple[RunRecord, Checkpoint | None]:
+        op = _sql_ops.claim_run(self._dialect(), run_id, owner, ttl, _rules.now())
+        what = f"claim_run({run_id!r})"
+        return await self._acall(op, write=True, what=what, takes=(owner, run_id))
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         op = _sql_ops.renew_lease(run_id, owner, ttl, _rules.now())
@@ -320,11 +363,12 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
     def release_lease(self, run_id: str, owner: str) -> None:
         op = _sql_ops.release_lease(run_id, owner)
-        self._call(op, write=True, what=f"release_lease({run_id!r})")
+        self._call(op, write=True, what=f"release_lease({run_id!r})", gives=(owner, run_id))
 
     async def arelease_lease(self, run_id: str, owner: str) -> None:
         op = _sql_ops.release_lease(run_id, owner)
-        await self._acall(op, write=True, what=f"release_lease({run_id!r})")
+        what = f"release_lease({run_id!r})"
+        await self._acall(op, write=True, what=what, gives=(owner, run_id))
 
 
 def _noop() -> Op[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -232,3 +233,79 @@ class Looping(Flow[Laps], name="looping"):
     @listen("done")
     def finish(self) -> int:
         return self.state.laps
+
+
+def log_effect(line: str) -> None:
+    """An external side effect: one fsync'd line in ``$FLOWKIT_TEST_EFFECTS``."""
+    path = os.environ.get("FLOWKIT_TEST_EFFECTS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class Baton(FlowState):
+    legs: list[str] = []
+
+
+class Halted(Exception):
+    """Raised by Relay at ``Relay.halt_at`` to leave a run half-finished."""
+
+
+class Relay(Flow[Baton], name="relay"):
+    """r1 -> r2 -> r3 -> r4; each leg writes ``<run id> <leg> <pid>`` to the effect log
+    as it starts. ``halt_at`` (set in the process that creates the runs) makes that leg
+    fail before its side effect, so the run stops half way."""
+
+    halt_at: ClassVar[str | None] = None
+
+    def _leg(self, leg: str) -> None:
+        if self.halt_at == leg:
+            raise Halted(leg)
+        log_effect(f"{self.state.id} {leg} {os.getpid()}")
+        self.state.legs.append(leg)
+
+    @start()
+    def r1(self) -> None:
+        self._leg("r1")
+
+    @listen(r1)
+    def r2(self) -> None:
+        self._leg("r2")
+
+    @listen(r2)
+    def r3(self) -> None:
+        self._leg("r3")
+
+    @listen(r3)
+    def r4(self) -> list[str]:
+        self._leg("r4")
+        return self.state.legs
+
+
+class Slow(Flow[Baton], name="slow"):
+    """w1 -> w2 -> w3 -> w4; each leg logs its start (``log_step``), then sleeps
+    ``$FLOWKIT_TEST_LEG_SECONDS`` (default 0) before it finishes."""
+
+    def _leg(self, leg: str) -> None:
+        log_step(leg)
+        time.sleep(float(os.environ.get("FLOWKIT_TEST_LEG_SECONDS", "0")))
+        self.state.legs.append(leg)
+
+    @start()
+    def w1(self) -> None:
+        self._leg("w1")
+
+    @listen(w1)
+    def w2(self) -> None:
+        self._leg("w2")
+
+    @listen(w2)
+    def w3(self) -> None:
+        self._leg("w3")
+
+    @listen(w3)
+    def w4(self) -> list[str]:
+        self._leg("w4")
+        return self.state.legs

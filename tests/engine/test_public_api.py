@@ -15,6 +15,8 @@ def test_all_is_exactly_the_public_surface() -> None:
         "Flow",
         "FlowState",
         "FlowkitError",
+        "InputProvider",
+        "InputResponse",
         "Interrupted",
         "and_",
         "listen",

@@ -63,3 +63,21 @@ def test_corrupt_snapshot_names_run_and_seq() -> None:
         Scheduler.restore(
             Graphy._graph, {"pending": [{"id": 1, "method": "gone"}]}, run_id="r1", seq=4
         )
+
+
+def test_a_position_stored_before_waves_still_restores() -> None:
+    """Snapshots written before or_ waves (or_fired as a list, tasks without a wave)
+    restore: the fired or_ stays fired until a later label re-arms it."""
+    old = {
+        "pending": [{"id": 2, "method": "b", "trigger": None, "payload": None}],
+        "calls": {"a": 1, "b": 1, "either": 1},
+        "and": {"join": {"": [0]}},
+        "or_fired": ["either"],
+        "next_id": 4,
+    }
+    restored = Scheduler.restore(Graphy._graph, old)
+    join = restored.complete(2, None)
+    assert [t.method for t in join] == ["join"]
+    route = restored.complete(join[0].id, None)
+    again = restored.complete(route[0].id, "again")
+    assert [t.method for t in again] == ["either"]

@@ -1,0 +1,141 @@
+"""PostgreSQL session liveness: a lease owner is alive while its database session is.
+
+Every lease this process takes on PostgreSQL is backed by a session-level advisory lock
+on a key derived from the owner id (:func:`liveness_key`), taken on one connection the
+process keeps for that purpose (:class:`SessionLiveness`, one per database and process)
+*before* the lease is written, and given back once the lease is released. When the
+owner's process dies, or loses its connection, the server ends the session and releases
+the lock. A claimant that finds a lease held by someone else asks, inside its claim
+transaction, ``pg_try_advisory_xact_lock(key)``: if it gets the lock, no session holds
+the owner's key any more, so the owner can no longer write and the lease is taken over
+at once -- also when the owner ran on another machine. The transaction-level lock goes
+away with the claim's commit.
+
+Why a key per owner rather than per run: a claimant that takes over an expired lease
+from a live but stalled owner (SIGSTOP, a long GC pause) must be able to back its own
+lease at once, while the stalled owner's session still holds its key. Keys of different
+owners never conflict, so that is always possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+TRY_LOCK = "SELECT pg_try_advisory_lock(:key)"
+UNLOCK = "SELECT pg_advisory_unlock(:key)"
+# Asked by a claimant inside its transaction: true means no session holds the key.
+TRY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
+
+
+def liveness_key(owner: str) -> int:
+    """The advisory-lock key (a signed 64-bit integer) that stands for ``owner``."""
+    digest = hashlib.blake2b(owner.encode(), digest_size=8, person=b"flowkit-owner").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class SessionLiveness:
+    """The advisory locks this process holds for its lease owners, on one connection.
+
+    Used on the database's portal loop only. ``hold`` completes before a lease is
+    committed, ``drop`` is called once it is given back; an owner's key stays locked
+    while it holds at least one run through this database. Unlocking happens in the
+    background (session advisory locks stack, so an unlock that runs after the same
+    owner's next lock still leaves it held once).
+    """
+
+    def __init__(self, make_engine: Callable[[], AsyncEngine]) -> None:
+        self._make_engine = make_engine
+        self._engine: AsyncEngine | None = None
+        self._connection: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+        # owner -> (whether this session got the owner's key, run ids held)
+        self._held: dict[str, tuple[bool, set[str]]] = {}
+        self._unlocking: set[asyncio.Task[None]] = set()
+
+    async def _connect(self) -> AsyncConnection:
+        if self._connection is None:
+            if self._engine is None:
+                self._engine = self._make_engine()
+            connection = await self._engine.connect()
+            # No transaction is ever left open on it: the locks are session-level.
+            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return self._connection
+
+    def _add(self, owner: str, run_id: str) -> bool | None:
+        entry = self._held.get(owner)
+        if entry is None:
+            return None
+        if run_id in entry[1]:
+            return False
+        entry[1].add(run_id)
+        return True
+
+    async def hold(self, owner: str, run_id: str) -> bool:
+        """Back ``owner``'s lease on ``run_id`` with the owner's key; True if this call
+        recorded it (so a failed lease write undoes exactly that)."""
+        added = self._add(owner, run_id)
+        if added is not None:
+            return added
+        async with self._lock:
+            added = self._add(owner, run_id)  # another hold of this owner got here first
+            if added is not None:
+                return added
+            try:
+                connection = await self._connect()
+                result = await connection.execute(text(TRY_LOCK), {"key": liveness_key(owner)})
+                got = bool(result.scalar())
+            except DBAPIError:
+                # The session is gone, and with it every lock it held.
+                await self._forget_connection()
+                raise
+            # ``got`` is False only if another session holds the same key (the same
+            # owner id used by two processes): the owner then still looks alive.
+            self._held[owner] = (got, {run_id})
+            return True
+
+    def drop(self, owner: str, run_id: str) -> None:
+        """``owner`` gave ``run_id``'s lease back; unlock its key if that was its last."""
+        entry = self._held.get(owner)
+        if entry is None or run_id not in entry[1]:
+            return
+        entry[1].discard(run_id)
+        if entry[1]:
+            return
+        del self._held[owner]
+        if entry[0]:
+            task = asyncio.ensure_future(self._unlock(liveness_key(owner)))
+            self._unlocking.add(task)
+            task.add_done_callback(self._unlocking.discard)
+
+    async def _unlock(self, key: int) -> None:
+        async with self._lock:
+            if self._connection is None:
+                return  # the session ended: nothing is held any more
+            try:
+                await self._connection.execute(text(UNLOCK), {"key": key})
+            except DBAPIError:
+                await self._forget_connection()
+
+    async def _forget_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._held.clear()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def close(self) -> None:
+        """Close the connection: the server releases every lock it held."""
+        if self._unlocking:
+            await asyncio.gather(*self._unlocking, return_exceptions=True)
+        async with self._lock:
+            await self._forget_connection()
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.dispose()
