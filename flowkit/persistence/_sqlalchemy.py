@@ -38,9 +38,10 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     """Runs and checkpoints in a SQL database reached through SQLAlchemy's asyncio engine.
 
     ``url`` is an SQLite or PostgreSQL URL (``sqlite+aiosqlite:///runs.db``,
-    ``postgresql+asyncpg://user@host/db``; plain ``sqlite://`` / ``postgresql://`` pick
-    those drivers). Backends with the same URL share one engine and connection pool. The
-    tables are created on first use; nothing connects at construction::
+    ``postgresql+asyncpg://user@host/db``; plain ``sqlite://``, ``postgresql://`` and
+    ``postgres://`` pick those drivers). Backends with the same URL share one engine and
+    connection pool. The tables are created by the first write; reads never write (a
+    database without them reads as empty); nothing connects at construction::
 
         persistence = SQLAlchemyFlowPersistence("postgresql+asyncpg://app@db/flows")
         persistence.save_state("run-1", "start", {"id": "run-1"})
@@ -380,9 +381,10 @@ class SQLiteFlowPersistence(SQLAlchemyFlowPersistence):
     """The default backend: one SQLite file, safe for several processes at once.
 
     ``db_path=None`` uses :func:`~flowkit.persistence.default_db_path`
-    (``$FLOWKIT_DATA_DIR/flowkit.db`` or the per-user data folder); the folder is created
-    on first use. ``":memory:"`` keeps the database in this process. The file runs in WAL
-    mode with ``synchronous=FULL``: a saved checkpoint survives a crash or power loss::
+    (``$FLOWKIT_DATA_DIR/flowkit.db`` or the per-user data folder); the folder and file
+    are created by the first write. ``":memory:"`` keeps the database in this process.
+    The file runs in WAL mode with ``synchronous=FULL``: a saved checkpoint survives a
+    crash or power loss::
 
         persistence = SQLiteFlowPersistence("runs.db")
     """
