@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from flowkit.exceptions import CorruptRunError
 from flowkit.persistence import _rules
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import (
@@ -178,7 +179,11 @@ class FileFlowPersistence(FlowPersistence):
         runs = []
         for folder in folders:
             if folder.is_dir() and not folder.name.startswith("."):
-                run = read_run(Path(folder.path), folder.name)
+                try:
+                    run = read_run(Path(folder.path), folder.name)
+                except CorruptRunError as exc:  # one damaged run must not hide the others
+                    _rules.report_unreadable(exc)
+                    continue
                 if run is not None:
                     runs.append(run)
         return _rules.select_runs(

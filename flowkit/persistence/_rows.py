@@ -73,21 +73,58 @@ def corrupt_run(run_id: str, problem: str) -> CorruptRunError:
     )
 
 
+RUN_FIELDS = (
+    "run_id",
+    "flow_name",
+    "status",
+    "created_at",
+    "updated_at",
+    "last_seq",
+    "parent_run_id",
+    "parent_seq",
+    "fingerprint",
+    "info",
+    "lease_owner",
+    "lease_expires_at",
+)
+
+
 def run_from_row(row: Row) -> RunRecord:
     """A ``flowkit_runs`` row (``_schema.RUN_COLUMNS`` order) as a checked RunRecord."""
     run_id = row[0]
     if type(run_id) is not str:
         raise corrupt_run(repr(run_id), f"its run_id is {_short(run_id)}, not text")
+    if type(row[9]) is not str:
+        raise corrupt_run(run_id, f"its info is {_short(row[9])}, not JSON text")
+    return _checked_run(run_id, row, _run_info(row[9], run_id))
+
+
+def run_from_mapping(data: Any, run_id: str) -> RunRecord:
+    """A run record stored as a JSON object (``RUN_FIELDS``, ``info`` an object), checked
+    like a row; ``run_id`` names the run in errors."""
+    if type(data) is not dict:
+        raise corrupt_run(run_id, "its record is not a JSON object")
+    missing = [name for name in RUN_FIELDS if name not in data]
+    if missing:
+        raise corrupt_run(run_id, f"its record lacks {', '.join(missing)}")
+    if type(data["run_id"]) is not str:
+        raise corrupt_run(run_id, f"its run_id is {_short(data['run_id'])}, not text")
+    run_id = data["run_id"]  # the folder's name may be a hash of it
+    info = data["info"]
+    if type(info) is not dict:
+        raise corrupt_run(run_id, f"its info is {_short(info)}, not a JSON object")
+    return _checked_run(run_id, tuple(data[name] for name in RUN_FIELDS), info)
+
+
+def _checked_run(run_id: str, row: Row, info: dict[str, Any]) -> RunRecord:
     try:
         status = _text(row[2], "status")
         if status not in RUN_STATUSES:
             raise _Bad("status", status, "one of " + ", ".join(sorted(RUN_STATUSES)))
         parent_seq = row[7]
         expires = row[11]
-        if type(row[9]) is not str:
-            raise _Bad("info", row[9], "JSON text")
         return RunRecord(
-            run_id=run_id,
+            run_id=row[0],
             flow_name=_optional_text(row[1], "flow_name"),
             status=status,  # type: ignore[arg-type]  # checked against RUN_STATUSES
             created_at=_time(row[3], "created_at"),
@@ -96,7 +133,7 @@ def run_from_row(row: Row) -> RunRecord:
             parent_run_id=_optional_text(row[6], "parent_run_id"),
             parent_seq=None if parent_seq is None else _whole(parent_seq, "parent_seq", 0),
             fingerprint=_optional_text(row[8], "fingerprint"),
-            info=_run_info(row[9], run_id),
+            info=info,
             lease_owner=_optional_text(row[10], "lease_owner"),
             lease_expires_at=None if expires is None else _time(expires, "lease_expires_at"),
         )
@@ -112,6 +149,15 @@ def _run_info(text: str, run_id: str) -> dict[str, Any]:
     if type(value) is not dict:
         raise corrupt_run(run_id, "its info is not a JSON object")
     return value
+
+
+def parse_run_json(text: str, run_id: str) -> RunRecord:
+    """A run record stored as JSON text (the file backend's run.json), checked."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise corrupt_run(run_id, f"its record is not valid JSON ({exc})") from None
+    return run_from_mapping(data, run_id)
 
 
 def checked_last_seq(run_id: str, value: Any) -> int:

@@ -361,3 +361,60 @@ def test_cli_fork_of_a_damaged_position_is_one_error_line(
     _, err = capsys.readouterr()
     assert code == 1
     assert "checkpoint 1 of run 'c1'" in err and err.count("\n") == 1
+
+
+# -- the file backend: run.json goes through the same validation step -------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        pytest.param({"status": "exploded"}, "status", id="status"),
+        pytest.param({"last_seq": "many"}, "last_seq", id="last_seq"),
+        pytest.param({"created_at": None}, "created_at", id="created_at"),
+        pytest.param({"info": [1]}, "info", id="info"),
+        pytest.param({"lease_owner": 5}, "lease_owner", id="lease_owner"),
+        pytest.param({"flow_name": None, "status": None}, "status", id="two-fields"),
+    ],
+)
+def test_file_backend_damaged_run_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, change: dict[str, Any], named: str
+) -> None:
+    """A FileFlowPersistence run.json with a wrong value is a CorruptRunError naming the
+    run and field, and list_runs skips and reports it."""
+    import json
+
+    from flowkit.persistence import FileFlowPersistence
+
+    backend = FileFlowPersistence(tmp_path)
+    try:
+        backend.save_state("r1", "a", {"id": "r1"})
+        backend.save_state("r2", "a", {"id": "r2"})
+        record = tmp_path / "runs" / "r1" / "run.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), **change}))
+        with pytest.raises(CorruptRunError, match=rf"'r1'.*{named}"):
+            backend.get_run("r1")
+        with caplog.at_level(logging.WARNING, logger="flowkit"):
+            assert [run.run_id for run in backend.list_runs()] == ["r2"]
+        assert "'r1'" in caplog.records[0].getMessage()
+    finally:
+        backend.close()
+
+
+def test_file_backend_run_record_missing_a_field(tmp_path: Path) -> None:
+    """A run.json lacking a field is a CorruptRunError naming the field."""
+    import json
+
+    from flowkit.persistence import FileFlowPersistence
+
+    backend = FileFlowPersistence(tmp_path)
+    try:
+        backend.save_state("r1", "a", {"id": "r1"})
+        record = tmp_path / "runs" / "r1" / "run.json"
+        data = json.loads(record.read_text())
+        del data["last_seq"]
+        record.write_text(json.dumps(data))
+        with pytest.raises(CorruptRunError, match=r"'r1'.*lacks last_seq"):
+            backend.get_run("r1")
+    finally:
+        backend.close()
