@@ -11,6 +11,9 @@ all files in WAL mode with ``synchronous=FULL``, so every commit is an fsync):
   commit each, on one open connection -- the floor for "a durable commit per step".
 * ``persist10-200k`` the same flows whose state also holds a 200 KB string that no
   step changes.
+* ``persist10-2000str`` the same 200 KB held as a list of 2,000 strings that no step
+  changes, against LangGraph with the same list and against flowkit with the same bytes
+  as one string (both flowkit flows in the same interleaved rounds).
 
 Every kickoff / invoke is a new run (a new flow object, a new thread id). Timings are
 per whole run.
@@ -39,6 +42,7 @@ from flowkit import Flow, FlowState, listen, persist, start
 
 STEPS = 10
 BIG = 200 * 1024
+ITEMS = 2000
 PEER = "langgraph+SqliteSaver"
 
 
@@ -60,6 +64,11 @@ class Counter(FlowState):
 
 class BigCounter(FlowState):
     blob: str = ""
+    counter: int = 0
+
+
+class ListCounter(FlowState):
+    items: list[str] = []
     counter: int = 0
 
 
@@ -86,6 +95,11 @@ class LGCounter(TypedDict):
 
 class LGBigCounter(TypedDict):
     blob: str
+    counter: int
+
+
+class LGListCounter(TypedDict):
+    items: list[str]
     counter: int
 
 
@@ -345,6 +359,53 @@ def bench_big(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) -> l
     ]
 
 
+def bench_list(folder: Path, have_peer: bool, backend_cls: Any, quick: bool) -> list[Row]:
+    """200 KB as 2,000 distinct strings in a list no step changes, vs LangGraph holding
+    the same list, and vs flowkit holding the same bytes as one string."""
+    size = BIG // ITEMS
+    items = [f"{i:06d}" + "x" * (size - 6) for i in range(ITEMS)]
+    joined = "".join(items)
+    contenders: dict[str, Any] = {}
+    closers: list[Any] = []
+    if backend_cls is not None:
+        backend = backend_cls(folder / "flowkit-list.db")
+        closers.append(backend.close)
+        list_flow = _persisted_flow(ListCounter, backend, "Persisted10List")
+        str_flow = _persisted_flow(BigCounter, backend, "Persisted10Str")
+        assert list_flow().kickoff({"items": items}) == STEPS
+        assert str_flow().kickoff({"blob": joined}) == STEPS
+        contenders["flowkit"] = lambda: list_flow().kickoff({"items": items})
+        contenders["flowkit_str"] = lambda: str_flow().kickoff({"blob": joined})
+    if have_peer:
+        graph, conn = _lg_graph(LGListCounter, folder / "langgraph-list.db")
+        closers.append(conn.close)
+        assert _lg_invoke(graph, {"items": items, "counter": 0})["counter"] == STEPS
+        contenders["peer"] = lambda: _lg_invoke(graph, {"items": items, "counter": 0})
+    try:
+        t = measure(contenders, batch=2, rounds=3 if quick else 15, warmup=1)
+    finally:
+        for close in closers:
+            close()
+    return [
+        Row(
+            f"persist{STEPS}-{ITEMS}str kickoff (sqlite)",
+            t.get("flowkit"),
+            t.get("peer"),
+            PEER if have_peer else "",
+            0.3 if have_peer else None,
+            f"a {ITEMS}-string list ({BIG // 1024} KB) that no step changes",
+        ),
+        Row(
+            f"persist{STEPS}-{ITEMS}str vs the same bytes as one string",
+            t.get("flowkit"),
+            t.get("flowkit_str"),
+            "flowkit, one 200 KB str",
+            1.2,
+            "both flowkit flows in the same interleaved rounds",
+        ),
+    ]
+
+
 def _db_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
@@ -358,8 +419,10 @@ def run(quick: bool = False) -> list[Row]:
         print("flowkit.persistence.SQLiteFlowPersistence is not available: raw/peer only")
     with tempfile.TemporaryDirectory(prefix="flowkit-bench-") as tmp:
         folder = Path(tmp)
-        return bench_small(folder, have_peer, backend_cls, quick) + bench_big(
-            folder, have_peer, backend_cls, quick
+        return (
+            bench_small(folder, have_peer, backend_cls, quick)
+            + bench_big(folder, have_peer, backend_cls, quick)
+            + bench_list(folder, have_peer, backend_cls, quick)
         )
 
 

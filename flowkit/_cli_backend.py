@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flowkit.persistence import FlowPersistence
 
-__all__ = ["DB_URL_ENV", "CliError", "describe_default", "open_backend"]
+__all__ = ["DB_URL_ENV", "CliError", "describe_default", "open_backend", "unreadable_runs"]
 
 DB_URL_ENV = "FLOWKIT_DB_URL"
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
@@ -141,11 +143,39 @@ def check_capabilities(backend: FlowPersistence, shown: str) -> None:
         )
 
 
+class _Unreadable(logging.Handler):
+    """Collects the runs ``list_runs`` skipped (see ``_rules.report_unreadable``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.errors: dict[str, Exception] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = getattr(record, "unreadable_run", None)
+        if error is not None:
+            self.errors.setdefault(error.run_id, error)
+
+
+@contextlib.contextmanager
+def unreadable_runs() -> Iterator[dict[str, Exception]]:
+    """While inside, the runs ``list_runs`` skips are collected (run id -> error); the
+    command prints them itself (with a handler in place, logging's last-resort printer
+    stays quiet)."""
+    logger = logging.getLogger("flowkit")
+    handler = _Unreadable()
+    logger.addHandler(handler)
+    try:
+        yield handler.errors
+    finally:
+        logger.removeHandler(handler)
+
+
 def probe(backend: FlowPersistence, shown: str) -> None:
     """Read once so that a broken database is reported as such, not as a missing run."""
     check_capabilities(backend, shown)
     try:
-        backend.list_runs(limit=1)
+        with unreadable_runs():  # a damaged run is reported by `runs`, not by every command
+            backend.list_runs(limit=1)
     except Exception as exc:
         raise CliError(
             f"cannot read the flowkit database at {shown}: {type(exc).__name__}: "

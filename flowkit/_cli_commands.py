@@ -9,7 +9,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from flowkit._cli_backend import CliError
+from flowkit._cli_backend import CliError, unreadable_runs
 from flowkit._cli_render import (
     checkpoint_json,
     checkpoint_summary,
@@ -58,17 +58,25 @@ def _print(text: str) -> None:
 # --- runs ---------------------------------------------------------------------------------
 
 
+# Exit code of `runs` when it listed what it could read but skipped damaged runs.
+UNREADABLE_EXIT = 3
+
+
 def cmd_runs(args: argparse.Namespace, backend: FlowPersistence) -> int:
-    runs = backend.list_runs(
-        flow_name=args.flow, status=args.status, limit=args.limit, offset=args.offset
-    )
+    with unreadable_runs() as unreadable:
+        runs = backend.list_runs(
+            flow_name=args.flow, status=args.status, limit=args.limit, offset=args.offset
+        )
+    for run_id, error in unreadable.items():
+        sys.stderr.write(f"flowkit runs: skipped unreadable run {run_id!r}: {error}\n")
+    code = UNREADABLE_EXIT if unreadable else 0
     leases = _leases(backend)
     if args.json:
         _print(dump_json([record_json(run, leases=leases) for run in runs]))
-        return 0
+        return code
     if not runs:
         _print("no runs" + (" match these filters" if args.flow or args.status else ""))
-        return 0
+        return code
     rows = [
         [
             run.run_id,
@@ -81,9 +89,9 @@ def cmd_runs(args: argparse.Namespace, backend: FlowPersistence) -> int:
         for run in runs
     ]
     _print(table(["RUN ID", "FLOW", "STATUS", "LAST SEQ", "UPDATED (UTC)", "PARENT"], rows))
-    if len(runs) == args.limit:
+    if len(runs) + len(unreadable) == args.limit:
         _print(f"(first {args.limit} from offset {args.offset}; see more with --offset)")
-    return 0
+    return code
 
 
 # --- show ---------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ import json
 from typing import Any
 
 from flowkit._codec_decode import decode_value
-from flowkit._codec_encode import encode_value
+from flowkit._codec_encode import encode_top
 from flowkit._codec_walk import HOW_TO_RECOVER, TAG_KEY, Problem, checkpoint_name
 from flowkit._secrets import SecretCipher
 from flowkit.exceptions import CorruptCheckpointError, UnserializableStateError
@@ -83,7 +83,7 @@ def encode(value: Any, *, path: str = "state", cipher: SecretCipher | None = Non
         SecretKeyError: a secret value is found and ``cipher`` is ``None``.
     """
     try:
-        return encode_value(value, cipher)
+        return encode_top(value, cipher)
     except Problem as problem:
         raise problem.to_error(path + "".join(reversed(problem.segments))) from None
     except RecursionError:

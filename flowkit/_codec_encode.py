@@ -34,6 +34,7 @@ from flowkit._codec_walk import (
     type_name,
 )
 from flowkit._secrets import SecretCipher
+from flowkit._unchanged import MIN_ITEMS, UnchangedCache, fresh_copy, snapshot, unchanged
 
 _NoneType = type(None)
 # Values that are already JSON and need no work; checked by exact type, so that
@@ -215,3 +216,53 @@ _EXACT_ENCODERS: dict[type, Callable[[Any, SecretCipher | None], Any]] = {
     set: lambda v, c: _encode_members("set", v, c),
     frozenset: lambda v, c: _encode_members("frozenset", v, c),
 }
+
+
+# -- the top of a state: big fields that did not change are not walked again -----------
+
+_fields: UnchangedCache[None] = UnchangedCache()
+
+
+def encode_top(value: Any, cipher: SecretCipher | None) -> Any:
+    """:func:`encode_value`, except that a big list or dict field of a top-level dict that
+    is exactly as it was when last encoded (see :mod:`flowkit._unchanged`) is copied
+    from its snapshot instead of walked again. The output is the same either way."""
+    if type(value) is not dict:
+        return encode_value(value, cipher)
+    for item in value.values():
+        kind = type(item)
+        if (kind is list or kind is dict) and len(item) >= MIN_ITEMS:
+            break
+    else:  # nothing big: the plain walk
+        return encode_value(value, cipher)
+    if not all(type(key) is str for key in value):
+        return encode_value(value, cipher)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        try:
+            kind = type(item)
+            if kind in _ENCODE_LEAVES:
+                out[key] = item
+            elif (kind is list or kind is dict) and len(item) >= MIN_ITEMS:
+                out[key] = _encode_field(key, item, cipher)
+            else:
+                out[key] = encode_value(item, cipher)
+        except Problem as problem:
+            problem.segments.append(key_segment(key))
+            raise
+    if TAG_KEY in out:
+        return {TAG_KEY: "dict", "v": out}
+    return out
+
+
+def _encode_field(key: str, value: Any, cipher: SecretCipher | None) -> Any:
+    hit = _fields.get(key, value)
+    if hit is not None:
+        return fresh_copy(hit[0])
+    encoded = encode_value(value, cipher)
+    snap = snapshot(value)
+    # Only values the walk left as they were (plain JSON: no tags, no secrets), so the
+    # copy of the snapshot is exactly what the walk returns.
+    if snap is not None and unchanged(encoded, snap):
+        _fields.put(key, snap, None)
+    return encoded

@@ -22,6 +22,7 @@ from ._runner import Runner
 from ._scheduler import Scheduler
 from .exceptions import (
     ConcurrentUpdateError,
+    CorruptCheckpointError,
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
@@ -153,6 +154,14 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
     state = dict(cp.state)
     state["id"] = child
     meta = dict(cp.meta)
+    position = meta.get("position") or {}
+    if not isinstance(position, dict):
+        raise CorruptCheckpointError(
+            f"cannot fork: checkpoint {seq} of run {run_id!r} stores an execution position "
+            f"that is not an object ({position!r:.60}); fork another checkpoint.",
+            run_id=run_id,
+            seq=seq,
+        )
     summary = PositionSummary.read(meta)
     if summary is None:
         status = "completed"

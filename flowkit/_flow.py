@@ -13,7 +13,12 @@ from ._flow_tools import FlowTools
 from ._graph import FlowGraph, build_graph
 from ._interrupt import CallContext, InterruptSignal, current_call
 from ._log import INFO, LOG, log_event
-from .exceptions import FlowConfigurationError, FlowUsageError, StateAssignmentError
+from .exceptions import (
+    FlowConfigurationError,
+    FlowUsageError,
+    InvalidArgumentError,
+    StateAssignmentError,
+)
 
 if typing.TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -140,18 +145,28 @@ class Flow(FlowTools, Generic[T]):
                     f"{cls.__qualname__}(persistence={persistence!r}): pass an instance of a "
                     "flowkit.persistence.FlowPersistence subclass."
                 )
-        if not isinstance(max_method_calls, int) or max_method_calls < 1:
+        if not isinstance(max_method_calls, int) or isinstance(max_method_calls, bool):
             raise FlowConfigurationError(
-                f"{cls.__qualname__}(max_method_calls={max_method_calls!r}): use a positive int."
+                f"{cls.__qualname__}(max_method_calls={max_method_calls!r}): use an int >= 1."
             )
-        if lease_ttl <= 0:
-            raise FlowConfigurationError(
+        if max_method_calls < 1:
+            raise InvalidArgumentError(
+                f"{cls.__qualname__}(max_method_calls={max_method_calls!r}): use an int >= 1 "
+                "(how many times one method may run in a kickoff)."
+            )
+        for name, seconds in (("lease_ttl", lease_ttl), ("lease_wait", lease_wait)):
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+                raise FlowConfigurationError(
+                    f"{cls.__qualname__}({name}={seconds!r}): use a number of seconds."
+                )
+        if not lease_ttl > 0:
+            raise InvalidArgumentError(
                 f"{cls.__qualname__}(lease_ttl={lease_ttl!r}): use a positive number of seconds."
             )
         self._persistence = persistence
         self.max_method_calls = max_method_calls
-        if lease_wait < 0:
-            raise FlowConfigurationError(
+        if not lease_wait >= 0:
+            raise InvalidArgumentError(
                 f"{cls.__qualname__}(lease_wait={lease_wait!r}): use 0 (refuse at once) or "
                 "a positive number of seconds to wait for another writer."
             )

@@ -51,7 +51,8 @@ _EPILOG = (
     "flow class named on the command line (resume, fork, edit, plot), else $FLOWKIT_DB_URL "
     "if set, else the default SQLite file (in $FLOWKIT_DATA_DIR or the per-user data "
     "folder). "
-    "Exit codes: 0 ok, 1 error, 2 usage."
+    "Exit codes: 0 ok, 1 error (damaged stored data included: one line, no traceback), "
+    "2 usage, 3 `runs` skipped damaged runs."
 )
 
 
@@ -164,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "list runs, newest first",
         "List runs, most recently updated first. A running run nobody executes any more "
         "(its process on this host died, or its lease expired) is shown as 'running "
-        "(stale: resumable)'.",
+        "(stale: resumable)'. A run whose stored record is damaged is skipped with one "
+        "line on stderr naming it, and the exit code is 3.",
     )
     runs.add_argument("--flow", metavar="NAME", help="only runs of this flow name")
     runs.add_argument("--status", choices=STATUSES, help="only runs with this status")

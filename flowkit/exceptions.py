@@ -8,6 +8,8 @@ know flowkit::
     ├── FlowDefinitionError(TypeError, ValueError)  a flow class is wired wrongly (at class
     │                                         creation; ValueError too, as CrewAI raises)
     ├── FlowConfigurationError(TypeError)     bad arguments to Flow(...) / @persist / a backend
+    ├── InvalidArgumentError(ValueError)      an argument's value is out of range
+    │                                         (keep_last=0, lease_ttl<=0, limit=-1, ...)
     ├── StateError
     │   ├── StateValidationError(ValueError)      kickoff inputs do not fit the state model
     │   ├── StateAssignmentError(AttributeError)  ``self.state = ...``
@@ -20,6 +22,7 @@ know flowkit::
     ├── PersistenceError(RuntimeError)
     │   ├── UnsupportedOperationError(NotImplementedError)  the backend lacks an optional method
     │   ├── CorruptCheckpointError(ValueError)    a stored checkpoint cannot be read back
+    │   ├── CorruptRunError(ValueError)           a stored run record cannot be read back
     │   ├── RunNotFoundError(LookupError)         no run / checkpoint with that id
     │   ├── RunExistsError(ValueError)            creating a run whose id is taken
     │   ├── ConcurrentUpdateError(RuntimeError)   compare-and-set on ``seq`` failed
@@ -39,11 +42,13 @@ from __future__ import annotations
 __all__ = [
     "ConcurrentUpdateError",
     "CorruptCheckpointError",
+    "CorruptRunError",
     "DefinitionChangedError",
     "FlowConfigurationError",
     "FlowDefinitionError",
     "FlowUsageError",
     "FlowkitError",
+    "InvalidArgumentError",
     "LeaseLostError",
     "MethodCallLimitError",
     "MigrationError",
@@ -75,6 +80,12 @@ class FlowDefinitionError(FlowkitError, TypeError, ValueError):
 
 class FlowConfigurationError(FlowkitError, TypeError):
     """Bad arguments to ``Flow(...)``, ``@persist`` or a persistence backend."""
+
+
+class InvalidArgumentError(FlowkitError, ValueError):
+    """An argument has an acceptable type but a value outside what is accepted
+    (``prune(keep_last=0)``, ``Flow(lease_ttl=0)``, ``list_runs(limit=-1)``, ...); the
+    message names the argument and the values it takes."""
 
 
 class StateError(FlowkitError):
@@ -136,6 +147,15 @@ class CorruptCheckpointError(PersistenceError, ValueError):
         super().__init__(message)
         self.run_id = run_id
         self.seq = seq
+
+
+class CorruptRunError(PersistenceError, ValueError):
+    """A stored run record (status, timestamps, info, ...) cannot be read back; names the
+    run id. ``list_runs`` skips such runs and reports each through the ``flowkit`` logger."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class RunNotFoundError(PersistenceError, LookupError):

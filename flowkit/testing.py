@@ -43,7 +43,7 @@ import pytest
 from flowkit.exceptions import (
     ConcurrentUpdateError,
     CorruptCheckpointError,
-    FlowConfigurationError,
+    InvalidArgumentError,
     LeaseLostError,
     RunExistsError,
     RunLockedError,
@@ -485,7 +485,7 @@ class PersistenceContract:
         """update_run refuses a status outside running/completed/failed/interrupted."""
         _require(ops.persistence, "supports_runs")
         await ops.create_run(run_id, flow_name)
-        with pytest.raises(FlowConfigurationError, match="paused"):
+        with pytest.raises(InvalidArgumentError, match="paused"):
             await ops.update_run(run_id, status="paused")
 
     async def test_run_info_is_a_copy(self, ops: Flavoured, run_id: str, flow_name: str) -> None:
@@ -624,7 +624,7 @@ class PersistenceContract:
         """prune refuses keep_last < 1 (use delete_run to remove a whole run)."""
         _require(ops.persistence, "supports_runs")
         await ops.save_state(run_id, "a", _state(run_id))
-        with pytest.raises(FlowConfigurationError, match="keep_last"):
+        with pytest.raises(InvalidArgumentError, match="keep_last"):
             await ops.prune(run_id, keep_last=0)
         assert await ops.load_state(run_id) == _state(run_id)
 

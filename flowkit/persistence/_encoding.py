@@ -4,6 +4,9 @@ A top-level state field whose JSON is longer than :data:`BLOB_THRESHOLD` charact
 stored once per run under the SHA-256 of its JSON; the checkpoint's state JSON holds
 ``{"__flowkit_blob__": "<hash>"}`` in its place. A small value that happens to look like
 such a marker is stored as a blob too, so a marker in stored state is never user data.
+A big field of any type that is as it was at the last save is not encoded or hashed
+again: a ``str`` by identity (immutable), a list or dict by an exact comparison with a
+private snapshot (:mod:`flowkit._unchanged`), which sees any in-place mutation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flowkit._unchanged import MIN_ITEMS, UnchangedCache, snapshot
 from flowkit.exceptions import CorruptCheckpointError, UnserializableStateError
 
 BLOB_MARKER = "__flowkit_blob__"
@@ -114,6 +118,14 @@ def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedStat
             text = _encoder.encode({BLOB_MARKER: digest})
             parts.append(f"{_encoder.encode(key)}:{text}")
             continue
+        kind = type(value)
+        if (kind is list or kind is dict) and len(value) >= MIN_ITEMS:
+            text, big_digest = _big_field(key, value)
+            if big_digest is not None:
+                found[big_digest] = text
+                text = _encoder.encode({BLOB_MARKER: big_digest})
+            parts.append(f"{_encoder.encode(key)}:{text}")
+            continue
         text = dumps(value, what=f"state.{key}")
         if len(text) > BLOB_THRESHOLD or _is_marker(value):
             digest = hashlib.sha256(text.encode()).hexdigest()
@@ -121,6 +133,25 @@ def encode_state(state: Mapping[str, Any], *, blobs: bool = True) -> EncodedStat
             text = _encoder.encode({BLOB_MARKER: digest})
         parts.append(f"{_encoder.encode(key)}:{text}")
     return EncodedState("{" + ",".join(parts) + "}", found)
+
+
+# (JSON text, SHA-256 or None when it stays inline) of recent big list / dict fields.
+_big_fields: UnchangedCache[tuple[str, str | None]] = UnchangedCache()
+
+
+def _big_field(key: str, value: list[Any] | dict[str, Any]) -> tuple[str, str | None]:
+    """The JSON of a big container field and its digest if it is blob-sized; encoded
+    and hashed once while the field stays as it was (checked exactly, see
+    :mod:`flowkit._unchanged`)."""
+    hit = _big_fields.get(key, value)
+    if hit is not None:
+        return hit[1]
+    text = dumps(value, what=f"state.{key}")
+    digest = hashlib.sha256(text.encode()).hexdigest() if len(text) > BLOB_THRESHOLD else None
+    snap = snapshot(value)
+    if snap is not None:
+        _big_fields.put(key, snap, (text, digest))
+    return text, digest
 
 
 _FLAT = (type(None), bool, int, float)
@@ -184,9 +215,11 @@ def inflate_state(
             blob = fetch_blob(digest) if isinstance(digest, str) else None
             if blob is None:
                 raise corrupt(run_id, seq, f"the stored value of state.{key} is missing")
+            if type(blob) is not str:
+                raise corrupt(run_id, seq, f"the stored value of state.{key} is not JSON text")
             try:
                 state[key] = json.loads(blob)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise corrupt(run_id, seq, f"the stored value of state.{key} is not JSON") from exc
     return state
 

@@ -33,6 +33,7 @@ from flowkit.persistence._encoding import (
     inflate_state,
 )
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._rows import parse_run_json
 from flowkit.persistence._store import PendingCheckpoint
 
 _SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
@@ -110,25 +111,7 @@ def _run_to_json(run: RunRecord) -> str:
 
 
 def _run_from_json(text: str, run_id: str) -> RunRecord:
-    data = decode_object(text, run_id=run_id, seq=None, what="run record (run.json)")
-    try:
-        expires = data["lease_expires_at"]
-        return RunRecord(
-            run_id=data["run_id"],
-            flow_name=data["flow_name"],
-            status=data["status"],
-            created_at=utc_from_timestamp(data["created_at"]),
-            updated_at=utc_from_timestamp(data["updated_at"]),
-            last_seq=int(data["last_seq"]),
-            parent_run_id=data["parent_run_id"],
-            parent_seq=data["parent_seq"],
-            fingerprint=data["fingerprint"],
-            info=dict(data["info"]),
-            lease_owner=data["lease_owner"],
-            lease_expires_at=None if expires is None else utc_from_timestamp(expires),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise corrupt(run_id, None, f"run.json lacks a valid field ({exc})") from exc
+    return parse_run_json(text, run_id)  # the one validation step every stored run takes
 
 
 def run_folder(runs_dir: Path, run_id: str) -> Path:

@@ -3,6 +3,7 @@ and the error messages that go with them. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -10,7 +11,9 @@ from datetime import datetime
 
 from flowkit.exceptions import (
     ConcurrentUpdateError,
+    CorruptRunError,
     FlowConfigurationError,
+    InvalidArgumentError,
     LeaseLostError,
     RunExistsError,
     RunLockedError,
@@ -18,6 +21,8 @@ from flowkit.exceptions import (
 )
 from flowkit.persistence._owner import owner_is_dead
 from flowkit.persistence._records import RUN_STATUSES, RunRecord, RunStatus, utc_from_timestamp
+
+log = logging.getLogger("flowkit")
 
 _clock_lock = threading.Lock()
 _last_timestamp = 0.0
@@ -39,13 +44,13 @@ def now() -> float:
 def check_status(status: str) -> RunStatus:
     if status not in RUN_STATUSES:
         allowed = ", ".join(sorted(RUN_STATUSES))
-        raise FlowConfigurationError(f"Unknown run status {status!r}; use one of: {allowed}.")
+        raise InvalidArgumentError(f"Unknown run status {status!r}; use one of: {allowed}.")
     return status  # type: ignore[return-value]  # narrowed by the membership test
 
 
 def check_keep_last(keep_last: int) -> None:
     if keep_last < 1:
-        raise FlowConfigurationError(
+        raise InvalidArgumentError(
             f"prune(keep_last={keep_last}) would delete the latest checkpoint; "
             "keep_last must be at least 1 (use delete_run to remove a whole run)."
         )
@@ -53,7 +58,9 @@ def check_keep_last(keep_last: int) -> None:
 
 def check_ttl(ttl: float) -> None:
     if not ttl > 0:
-        raise FlowConfigurationError(f"A lease needs a positive ttl in seconds, got {ttl!r}.")
+        raise InvalidArgumentError(
+            f"A lease needs ttl > 0 (its seconds), got ttl={ttl!r}. Pass a positive number."
+        )
 
 
 def lease_ttl(ttl: float | None) -> float:
@@ -76,7 +83,7 @@ def check_flow(run: RunRecord, flow_name: str) -> None:
 
 def check_paging(limit: int, offset: int) -> None:
     if limit < 0 or offset < 0:
-        raise FlowConfigurationError(
+        raise InvalidArgumentError(
             f"list_runs needs limit >= 0 and offset >= 0, got limit={limit}, offset={offset}."
         )
 
@@ -195,3 +202,11 @@ def select_runs(
     ]
     chosen.sort(key=lambda run: (run.updated_at, run.run_id), reverse=True)
     return chosen[offset : offset + limit]
+
+
+def report_unreadable(error: CorruptRunError) -> None:
+    """``list_runs`` skips a run it cannot read and reports it here: a warning on the
+    ``flowkit`` logger whose record carries the error as ``unreadable_run``."""
+    log.warning(
+        "list_runs skipped run %r: %s", error.run_id, error, extra={"unreadable_run": error}
+    )

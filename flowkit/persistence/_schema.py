@@ -20,6 +20,17 @@ CREATE_VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS flowkit_schema_version (version INTEGER NOT NULL)"
 )
 
+
+def version_table_exists_sql(dialect: str) -> str:
+    """A read-only query: one row whose value is true when flowkit's tables exist."""
+    if dialect == "postgresql":  # the table on the connection's search_path
+        return "SELECT to_regclass('flowkit_schema_version') IS NOT NULL"
+    return (
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+        "AND name = 'flowkit_schema_version'"
+    )
+
+
 # The tables of a new database (the current version; older ones get MIGRATIONS).
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS flowkit_runs (

@@ -6,7 +6,8 @@ Operations are the statement generators of ``_sql_ops``. SQLite runs a whole ope
 inside aiosqlite's thread, one hop per operation: async callers queue it there straight
 from their own loop (aiosqlite resolves a future on the loop that created it); sync
 callers, and a synchronous kickoff with nothing beside it on its loop, queue it and wait
-on their own thread. The portal opens the connection and creates the schema, once. Other
+on their own thread. The portal opens the connection and checks the schema with a read;
+only a write creates or upgrades it, so readers never wait for writers. Other
 databases await each statement on a pooled connection, on the portal loop. Backends
 acquire the shared :class:`Database` for their URL and release it on close.
 """
@@ -34,6 +35,7 @@ from flowkit._sync import may_block
 from flowkit.exceptions import PersistenceError
 from flowkit.persistence import _sql_ops
 from flowkit.persistence._portal import Portal
+from flowkit.persistence._schema import SCHEMA_VERSION
 from flowkit.persistence._sql_drive import (
     drive_async,
     put_sqlite_blocking,
@@ -63,6 +65,8 @@ class Database:
         self.users = 0
         self.engine: AsyncEngine | None = None
         self._ready: asyncio.Lock | None = None
+        # True once the schema is known to be current (checked, or created by a write).
+        self._schema_ready = False
         self._sqlite: AsyncConnection | None = None
         self._sqlite_driver: Any = None  # the aiosqlite.Connection under self._sqlite
         # SQLite: the driver async callers submit to directly, set once the schema is
@@ -80,33 +84,67 @@ class Database:
 
     # -- on the portal loop --------------------------------------------------------
 
-    async def _start(self) -> None:
-        if self.engine is not None:
-            return
+    async def _start(self, *, write: bool) -> bool:
+        """Open the database and make sure its schema serves the operation.
+
+        The schema is checked with a read; it is created or upgraded only for a write, so
+        reading never takes the write lock (and never waits for another writer). Returns
+        False when a read finds no flowkit database: a SQLite file that does not exist
+        (not created by a read) or a database without flowkit's tables.
+        """
+        if self._schema_ready:
+            return True
         if self._ready is None:
             self._ready = asyncio.Lock()
         async with self._ready:
-            if self.engine is not None:
-                return
-            engine = self._create_engine()
-            try:
-                if self.dialect == "sqlite":
-                    self._sqlite = await engine.connect()
-                    raw = await self._sqlite.get_raw_connection()
-                    self._sqlite_driver = raw.driver_connection
-                    await self._run_sqlite(_sql_ops.init_schema(self.dialect), write=True)
-                else:
-                    async with engine.begin() as connection:
-                        await drive_async(connection, _sql_ops.init_schema(self.dialect))
-            except BaseException:
-                await self._close_engine(engine)
-                raise
-            self.engine = engine
-            if self.dialect == "postgresql":
-                self.liveness = SessionLiveness(self._create_liveness_engine)
+            if self._schema_ready:
+                return True
+            if self.engine is None:
+                if not write and self._file_missing():
+                    return False
+                await self._open()
+            found = await self._run_schema(_sql_ops.read_schema_version(self.dialect), False)
+            if found != SCHEMA_VERSION:
+                if not write:
+                    # Older versions differ only in indexes (see MIGRATIONS), so they read
+                    # the same; the first write upgrades them.
+                    return found > 0
+                await self._run_schema(_sql_ops.init_schema(self.dialect), True)
+            self._schema_ready = True
             if self.dialect == "sqlite":
                 with self._direct_lock:
                     self._direct = (self._sqlite_driver, os.getpid())
+            return True
+
+    def _file_missing(self) -> bool:
+        """True for a SQLite file that does not exist but could be created; a path that
+        cannot (under a regular file) is opened anyway, so the read reports why."""
+        path = sqlite_file(self.url) if self.dialect == "sqlite" else None
+        if path is None or path.expanduser().exists():
+            return False
+        existing = next((p for p in path.expanduser().absolute().parents if p.exists()), None)
+        return existing is not None and existing.is_dir()
+
+    async def _open(self) -> None:
+        engine = self._create_engine()
+        if self.dialect == "sqlite":
+            try:
+                self._sqlite = await engine.connect()
+                raw = await self._sqlite.get_raw_connection()
+                self._sqlite_driver = raw.driver_connection
+            except BaseException:
+                await self._close_engine(engine)
+                raise
+        self.engine = engine
+        if self.dialect == "postgresql":
+            self.liveness = SessionLiveness(self._create_liveness_engine)
+
+    async def _run_schema(self, op: Op[T], write: bool) -> T:
+        if self.dialect == "sqlite":
+            return await self._run_sqlite(op, write=write)
+        assert self.engine is not None
+        async with self.engine.begin() as connection:
+            return await drive_async(connection, op)
 
     def _create_engine(self) -> AsyncEngine:
         kwargs = dict(self.engine_kwargs)
@@ -162,12 +200,15 @@ class Database:
         write: bool,
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
+        empty: Any = None,
     ) -> T:
-        """Run ``op`` in one transaction. On PostgreSQL, ``takes`` (a lease the operation
-        may grant) is backed by the owner's liveness lock before the transaction commits,
-        and undone if it fails; ``gives`` (a lease it gives back) is unlocked after it
-        commits."""
-        await self._start()
+        """Run ``op`` in one transaction; a read of a database without flowkit's tables
+        answers ``empty``. On PostgreSQL, ``takes`` (a lease the operation may grant) is
+        backed by the owner's liveness lock before the transaction commits, and undone if
+        it fails; ``gives`` (a lease it gives back) is unlocked after it commits."""
+        if not await self._start(write=write):
+            op.close()
+            return empty  # type: ignore[no-any-return]
         if self.dialect == "sqlite":
             return await self._run_sqlite(op, write=write)
         assert self.engine is not None
@@ -195,6 +236,7 @@ class Database:
 
     async def dispose(self) -> None:
         engine, self.engine = self.engine, None
+        self._schema_ready = False
         liveness, self.liveness = self.liveness, None
         if liveness is not None:
             await liveness.close()
@@ -219,6 +261,7 @@ class Database:
         what: str,
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
+        empty: Any = None,
     ) -> T:
         try:
             if self.dialect == "sqlite":
@@ -227,7 +270,9 @@ class Database:
                 wait = self._put_direct_blocking(op, write)
                 if wait is not None:
                     return wait()
-            return self.portal.run(self.execute(op, write=write, takes=takes, gives=gives))
+            return self.portal.run(
+                self.execute(op, write=write, takes=takes, gives=gives, empty=empty)
+            )
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
 
@@ -239,6 +284,7 @@ class Database:
         what: str,
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
+        empty: Any = None,
     ) -> T:
         try:
             if self.dialect == "sqlite":
@@ -249,18 +295,24 @@ class Database:
                 if may_block():  # a lone sync kickoff: wait on this thread
                     wait = self._put_direct_blocking(op, write)
                     if wait is None:
-                        await self.portal.arun(self._start())
+                        if not await self.portal.arun(self._start(write=write)):
+                            op.close()
+                            return empty  # type: ignore[no-any-return]
                         wait = self._put_direct_blocking(op, write)
                     if wait is not None:
                         return wait()
                 else:
                     future = self._submit_direct(op, write)
                     if future is None:
-                        await self.portal.arun(self._start())
+                        if not await self.portal.arun(self._start(write=write)):
+                            op.close()
+                            return empty  # type: ignore[no-any-return]
                         future = self._submit_direct(op, write)
                     if future is not None:
                         return await future
-            return await self.portal.arun(self.execute(op, write=write, takes=takes, gives=gives))
+            return await self.portal.arun(
+                self.execute(op, write=write, takes=takes, gives=gives, empty=empty)
+            )
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
 

@@ -15,11 +15,17 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flowkit.exceptions import PersistenceError
+from flowkit.exceptions import CorruptRunError, PersistenceError
 from flowkit.persistence import _rules, _schema
-from flowkit.persistence._encoding import EncodedState, corrupt, decode_object, decode_state
+from flowkit.persistence._encoding import EncodedState, corrupt, decode_object
 from flowkit.persistence._owner import owner_is_dead, parse_owner, this_host
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._rows import (
+    blob_refs,
+    checked_last_seq,
+    checkpoint_from_row,
+    run_from_row,
+)
 from flowkit.persistence._sql_liveness import TRY_XACT_LOCK, liveness_key
 
 T = TypeVar("T")
@@ -43,37 +49,32 @@ class SavedCheckpoint:
     blobs: frozenset[str]
 
 
-def run_from_row(row: Row) -> RunRecord:
-    run_id = row[0]
-    return RunRecord(
-        run_id=run_id,
-        flow_name=row[1],
-        status=row[2],
-        created_at=utc_from_timestamp(row[3]),
-        updated_at=utc_from_timestamp(row[4]),
-        last_seq=int(row[5]),
-        parent_run_id=row[6],
-        parent_seq=None if row[7] is None else int(row[7]),
-        fingerprint=row[8],
-        info=decode_object(row[9], run_id=run_id, seq=None, what="run info"),
-        lease_owner=row[10],
-        lease_expires_at=None if row[11] is None else utc_from_timestamp(row[11]),
-    )
-
-
-def _checkpoint(run_id: str, row: Row, blobs: Mapping[str, str]) -> Checkpoint:
-    seq, method_name, state, meta, _refs, created_at = row
-    return Checkpoint(
-        run_id=run_id,
-        seq=int(seq),
-        method_name=method_name,
-        state=decode_state(state, blobs.get, run_id=run_id, seq=int(seq)),
-        created_at=utc_from_timestamp(created_at),
-        meta=decode_object(meta, run_id=run_id, seq=int(seq), what="meta"),
-    )
-
-
 # -- schema --------------------------------------------------------------------------
+
+
+def read_schema_version(dialect: str) -> Op[int]:
+    """The schema version the database holds, 0 if it has no flowkit tables; reads only
+    (no lock beyond a reader's, so it never waits for a writer)."""
+    rows = yield Stmt(_schema.version_table_exists_sql(dialect))
+    if not rows or not rows[0][0]:
+        return 0
+    rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
+    return _checked_version(rows)
+
+
+def _checked_version(rows: list[Row]) -> int:
+    found = rows[0][0] if rows and rows[0][0] is not None else 0
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise PersistenceError(
+            f"flowkit_schema_version holds {found!r}, not a version number: this is not a "
+            "database flowkit wrote, or it is damaged. Restore it from a backup."
+        )
+    if found > _schema.SCHEMA_VERSION:
+        raise PersistenceError(
+            f"This database uses flowkit schema version {found}, newer than the version "
+            f"this flowkit understands ({_schema.SCHEMA_VERSION}). Upgrade flowkit."
+        )
+    return found
 
 
 def init_schema(dialect: str) -> Op[int]:
@@ -82,12 +83,7 @@ def init_schema(dialect: str) -> Op[int]:
         yield Stmt("SELECT pg_advisory_xact_lock(:key)", {"key": _schema.SCHEMA_LOCK_KEY})
     yield Stmt(_schema.CREATE_VERSION_TABLE)
     rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
-    found = rows[0][0] if rows and rows[0][0] is not None else 0
-    if found > _schema.SCHEMA_VERSION:
-        raise PersistenceError(
-            f"This database uses flowkit schema version {found}, newer than the version "
-            f"this flowkit understands ({_schema.SCHEMA_VERSION}). Upgrade flowkit."
-        )
+    found = _checked_version(rows)
     if found == 0:
         for ddl in _schema.SCHEMA:
             yield Stmt(ddl)
@@ -320,7 +316,8 @@ def _start_new_run(
     return run, SavedCheckpoint(1, at, refs)
 
 
-def _fetch_blobs(dialect: str, run_id: str, refs: str | None) -> Op[dict[str, str]]:
+def _fetch_blobs(dialect: str, run_id: str, row: Row) -> Op[dict[str, str]]:
+    refs = blob_refs(run_id, row[0], row[4])
     if refs is None:
         return {}
     rows = yield Stmt(_schema.json_sql(dialect, "select_blobs"), {"run_id": run_id, "hashes": refs})
@@ -330,28 +327,30 @@ def _fetch_blobs(dialect: str, run_id: str, refs: str | None) -> Op[dict[str, st
 def load_checkpoint(dialect: str, run_id: str, seq: int | None) -> Op[Checkpoint | None]:
     if seq is None:
         rows = yield Stmt(_schema.SELECT_LATEST, {"run_id": run_id})
-        if not rows or rows[0][0] == 0:
+        if not rows:
             return None
         last_seq, *checkpoint_row = rows[0]
+        if checked_last_seq(run_id, last_seq) == 0:
+            return None
         if checkpoint_row[0] is None:
-            raise corrupt(run_id, int(last_seq), "its row is missing")
+            raise corrupt(run_id, last_seq, "its row is missing")
         row = tuple(checkpoint_row)
     else:
         rows = yield Stmt(_schema.SELECT_CHECKPOINT, {"run_id": run_id, "seq": seq})
         if not rows:
             return None
         row = rows[0]
-    blobs = yield from _fetch_blobs(dialect, run_id, row[4])
-    return _checkpoint(run_id, row, blobs)
+    blobs = yield from _fetch_blobs(dialect, run_id, row)
+    return checkpoint_from_row(run_id, row, blobs)
 
 
 def history(run_id: str) -> Op[list[Checkpoint]]:
     rows = yield Stmt(_schema.SELECT_HISTORY, {"run_id": run_id})
     blobs: dict[str, str] = {}
-    if any(row[4] is not None for row in rows):
+    if any(blob_refs(run_id, row[0], row[4]) is not None for row in rows):
         blob_rows = yield Stmt(_schema.SELECT_ALL_BLOBS, {"run_id": run_id})
         blobs = {row[0]: row[1] for row in blob_rows}
-    return [_checkpoint(run_id, row, blobs) for row in rows]
+    return [checkpoint_from_row(run_id, row, blobs) for row in rows]
 
 
 # -- runs ----------------------------------------------------------------------------
@@ -426,7 +425,13 @@ def list_runs(
     sql = _schema.list_runs_sql(**{name: value is not None for name, value in filters.items()})
     params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
     rows = yield Stmt(sql, {**params, "limit": limit, "offset": offset})
-    return [run_from_row(row) for row in rows]
+    runs = []
+    for row in rows:
+        try:
+            runs.append(run_from_row(row))
+        except CorruptRunError as exc:  # one damaged run must not hide the others
+            _rules.report_unreadable(exc)
+    return runs
 
 
 def delete_run(run_id: str) -> Op[bool]:

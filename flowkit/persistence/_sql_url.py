@@ -1,12 +1,18 @@
 """Which database a URL means, and how each SQLite connection is set up.
 
-Plain ``sqlite://`` / ``postgresql://`` URLs get the asyncio drivers (aiosqlite, asyncpg);
-other databases are refused with what to use instead. Every SQLite connection waits for
-the write lock instead of failing, and commits durably (WAL, ``synchronous=FULL``).
+flowkit talks to databases through SQLAlchemy's asyncio engine, so a URL must end up
+naming an asyncio driver. A URL without one gets flowkit's: ``sqlite://`` aiosqlite,
+``postgresql://`` and ``postgres://`` asyncpg (SQLAlchemy's own default for PostgreSQL
+is psycopg, which flowkit does not install). A URL naming another asyncio driver is
+used as written when that driver is installed; a missing driver, or a synchronous one
+(``psycopg2``, ``pg8000``, ``pysqlite``), is refused with what to install or write
+instead. Every SQLite connection waits for the write lock instead of failing, and
+commits durably (WAL, ``synchronous=FULL``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +23,51 @@ from flowkit.persistence import _schema
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# dialect -> the driver a URL without one gets
+_DEFAULT_DRIVER = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+# (dialect, asyncio driver) -> (module that must be importable, how to install it)
+_ASYNC_DRIVERS = {
+    ("sqlite", "aiosqlite"): ("aiosqlite", "pip install flowkit"),
+    ("postgresql", "asyncpg"): ("asyncpg", "pip install 'flowkit[postgres]'"),
+    ("postgresql", "psycopg"): ("psycopg", "pip install 'psycopg[binary]'"),
+    ("postgresql", "psycopg_async"): ("psycopg", "pip install 'psycopg[binary]'"),
+}
+
+_EXAMPLES = "'sqlite+aiosqlite:///path.db' or 'postgresql+asyncpg://user@host/db'"
+
 
 def normalise_url(url: str | URL) -> URL:
+    """``url`` with the asyncio driver flowkit will use; FlowConfigurationError for a
+    database flowkit does not support or a driver it cannot use."""
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgres":
+    # The name as written (``URL.get_driver_name`` would load SQLAlchemy's default
+    # driver, psycopg, for a plain postgresql:// URL).
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgres":  # the scheme many hosting platforms hand out
         backend = "postgresql"
     if backend not in _schema.SUPPORTED_DIALECTS:
         raise FlowConfigurationError(
             f"SQLAlchemyFlowPersistence supports SQLite and PostgreSQL URLs, got "
-            f"{parsed.render_as_string()!r}. Use 'sqlite+aiosqlite:///path.db' or "
-            "'postgresql+asyncpg://user@host/db', or write your own FlowPersistence."
+            f"{parsed.render_as_string()!r}. Use {_EXAMPLES}, or write your own "
+            "FlowPersistence."
         )
-    driver = parsed.get_driver_name()
-    if backend == "sqlite" and driver != "aiosqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    elif backend == "postgresql" and driver in ("psycopg2", "pg8000", ""):
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    return parsed
+    driver = driver or _DEFAULT_DRIVER[backend]
+    known = _ASYNC_DRIVERS.get((backend, driver))
+    if known is None:
+        raise FlowConfigurationError(
+            f"The URL {parsed.render_as_string()!r} names the driver {driver!r}, which "
+            "flowkit cannot use: it talks to the database through SQLAlchemy's asyncio "
+            f"engine. Write the URL as {backend}+{_DEFAULT_DRIVER[backend]}://... "
+            f"({_ASYNC_DRIVERS[(backend, _DEFAULT_DRIVER[backend])][1]})."
+        )
+    module, install = known
+    if importlib.util.find_spec(module) is None:
+        raise FlowConfigurationError(
+            f"The URL {parsed.render_as_string()!r} needs the {driver} driver, which is not "
+            f"installed: {install}."
+        )
+    return parsed.set(drivername=f"{backend}+{driver}")
 
 
 def sqlite_file(url: URL) -> Path | None:

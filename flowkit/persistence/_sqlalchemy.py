@@ -38,9 +38,10 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     """Runs and checkpoints in a SQL database reached through SQLAlchemy's asyncio engine.
 
     ``url`` is an SQLite or PostgreSQL URL (``sqlite+aiosqlite:///runs.db``,
-    ``postgresql+asyncpg://user@host/db``; plain ``sqlite://`` / ``postgresql://`` pick
-    those drivers). Backends with the same URL share one engine and connection pool. The
-    tables are created on first use; nothing connects at construction::
+    ``postgresql+asyncpg://user@host/db``; plain ``sqlite://``, ``postgresql://`` and
+    ``postgres://`` pick those drivers). Backends with the same URL share one engine and
+    connection pool. The tables are created by the first write; reads never write (a
+    database without them reads as empty); nothing connects at construction::
 
         persistence = SQLAlchemyFlowPersistence("postgresql+asyncpg://app@db/flows")
         persistence.save_state("run-1", "start", {"id": "run-1"})
@@ -93,8 +94,13 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         what: str,
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
+        empty: Any = None,
     ) -> T:
-        return self._database().call(op, write=write, what=what, takes=takes, gives=gives)
+        """Run ``op``; a read (``write=False``) never writes, and answers ``empty`` when
+        the database has no flowkit tables (or, for SQLite, the file does not exist)."""
+        return self._database().call(
+            op, write=write, what=what, takes=takes, gives=gives, empty=empty
+        )
 
     async def _acall(
         self,
@@ -104,16 +110,19 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         what: str,
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
+        empty: Any = None,
     ) -> T:
-        return await self._database().acall(op, write=write, what=what, takes=takes, gives=gives)
+        return await self._database().acall(
+            op, write=write, what=what, takes=takes, gives=gives, empty=empty
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
     def init_db(self) -> None:
-        self._call(_noop(), write=False, what="init_db")
+        self._call(_noop(), write=True, what="init_db")
 
     async def ainit_db(self) -> None:
-        await self._acall(_noop(), write=False, what="init_db")
+        await self._acall(_noop(), write=True, what="init_db")
 
     def close(self) -> None:
         with self._handle_lock:
@@ -145,10 +154,14 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     # -- history -------------------------------------------------------------------
 
     def history(self, run_id: str) -> list[Checkpoint]:
-        return self._call(_sql_ops.history(run_id), write=False, what=f"history({run_id!r})")
+        return self._call(
+            _sql_ops.history(run_id), write=False, what=f"history({run_id!r})", empty=[]
+        )
 
     async def ahistory(self, run_id: str) -> list[Checkpoint]:
-        return await self._acall(_sql_ops.history(run_id), write=False, what=f"history({run_id!r})")
+        return await self._acall(
+            _sql_ops.history(run_id), write=False, what=f"history({run_id!r})", empty=[]
+        )
 
     def load_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
         op = _sql_ops.load_checkpoint(self.url.get_backend_name(), run_id, seq)
@@ -282,7 +295,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         offset: int = 0,
     ) -> list[RunRecord]:
         op = self._list_op(flow_name, status, parent_run_id, limit, offset)
-        return self._call(op, write=False, what="list_runs")
+        return self._call(op, write=False, what="list_runs", empty=[])
 
     async def alist_runs(
         self,
@@ -294,7 +307,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         offset: int = 0,
     ) -> list[RunRecord]:
         op = self._list_op(flow_name, status, parent_run_id, limit, offset)
-        return await self._acall(op, write=False, what="list_runs")
+        return await self._acall(op, write=False, what="list_runs", empty=[])
 
     def delete_run(self, run_id: str) -> bool:
         self._database().stored_blobs.pop(run_id, None)
@@ -361,16 +374,17 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
 def _noop() -> Op[None]:
     return
-    yield  # an operation with no statements: just makes sure the schema is ready
+    yield  # an operation with no statements: the write start creates the schema
 
 
 class SQLiteFlowPersistence(SQLAlchemyFlowPersistence):
     """The default backend: one SQLite file, safe for several processes at once.
 
     ``db_path=None`` uses :func:`~flowkit.persistence.default_db_path`
-    (``$FLOWKIT_DATA_DIR/flowkit.db`` or the per-user data folder); the folder is created
-    on first use. ``":memory:"`` keeps the database in this process. The file runs in WAL
-    mode with ``synchronous=FULL``: a saved checkpoint survives a crash or power loss::
+    (``$FLOWKIT_DATA_DIR/flowkit.db`` or the per-user data folder); the folder and file
+    are created by the first write. ``":memory:"`` keeps the database in this process.
+    The file runs in WAL mode with ``synchronous=FULL``: a saved checkpoint survives a
+    crash or power loss::
 
         persistence = SQLiteFlowPersistence("runs.db")
     """

@@ -13,7 +13,7 @@ from flows import Approval, Increment, SixSteps, backend
 from flowkit import Flow, FlowState, Interrupted, listen, start
 from flowkit.exceptions import (
     ConcurrentUpdateError,
-    FlowConfigurationError,
+    InvalidArgumentError,
     ResumeError,
     RunLockedError,
     RunNotFoundError,
@@ -273,7 +273,7 @@ def test_second_writer_can_wait_for_the_lease_and_sees_the_first_writers_state(
 
     try:
         assert asyncio.run(main()) == [1, 2]
-        with pytest.raises(FlowConfigurationError, match="lease_wait"):
+        with pytest.raises(InvalidArgumentError, match="lease_wait"):
             Waits(persistence=p, lease_wait=-1)
     finally:
         p.close()

@@ -139,20 +139,21 @@ def _index_columns(db_path: Path, name: str) -> list[str]:
 
 
 def test_version_1_database_is_migrated_in_place(db_path: Path) -> None:
-    """Opening a version-1 database upgrades it to the current version on first use: the
-    run and its checkpoints are kept, the indexes are the new ones, and it takes writes."""
+    """A version-1 database is read as it is and upgraded to the current version by the
+    first write: the run and its checkpoints are kept, the indexes are the new ones."""
     _make_v1_database(db_path)
     assert _index_columns(db_path, "flowkit_runs_status") == ["status", "updated_at"]
     store = SQLiteFlowPersistence(db_path)
     try:
         assert store.load_state("old") == {"id": "old", "n": 2}
         assert [c.seq for c in store.history("old")] == [1, 2]
+        assert _rows(db_path, "SELECT version FROM flowkit_schema_version") == [(1,)]
+        saved = store.save_checkpoint("old", "more", {"id": "old", "n": 3}, expected_seq=2)
+        assert saved.seq == 3
         assert _rows(db_path, "SELECT version FROM flowkit_schema_version") == [(SCHEMA_VERSION,)]
         assert _index_columns(db_path, "flowkit_runs_status") == ["status"]
         assert _index_columns(db_path, "flowkit_runs_flow_name") == ["flow_name"]
         assert _index_columns(db_path, "flowkit_runs_updated_at") == ["updated_at"]
-        saved = store.save_checkpoint("old", "more", {"id": "old", "n": 3}, expected_seq=2)
-        assert saved.seq == 3
         run = store.get_run("old")
         assert run is not None and (run.last_seq, run.status, run.flow_name) == (
             3,

@@ -24,7 +24,7 @@ async def _corrupt_latest_sql(persistence: FlowPersistence, run_id: str) -> None
     database = persistence._database()
 
     async def damage() -> None:
-        await database._start()
+        await database._start(write=True)
         statement = text(
             "UPDATE flowkit_checkpoints SET state = :bad WHERE run_id = :run_id AND seq = "
             "(SELECT last_seq FROM flowkit_runs WHERE run_id = :run_id)"
