@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from flowkit.exceptions import CorruptRunError
+from flowkit.persistence import _rules
 from flowkit.persistence._encoding import decode_object
 from flowkit.persistence._file_layout import (
     checkpoint_path,
@@ -103,7 +105,11 @@ class FileStore(RunStore):
             return
         for entry in folders:
             if entry.is_dir() and not entry.name.startswith("."):
-                run = read_run(Path(entry.path), entry.name)
+                try:
+                    run = read_run(Path(entry.path), entry.name)
+                except CorruptRunError as exc:  # one damaged run must not hide the others
+                    _rules.report_unreadable(exc)
+                    continue
                 if run is not None:
                     yield run
 
