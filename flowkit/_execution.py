@@ -270,6 +270,7 @@ def make_journal(
             verbose=plan.verbose,
             seq=seq,
             owner=owner,
+            ttl=flow.lease_ttl,
         )
     return BasicJournal(
         backend,

@@ -144,6 +144,7 @@ class DurableJournal(BasicJournal):
         verbose: bool,
         seq: int,
         owner: str | None,
+        ttl: float = 30.0,
     ) -> None:
         super().__init__(
             backend,
@@ -156,6 +157,8 @@ class DurableJournal(BasicJournal):
         )
         self.seq = seq
         self.owner = owner
+        #: the lease's ttl (the flow's lease_ttl)
+        self.ttl = ttl
         #: True once a final checkpoint (end_run) gave the lease back
         self.released = False
         #: the run's stored info dict; status updates merge into it (info is replaced
@@ -244,6 +247,13 @@ class DurableJournal(BasicJournal):
         merged = None
         if info is not None:
             merged = self.run_info = {**self.run_info, **info}
+        if self.owner is not None and not self.released:
+            # update_run is not fenced by the lease: an owner thawed after a takeover
+            # would mark the new owner's run failed. Renewing first raises LeaseLostError
+            # (or RunLockedError) when the lease is no longer ours, and pushes its
+            # expiry a whole ttl ahead, so no live claimant can take the run before
+            # the update below lands.
+            await self.backend.arenew_lease(self.run_id, self.owner, self.ttl)
         await self.backend.aupdate_run(self.run_id, status=status, info=merged)
 
     async def close(self) -> None:

@@ -1,0 +1,136 @@
+"""Subprocess entry point for the attack tests (tests/durable/test_attack_*.py).
+
+python tests/durable/attack_proc.py BACKEND FLOW ACTION RUN_ID [VALUE_JSON]
+ACTION: kickoff | resume | resume-value
+
+Like proc.py, with the attack flows below. Prints one JSON line: {"result": ...},
+{"interrupted": ...} or {"error": type, "message": ...} (FlowkitError leaves only; any
+other exception is a traceback and a non-zero exit).
+
+Flows log to fsync'd files named by the environment, so a test can tell what a process
+really executed even when it was SIGKILLed a moment later:
+
+- ``$FLOWKIT_TEST_EFFECTS``: ``<run id> <what> <pid>`` per side effect;
+- ``$FLOWKIT_TEST_LOG``: the step names, as in flows.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import flows
+from flows import log_effect, log_step
+
+from flowkit import Flow, FlowState, Interrupted, listen, or_, router, start
+from flowkit.exceptions import FlowkitError
+
+#: laps of :class:`Laps` per run
+LAPS = int(os.environ.get("FLOWKIT_ATTACK_LAPS", "12"))
+
+
+class Trail(FlowState):
+    trail: list[int] = []
+
+
+class Laps(Flow[Trail], name="attack-laps"):
+    """A router loop of LAPS instant laps: each lap logs ``<run id> lap<n> <pid>`` (n is
+    the lap it is about to commit) and appends n. The process spends most of its time
+    committing checkpoints, so a SIGKILL at a random moment lands mostly inside a commit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_method_calls=100_000, **kwargs)
+
+    @start()
+    def begin(self) -> None:
+        log_effect(f"{self.state.id} begin {os.getpid()}")
+
+    @router(or_(begin, "again"))
+    def lap(self) -> str:
+        n = len(self.state.trail) + 1
+        log_effect(f"{self.state.id} lap{n} {os.getpid()}")
+        self.state.trail.append(n)
+        return "done" if n >= LAPS else "again"
+
+    @listen("done")
+    def finish(self) -> list[int]:
+        log_effect(f"{self.state.id} finish {os.getpid()}")
+        return self.state.trail
+
+
+class Legs(FlowState):
+    legs: list[str] = []
+
+
+class StaleOwner(Flow[Legs], name="stale-owner"):
+    """a -> b -> c. ``b`` logs its start, sleeps ``$FLOWKIT_TEST_LEG_SECONDS``, then raises
+    if ``$FLOWKIT_ATTACK_B`` is ``raise``, or interrupts if it is ``interrupt``."""
+
+    @start()
+    def a(self) -> None:
+        log_step("a")
+        self.state.legs.append("a")
+
+    @listen(a)
+    def b(self) -> None:
+        log_step("b")
+        time.sleep(float(os.environ.get("FLOWKIT_TEST_LEG_SECONDS", "0")))
+        mode = os.environ.get("FLOWKIT_ATTACK_B", "")
+        if mode == "raise":
+            raise RuntimeError("stale owner's b failed")
+        if mode == "interrupt":
+            self.interrupt({"from": os.getpid()})
+        self.state.legs.append("b")
+
+    @listen(b)
+    def c(self) -> list[str]:
+        log_step("c")
+        self.state.legs.append("c")
+        return self.state.legs
+
+
+FLOWS = {"Laps": Laps, "StaleOwner": StaleOwner, "Approval": flows.Approval}
+
+
+def main() -> None:
+    spec, flow_name, action, run_id = sys.argv[1:5]
+    rest = sys.argv[5:]
+    flow_cls = FLOWS[flow_name]
+    persistence = flows.backend(spec)
+    ttl = float(os.environ.get("FLOWKIT_TEST_TTL", "30"))
+    ready = os.environ.get("FLOWKIT_ATTACK_READY")
+    go = os.environ.get("FLOWKIT_ATTACK_GO")
+    if ready and go:  # start racing at the same moment as the other processes
+        Path(ready).write_text("ready")
+        while not Path(go).exists():
+            time.sleep(0.005)
+    try:
+        flow = flow_cls(persistence=persistence, lease_ttl=ttl)
+        if action == "kickoff":
+            result = flow.kickoff(inputs={"id": run_id})
+        elif action == "resume":
+            result = flow.resume(run_id)
+        elif action == "resume-value":
+            result = flow.resume(run_id, json.loads(rest[0]))
+        else:
+            raise SystemExit(f"unknown action {action}")
+    except FlowkitError as exc:
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        return
+    finally:
+        persistence.close()
+    if isinstance(result, Interrupted):
+        shown = {"payload": result.payload, "method": result.method_name}
+        print(json.dumps({"interrupted": shown}))
+    else:
+        print(json.dumps({"result": result}))
+
+
+if __name__ == "__main__":
+    main()
