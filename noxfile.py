@@ -95,3 +95,21 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", *BENCH_PEERS)
     for script in scripts:
         session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Long attack runs on durability (not in the default set): many random SIGKILLs per
+    backend, the file backend included, and every other attack test.
+
+    ``FLOWKIT_ATTACK_KILLS`` (default here 40) sets the kills per run; PostgreSQL is read
+    from ``FLOWKIT_TEST_POSTGRES_URL`` as in the test suite.
+    """
+    session.install("-e", ".[test]")
+    import os
+
+    env = {
+        "FLOWKIT_SOAK": "1",
+        "FLOWKIT_ATTACK_KILLS": os.environ.get("FLOWKIT_ATTACK_KILLS", "40"),
+    }
+    session.run("pytest", "tests/durable", "-k", "attack", *session.posargs, env=env)
