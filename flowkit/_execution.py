@@ -22,6 +22,7 @@ from ._scheduler import Scheduler, Task
 from .events import FlowFinished, FlowStarted
 from .exceptions import (
     ConcurrentUpdateError,
+    CorruptCheckpointError,
     DefinitionChangedError,
     FlowConfigurationError,
     FlowDefinitionError,
@@ -450,6 +451,15 @@ async def _resume_claimed(
             "this one."
         )
     position = cp.meta.get("position") if cp is not None else None
+    if cp is not None and position is not None and not isinstance(position, dict):
+        # A damaged position is not a state saved without one: never advise a restart.
+        raise CorruptCheckpointError(
+            f"Stored checkpoint seq {cp.seq} of run {run_id!r} cannot be read back: its "
+            f"execution position is a {type(position).__name__}, not an object. Restore "
+            "it from a backup, fork the run from an earlier checkpoint, or delete the run.",
+            run_id=run_id,
+            seq=cp.seq,
+        )
     if cp is None or not isinstance(position, dict):
         raise ResumeError(
             f"run {run_id!r} has no checkpoint with an execution position (it was saved "

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -92,6 +92,38 @@ class StaleOwner(Flow[Legs], name="stale-owner"):
     def c(self) -> list[str]:
         log_step("c")
         self.state.legs.append("c")
+        return self.state.legs
+
+
+class Heavy(FlowState):
+    big: str = ""
+    legs: list[str] = []
+
+
+class Bulky(Flow[Heavy], name="bulky"):
+    """load (sets a 5 KB field, stored as a blob) -> settle -> close. ``halt_at`` names a
+    method that raises before changing anything, to leave the run half-finished."""
+
+    halt_at: ClassVar[str | None] = None
+
+    def _leg(self, leg: str) -> None:
+        if self.halt_at == leg:
+            raise RuntimeError(f"halted at {leg}")
+        log_step(leg)
+        self.state.legs.append(leg)
+
+    @start()
+    def load(self) -> None:
+        self._leg("load")
+        self.state.big = "b" * 5000
+
+    @listen(load)
+    def settle(self) -> None:
+        self._leg("settle")
+
+    @listen(settle)
+    def close(self) -> list[str]:
+        self._leg("close")
         return self.state.legs
 
 
