@@ -16,6 +16,7 @@ really executed even when it was SIGKILLed a moment later:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -55,6 +56,7 @@ class Laps(Flow[Trail], name="attack-laps"):
     def lap(self) -> str:
         n = len(self.state.trail) + 1
         log_effect(f"{self.state.id} lap{n} {os.getpid()}")
+        time.sleep(float(os.environ.get("FLOWKIT_ATTACK_LAP_SECONDS", "0")))
         self.state.trail.append(n)
         return "done" if n >= LAPS else "again"
 
@@ -130,11 +132,42 @@ class Bulky(Flow[Heavy], name="bulky"):
 FLOWS = {"Laps": Laps, "StaleOwner": StaleOwner, "Approval": flows.Approval}
 
 
+def _slow(cls: type[Any]) -> type[Any]:
+    """A subclass of a real backend whose lease renewals sleep
+    ``$FLOWKIT_ATTACK_SLOW_RENEW`` seconds before the real renewal runs (slow storage:
+    the lease keeper falls behind and the lease expires while the owner executes)."""
+
+    def pause() -> float:
+        return float(os.environ.get("FLOWKIT_ATTACK_SLOW_RENEW", "0"))
+
+    class Slow(cls):  # type: ignore[misc,valid-type]
+        def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
+            time.sleep(pause())
+            super().renew_lease(run_id, owner, ttl)
+
+        async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
+            await asyncio.sleep(pause())
+            await super().arenew_lease(run_id, owner, ttl)
+
+    return Slow
+
+
+def backend(spec: str) -> Any:
+    """flows.backend(), plus ``slow-sqlite:PATH`` and ``slow-postgres`` (see _slow)."""
+    import flowkit.persistence as fp
+
+    if spec.startswith("slow-sqlite:"):
+        return _slow(fp.SQLiteFlowPersistence)(spec.partition(":")[2])
+    if spec == "slow-postgres":
+        return _slow(fp.SQLAlchemyFlowPersistence)(flows.PG_URL)
+    return flows.backend(spec)
+
+
 def main() -> None:
     spec, flow_name, action, run_id = sys.argv[1:5]
     rest = sys.argv[5:]
     flow_cls = FLOWS[flow_name]
-    persistence = flows.backend(spec)
+    persistence = backend(spec)
     ttl = float(os.environ.get("FLOWKIT_TEST_TTL", "30"))
     ready = os.environ.get("FLOWKIT_ATTACK_READY")
     go = os.environ.get("FLOWKIT_ATTACK_GO")
