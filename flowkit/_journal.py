@@ -188,6 +188,7 @@ class DurableJournal(BasicJournal):
         """The kickoff checkpoint, in one backend call with creating the run (if missing)
         and taking the lease; the lease keeper takes over the lease once it is held."""
         data = self.encode_state(state)
+        asked = time.monotonic()
         run, record = await self.backend.abegin_run(
             self.run_id,
             flow_name,
@@ -200,6 +201,11 @@ class DurableJournal(BasicJournal):
             meta=self._meta(scheduler, {}),
             expected_seq=self.seq,
         )
+        while self.owner is not None and time.monotonic() - asked > ttl / 2:
+            # A late answer: the lease may have expired and the run been taken since
+            # (see take_lease); renewing is fenced.
+            asked = time.monotonic()
+            await self.backend.arenew_lease(self.run_id, self.owner, ttl)
         if self.owner is not None:
             LEASES.keep(self.backend, self.run_id, self.owner, ttl)
         self.seq = record.seq

@@ -129,18 +129,39 @@ class Bulky(Flow[Heavy], name="bulky"):
         return self.state.legs
 
 
-FLOWS = {"Laps": Laps, "StaleOwner": StaleOwner, "Approval": flows.Approval}
+FLOWS = {"Relay": flows.Relay, "Laps": Laps, "StaleOwner": StaleOwner, "Approval": flows.Approval}
 
 
 def _slow(cls: type[Any]) -> type[Any]:
     """A subclass of a real backend whose lease renewals sleep
     ``$FLOWKIT_ATTACK_SLOW_RENEW`` seconds before the real renewal runs (slow storage:
-    the lease keeper falls behind and the lease expires while the owner executes)."""
+    the lease keeper falls behind and the lease expires while the owner executes), and
+    whose claims (and kickoff's first write) return ``$FLOWKIT_ATTACK_SLOW_CLAIM``
+    seconds after the real transaction committed (a slow answer: the lease may expire
+    before the claimant sees it)."""
 
     def pause() -> float:
         return float(os.environ.get("FLOWKIT_ATTACK_SLOW_RENEW", "0"))
 
+    def claim_pause() -> float:
+        return float(os.environ.get("FLOWKIT_ATTACK_SLOW_CLAIM", "0"))
+
     class Slow(cls):  # type: ignore[misc,valid-type]
+        def claim_run(self, run_id: str, owner: str, ttl: float) -> Any:
+            claimed = super().claim_run(run_id, owner, ttl)
+            time.sleep(claim_pause())
+            return claimed
+
+        async def aclaim_run(self, run_id: str, owner: str, ttl: float) -> Any:
+            claimed = await super().aclaim_run(run_id, owner, ttl)
+            await asyncio.sleep(claim_pause())
+            return claimed
+
+        async def abegin_run(self, run_id: str, flow_name: str, **kwargs: Any) -> Any:
+            begun = await super().abegin_run(run_id, flow_name, **kwargs)
+            await asyncio.sleep(claim_pause())
+            return begun
+
         def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
             time.sleep(pause())
             super().renew_lease(run_id, owner, ttl)
