@@ -122,7 +122,8 @@ def test_racing_kickoffs_of_one_new_id_run_each_lap_once_per_kickoff(
     """6 processes kick off the same new run id at once (a loop of 12 laps). Each
     kickoff either is refused with RunLockedError or runs the flow from the starts on the
     state stored before it; no lap is committed twice by one execution, the history stays
-    contiguous and the final state is one whole run per winner (12 laps each)."""
+    contiguous, the first winner stores 12 laps and each later one (finding them stored)
+    one more lap."""
     effects = tmp_path / "effects.log"
     env = dict(os.environ, FLOWKIT_TEST_EFFECTS=str(effects), FLOWKIT_ATTACK_LAPS="12")
     outcomes = _race(backend_spec, tmp_path, env, [["Laps", "kickoff", run_id]] * RACERS)
@@ -131,9 +132,11 @@ def test_racing_kickoffs_of_one_new_id_run_each_lap_once_per_kickoff(
     assert winners and refused <= {"RunLockedError"}, outcomes
     history = _contiguous(backend_spec, run_id)
     final = history[-1].state["trail"]
-    # A kickoff of an existing id starts again from the starts on the stored state:
-    # every winner adds 12 consecutive laps after the ones stored before it.
-    assert final == list(range(1, 12 * len(winners) + 1)), (len(winners), final)
+    # A kickoff of an existing id starts again from the starts on the stored state: the
+    # first winner stores laps 1..12, every later one finds 12 laps and adds one more.
+    assert final == list(range(1, 12 + len(winners))), (len(winners), final)
+    lengths = sorted(len(w["result"]) for w in winners)
+    assert lengths == list(range(12, 12 + len(winners))), lengths
     laps = Counter((line.split()[1], line.split()[2]) for line in effects.read_text().splitlines())
     twice = {key: n for key, n in laps.items() if n > 1}
     assert twice == {}, f"a process executed these laps twice: {twice}"
