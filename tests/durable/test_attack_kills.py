@@ -124,32 +124,37 @@ def _attempt(spec: str, run_id: str, action: str, effects: Path, rng: random.Ran
 def test_random_sigkills_never_lose_or_repeat_a_committed_lap(
     spec: str, run_id: str, tmp_path: Path
 ) -> None:
-    """Kill the run's process KILLS times at random moments, resuming after each: the
-    stored run is whole after every kill, no process executes a committed lap, and the
-    run completes with laps 1..LAPS each stored once."""
+    """Kill processes KILLS times at random moments (one run after another, each resumed
+    after every kill until it completes): the stored run is whole after every kill, no
+    process executes a committed lap, and each run completes with laps 1..LAPS."""
     rng = random.Random(run_id)
-    kills = attempts = 0
-    status, committed = _inspect(spec, run_id)
-    while status != "completed":
-        attempts += 1
-        assert attempts < KILLS + 20, "the run does not make progress"
-        effects = tmp_path / f"effects-{attempts}.log"
-        action = "kickoff" if status is None else "resume"
-        if kills < KILLS:
-            kills += _attempt(spec, run_id, action, effects, rng)
-        else:
-            _run_to_end(spec, run_id, action, effects)
-        executed = [line.split()[1] for line in _lines(effects)]
-        for what in executed:
-            if what.startswith("lap"):
-                n = int(what[3:])
-                assert n > len(committed), (
-                    f"attempt {attempts} executed lap {n}, already committed ({committed[-1:]})"
-                )
-        status, committed = _inspect(spec, run_id)
-        assert status in (None, "running", "completed"), status
-    assert committed == list(range(1, LAPS + 1))
-    print(f"{spec.split(':')[0]}: {kills} kills in {attempts} attempts")
+    kills = attempts = runs = 0
+    while kills < KILLS:
+        runs += 1
+        this_run = f"{run_id}-{runs}"
+        status, committed = _inspect(spec, this_run)
+        tries = 0
+        while status != "completed":
+            attempts += 1
+            tries += 1
+            assert tries < 30, "the run does not make progress"
+            effects = tmp_path / f"effects-{attempts}.log"
+            action = "kickoff" if status is None else "resume"
+            if kills < KILLS and tries < 10:
+                kills += _attempt(spec, this_run, action, effects, rng)
+            else:
+                _run_to_end(spec, this_run, action, effects)
+            for what in (line.split()[1] for line in _lines(effects)):
+                if what.startswith("lap"):
+                    n = int(what[3:])
+                    assert n > len(committed), (
+                        f"attempt {attempts} executed lap {n} of {this_run}, already "
+                        f"committed ({committed[-1:]})"
+                    )
+            status, committed = _inspect(spec, this_run)
+            assert status in (None, "running", "completed"), status
+        assert committed == list(range(1, LAPS + 1))
+    print(f"{spec.split(':')[0]}: {kills} kills in {attempts} attempts over {runs} runs")
 
 
 def _run_to_end(spec: str, run_id: str, action: str, effects: Path) -> None:
