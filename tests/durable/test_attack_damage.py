@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,5 +105,36 @@ def test_a_damaged_latest_checkpoint_is_named_never_restarted(
         run = p.get_run(run_id)
         assert run is not None
         assert (run.last_seq, run.lease_owner) == (seq, None), (run.last_seq, run.lease_owner)
+    finally:
+        p.close()
+
+
+# SQL run against the run row of run :run (SQLite stores any type in any column)
+RUN_DAMAGE = {
+    "last-seq-text": "UPDATE flowkit_runs SET last_seq = 'abc' WHERE run_id = :run",
+    "lease-expiry-text": "UPDATE flowkit_runs SET lease_owner = 'h:1:2:3', "
+    "lease_expires_at = 'soon' WHERE run_id = :run",
+    "created-at-text": "UPDATE flowkit_runs SET created_at = 'yesterday' WHERE run_id = :run",
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a run row with a wrong type in a numeric column raises a bare ValueError / "
+    "TypeError naming no run (issue 9 item 5; the hygiene work validates every row read)",
+)
+@pytest.mark.parametrize("damage", sorted(RUN_DAMAGE))
+def test_a_damaged_run_row_is_named(
+    tmp_path: Path, run_id: str, damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resume of a run whose run row holds text in a numeric column (SQLite) raises a
+    FlowkitError naming the run."""
+    spec = f"sqlite:{tmp_path / 'runs.db'}"
+    _half_finished(spec, run_id, monkeypatch)
+    _damage(spec, RUN_DAMAGE[damage], run_id, 0)
+    p = backend(spec)
+    try:
+        with pytest.raises(FlowkitError, match=re.escape(run_id)):
+            Bulky(persistence=p).resume(run_id)
     finally:
         p.close()
