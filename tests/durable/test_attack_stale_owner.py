@@ -99,3 +99,58 @@ def test_thawed_owner_whose_method_interrupts_cannot_pause_the_run(
     assert refused.get("error") in ("LeaseLostError", "RunLockedError", "ConcurrentUpdateError")
     assert run_id in refused["message"]
     _assert_untouched(backend_spec, run_id)
+
+
+@pytest.mark.soak  # ~9 s per backend: runs in nox -s soak
+def test_thawed_owner_does_not_release_the_new_owners_lease(
+    proc, backend_spec: str, run_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The stale owner is thawed while the new owner is still executing: its checkpoint is
+    refused, and giving its lease back on the way out leaves the new owner's lease in
+    place (a third process is still refused), and the new owner completes the run."""
+
+    old_env = dict(proc.env, FLOWKIT_TEST_TTL="1", FLOWKIT_TEST_LEG_SECONDS="1.0")
+    old = subprocess.Popen(
+        [sys.executable, str(HERE / "proc.py"), backend_spec, "Slow", "kickoff", run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=old_env,
+    )
+    new = None
+    p = backend(backend_spec)
+    try:
+        _wait_for(lambda: "w2" in proc.steps(), "the owner to start w2")
+        os.kill(old.pid, signal.SIGSTOP)
+        time.sleep(1.6)  # the stopped owner's lease (ttl 1 s) expires
+        new_env = dict(proc.env, FLOWKIT_TEST_TTL="30", FLOWKIT_TEST_LEG_SECONDS="1.5")
+        new = subprocess.Popen(
+            [sys.executable, str(HERE / "proc.py"), backend_spec, "Slow", "resume", run_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=new_env,
+        )
+        new_pid = str(new.pid)
+        _wait_for(
+            lambda: (p.get_run(run_id).lease_owner or "").split(":")[1:2] == [new_pid],
+            "the new owner to claim the run",
+        )
+        os.kill(old.pid, signal.SIGCONT)
+        out, err = old.communicate(timeout=120)
+        assert old.returncode == 0, err
+        refused = json.loads(out.strip().splitlines()[-1])
+        assert refused.get("error") in ("LeaseLostError", "RunLockedError"), refused
+        assert new.poll() is None, "the new owner should still be executing"
+        holder = p.get_run(run_id).lease_owner or ""
+        assert holder.split(":")[1:2] == [new_pid], holder
+        out, err = new.communicate(timeout=120)
+        assert new.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == {"result": ["w1", "w2", "w3", "w4"]}
+    finally:
+        for child in (old, new):
+            if child is not None and child.poll() is None:
+                os.kill(child.pid, signal.SIGCONT)
+                child.kill()
+                child.communicate()
+        p.close()
