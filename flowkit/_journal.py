@@ -201,10 +201,9 @@ class DurableJournal(BasicJournal):
             meta=self._meta(scheduler, {}),
             expected_seq=self.seq,
         )
-        while self.owner is not None and time.monotonic() - asked > ttl / 2:
+        if self.owner is not None and time.monotonic() - asked > ttl / 2:
             # A late answer: the lease may have expired and the run been taken since
-            # (see take_lease); renewing is fenced.
-            asked = time.monotonic()
+            # (see take_lease); renewing once is fenced.
             await self.backend.arenew_lease(self.run_id, self.owner, ttl)
         if self.owner is not None:
             LEASES.keep(self.backend, self.run_id, self.owner, ttl)
