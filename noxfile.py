@@ -165,3 +165,19 @@ def soak_workers(session: nox.Session) -> None:
         "FLOWKIT_SOAK_KILLS": os.environ.get("FLOWKIT_SOAK_KILLS", "25"),
     }
     session.run("pytest", "tests/workers/test_worker_kill.py", *session.posargs, env=env)
+
+
+@nox.session(name="soak-attack")
+def soak_attack(session: nox.Session) -> None:
+    """Long attack runs on durability (not in the default set): many random SIGKILLs per
+    backend, the file backend included, and every other attack test.
+
+    ``FLOWKIT_ATTACK_KILLS`` (default here 40) sets the kills per run; PostgreSQL is read
+    from ``FLOWKIT_TEST_POSTGRES_URL`` as in the test suite.
+    """
+    session.install("-e", ".[test]")
+    env = {
+        "FLOWKIT_SOAK": "1",
+        "FLOWKIT_ATTACK_KILLS": os.environ.get("FLOWKIT_ATTACK_KILLS", "40"),
+    }
+    session.run("pytest", "tests/durable", "-k", "attack", *session.posargs, env=env)

@@ -241,6 +241,7 @@ def make_journal(
             verbose=plan.verbose,
             seq=seq,
             owner=owner,
+            ttl=flow.lease_ttl,
         )
     return BasicJournal(
         backend,
@@ -262,7 +263,15 @@ async def take_lease(
     if not backend.supports_leases:
         return None, None, None
     owner = new_owner()
+    asked = time.monotonic()
     run, latest = await backend.aclaim_run(run_id, owner, flow.lease_ttl)
+    if time.monotonic() - asked > flow.lease_ttl / 2:
+        # The answer came late (slow storage): the lease may have expired and another
+        # process may have claimed the run and committed steps since. Renewing is fenced
+        # (LeaseLostError if the lease is not ours any more); if it is still ours, nobody
+        # else has written, so the claimed checkpoint is still the latest. One renewal
+        # (not a loop: a ttl shorter than the storage's latency must not spin).
+        await backend.arenew_lease(run_id, owner, flow.lease_ttl)
     if keep:
         LEASES.keep(backend, run_id, owner, flow.lease_ttl)
     return owner, run, latest

@@ -125,6 +125,7 @@ class DurableJournal(BasicJournal):
         verbose: bool,
         seq: int,
         owner: str | None,
+        ttl: float = 30.0,
     ) -> None:
         super().__init__(
             backend,
@@ -137,6 +138,8 @@ class DurableJournal(BasicJournal):
         )
         self.seq = seq
         self.owner = owner
+        #: the lease's ttl (the flow's lease_ttl)
+        self.ttl = ttl
         #: True once a final checkpoint (end_run) gave the lease back
         self.released = False
         #: the run's stored info; a status update with an error writes it back whole
@@ -162,6 +165,7 @@ class DurableJournal(BasicJournal):
         """The kickoff checkpoint, in one backend call with creating the run (if missing)
         and taking the lease; the lease keeper takes over the lease once it is held."""
         data = self.encode_state(state)
+        asked = time.monotonic()
         run, record = await self.backend.abegin_run(
             self.run_id,
             flow_name,
@@ -174,6 +178,10 @@ class DurableJournal(BasicJournal):
             meta=self._meta(position),
             expected_seq=self.seq,
         )
+        if self.owner is not None and time.monotonic() - asked > ttl / 2:
+            # A late answer: the lease may have expired and the run been taken since
+            # (see take_lease); renewing once is fenced.
+            await self.backend.arenew_lease(self.run_id, self.owner, ttl)
         if self.owner is not None:
             LEASES.keep(self.backend, self.run_id, self.owner, ttl)
         self.seq = record.seq
@@ -220,6 +228,13 @@ class DurableJournal(BasicJournal):
         if error is not None:
             self.run_info.error = error
             info = self.run_info.to_json()
+        if self.owner is not None and not self.released:
+            # update_run is not fenced by the lease: an owner thawed after a takeover
+            # would mark the new owner's run failed. Renewing first raises LeaseLostError
+            # (or RunLockedError) when the lease is no longer ours, and pushes its
+            # expiry a whole ttl ahead, so no live claimant can take the run before
+            # the update below lands.
+            await self.backend.arenew_lease(self.run_id, self.owner, self.ttl)
         await self.backend.aupdate_run(self.run_id, status=status, info=info)
 
     async def close(self) -> None:

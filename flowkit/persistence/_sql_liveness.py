@@ -22,16 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Callable
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(:key)"
 UNLOCK = "SELECT pg_advisory_unlock(:key)"
 # Asked by a claimant inside its transaction: true means no session holds the key.
 TRY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
+PING = "SELECT 1"
+#: seconds between checks that the liveness session is still there (see ``hold``)
+PING_EVERY = 0.5
 
 
 def liveness_key(owner: str) -> int:
@@ -58,6 +62,7 @@ class SessionLiveness:
         # owner -> (whether this session got the owner's key, run ids held)
         self._held: dict[str, tuple[bool, set[str]]] = {}
         self._unlocking: set[asyncio.Task[None]] = set()
+        self._checked = float("-inf")
 
     async def _connect(self) -> AsyncConnection:
         if self._connection is None:
@@ -79,7 +84,15 @@ class SessionLiveness:
 
     async def hold(self, owner: str, run_id: str) -> bool:
         """Back ``owner``'s lease on ``run_id`` with the owner's key; True if this call
-        recorded it (so a failed lease write undoes exactly that)."""
+        recorded it (so a failed lease write undoes exactly that).
+
+        Also called for every renewal: the session can end while this process lives (a
+        network blip on that one connection, an idle timeout, pg_terminate_backend), and
+        with it every key it held, after which any claimant would take this process's
+        live runs at once. At most every PING_EVERY seconds the session is checked; a
+        lost one is replaced and each owner's key is taken again at its next renewal."""
+        if time.monotonic() - self._checked >= PING_EVERY:
+            await self._check()
         added = self._add(owner, run_id)
         if added is not None:
             return added
@@ -99,6 +112,17 @@ class SessionLiveness:
             # owner id used by two processes): the owner then still looks alive.
             self._held[owner] = (got, {run_id})
             return True
+
+    async def _check(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._checked < PING_EVERY:
+                return
+            if self._connection is not None:
+                try:
+                    await self._connection.execute(text(PING))
+                except SQLAlchemyError:
+                    await self._forget_connection()
+            self._checked = time.monotonic()
 
     def drop(self, owner: str, run_id: str) -> None:
         """``owner`` gave ``run_id``'s lease back; unlock its key if that was its last."""

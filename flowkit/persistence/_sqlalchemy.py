@@ -356,11 +356,13 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         op = _sql_ops.renew_lease(run_id, owner, ttl, _rules.now())
-        self._call(op, write=True, what=f"renew_lease({run_id!r})")
+        # takes: a renewal also re-backs the lease if the liveness session was lost
+        self._call(op, write=True, what=f"renew_lease({run_id!r})", takes=(owner, run_id))
 
     async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         op = _sql_ops.renew_lease(run_id, owner, ttl, _rules.now())
-        await self._acall(op, write=True, what=f"renew_lease({run_id!r})")
+        what = f"renew_lease({run_id!r})"
+        await self._acall(op, write=True, what=what, takes=(owner, run_id))
 
     def release_lease(self, run_id: str, owner: str) -> None:
         op = _sql_ops.release_lease(run_id, owner)

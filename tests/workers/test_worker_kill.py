@@ -7,7 +7,7 @@ the kill lands mid-run), KILLS times, restarting it each time. Then: every run
 completed, no method was committed twice (tokens in the stored history), every logged
 execution that was not committed ran in a killed process, nothing was lost.
 
-``FLOWKIT_SOAK_RUNS`` / ``FLOWKIT_SOAK_KILLS`` make it longer (``nox -s soak``).
+``FLOWKIT_SOAK_RUNS`` / ``FLOWKIT_SOAK_KILLS`` make it longer (``nox -s soak-workers``).
 """
 
 from __future__ import annotations
