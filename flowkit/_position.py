@@ -86,6 +86,10 @@ class Position:
                 lost.add(item["id"])
             pending.append(item)
         snap["pending"] = pending
+        if snap.get("trigger_payload") is not None:
+            snap["trigger_payload"] = encode(
+                snap["trigger_payload"], path="inputs.crewai_trigger_payload", cipher=cipher
+            )
         snap["lost_payloads"] = sorted(lost)
         if self.last is not None:
             method, output = self.last
@@ -127,6 +131,10 @@ class Position:
                     )
                 pending.append(item)
             snap["pending"] = pending
+            if snap.get("trigger_payload") is not None:
+                snap["trigger_payload"] = decode(
+                    snap["trigger_payload"], cipher=cipher, run_id=run_id, seq=seq
+                )
             raw_last = snap.pop("last", None)
             last = None
             if isinstance(raw_last, dict):

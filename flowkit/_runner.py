@@ -96,15 +96,24 @@ class Runner:
             await self.journal.close()
 
     def _args(self, task: Task) -> tuple[Any, ...]:
-        node = self.scheduler.graph.nodes[task.method]
-        return (task.payload,) if node.takes_payload and task.trigger is not None else ()
+        graph = self.scheduler.graph
+        node = graph.nodes[task.method]
+        if not node.takes_payload or task.trigger is None:
+            return ()
+        if node.is_start and graph.nodes[task.trigger].is_router:
+            # As in CrewAI, a start fired by a router's label is called without it.
+            return ()
+        return (task.payload,)
 
     def _kwargs(self, task: Task) -> dict[str, Any]:
-        # a kickoff start gets the kickoff's crewai_trigger_payload if it declares it
+        # A start declaring crewai_trigger_payload gets the kickoff's payload: a kickoff
+        # start with its call, a conditional start from what the scheduler kept of it.
         node = self.scheduler.graph.nodes[task.method]
-        if node.takes_trigger_payload and task.trigger is None:
+        if not node.takes_trigger_payload or not node.is_start:
+            return {}
+        if task.trigger is None:
             return {TRIGGER_PAYLOAD: task.payload}
-        return {}
+        return {TRIGGER_PAYLOAD: self.scheduler.trigger_payload}
 
     def _method(self, task: Task) -> Any:
         func = getattr(self.flow, task.method)

@@ -110,12 +110,20 @@ class Scheduler:
         self._or_fired: dict[str, int] = {}
         self._next_id = 1
         self._next_wave = 1
+        #: the kickoff's trigger payload, kept for conditional starts that declare it
+        self.trigger_payload: Any = None
 
     # -- driving -------------------------------------------------------------------
 
     def begin(self, trigger_payload: Any = None) -> list[Task]:
         """The calls a kickoff starts with; each carries the kickoff's trigger payload
         (CrewAI's ``crewai_trigger_payload`` input), stored with the position."""
+        if any(
+            node.is_start and node.takes_trigger_payload and name not in self.graph.initial
+            for name, node in self.graph.nodes.items()
+        ):
+            # a conditional start declaring it gets it too, when its label arrives
+            self.trigger_payload = trigger_payload
         tasks = []
         for name in self.graph.initial:
             tasks.append(self._schedule(name, None, trigger_payload, self._new_wave(), ()))
@@ -222,6 +230,7 @@ class Scheduler:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready execution position (payloads are left as Python values)."""
+        kept = {} if self.trigger_payload is None else {"trigger_payload": self.trigger_payload}
         return {
             "pending": [
                 {
@@ -242,6 +251,7 @@ class Scheduler:
             "or_fired": dict(sorted(self._or_fired.items())),
             "next_id": self._next_id,
             "next_wave": self._next_wave,
+            **kept,
         }
 
     @classmethod
@@ -280,6 +290,7 @@ class Scheduler:
             self._or_fired = {str(k): int(v) for k, v in or_fired.items()}
             self._next_id = int(data["next_id"])
             self._next_wave = int(data.get("next_wave", 1))
+            self.trigger_payload = data.get("trigger_payload")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptCheckpointError(
                 f"the execution position stored in run {run_id!r} checkpoint {seq} cannot be "

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flowkit import Flow, FlowState, Interrupted, listen, persist, start
+from flowkit import Flow, FlowState, Interrupted, listen, persist, router, start
 from flowkit.events import (
     FlowEvent,
     FlowStarted,
@@ -263,6 +263,72 @@ def test_trigger_payload_survives_a_resume() -> None:
     paused = Paused().kickoff(inputs={"crewai_trigger_payload": {"k": 1}})
     assert isinstance(paused, Interrupted)
     assert Paused().resume(paused.run_id, "yes") == ({"k": 1}, "yes")
+
+
+class Seen(FlowState):
+    note: str = ""
+    level: int = 0
+
+
+class RoutedStart(Flow[Seen]):
+    """A kickoff start, a router, and conditional starts fired by the router's label."""
+
+    @start()
+    def kick(self) -> str:
+        return "kicked"
+
+    @router(kick)
+    def route(self) -> str:
+        return "go"
+
+    @start("go")
+    def with_payload(self, crewai_trigger_payload: Any = None) -> Any:
+        self.state.note = f"payload={crewai_trigger_payload}"
+        return crewai_trigger_payload
+
+    @start("go")
+    def with_param(self, given: Any = "default") -> Any:
+        self.state.level = 1 if given == "default" else 2
+        return given
+
+
+def test_trigger_payload_reaches_a_conditional_start_fired_by_a_label() -> None:
+    """CrewAI 1.15.30 passes inputs["crewai_trigger_payload"] to every start method that
+    declares it, a start fired later by a router's label included, and calls such a start
+    without the label (its parameters keep their defaults)."""
+    flow = RoutedStart()
+    flow.kickoff(inputs={"crewai_trigger_payload": {"order": 7}})
+    assert flow.state.note == "payload={'order': 7}"
+    assert flow.state.level == 1  # with_param got no argument
+    assert flow.method_outputs[-2:] in ([{"order": 7}, "default"], ["default", {"order": 7}])
+
+    plain = RoutedStart()
+    plain.kickoff()
+    assert plain.state.note == "payload=None"
+
+
+def test_trigger_payload_of_a_conditional_start_survives_a_crash(tmp_path: Path) -> None:
+    """The payload is stored with the run: a conditional start that runs only after a
+    resume in another Flow object (as after a crash) still gets it."""
+    store = SQLiteFlowPersistence(str(tmp_path / "flows.db"))
+
+    @persist(store)
+    class Waits(Flow[Seen]):
+        @start()
+        def kick(self) -> None:
+            self.state.note = "kicked"
+
+        @router(kick)
+        def ask_first(self) -> str:
+            return "go" if self.interrupt("go on?") == "yes" else "stop"
+
+        @start("go")
+        def later(self, crewai_trigger_payload: Any = None) -> Any:
+            return crewai_trigger_payload
+
+    paused = Waits().kickoff(inputs={"crewai_trigger_payload": {"hook": "h1"}})
+    assert isinstance(paused, Interrupted)
+    assert Waits().resume(paused.run_id, "yes") == {"hook": "h1"}
 
 
 def test_initial_state_dict_for_a_dict_flow_is_this_objects_start() -> None:
