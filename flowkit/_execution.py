@@ -382,8 +382,14 @@ async def prepare_kickoff(
     return prepared
 
 
-async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) -> Run:
-    """Continue a stored run from its latest checkpoint's position, under a lease."""
+async def prepare_resume(
+    flow: Flow[Any], run_id: str, value: Any, force: bool, *, only_running: bool = False
+) -> Run:
+    """Continue a stored run from its latest checkpoint's position, under a lease.
+
+    ``only_running`` (recovery): refuse, with ResumeError, a run whose status read under
+    the lease is not ``"running"`` -- one that failed or finished after the caller's
+    own read of it is left to its user."""
     backend = durable_backend(flow, "resume")
     # The claim: lease, record and latest checkpoint in one backend call. Every check
     # below is made on what it returned, and the state executed is its checkpoint.
@@ -403,6 +409,11 @@ async def prepare_resume(flow: Flow[Any], run_id: str, value: Any, force: bool) 
             "(list runs with `flowkit runs`)."
         )
     try:
+        if only_running and run.status != "running":
+            raise ResumeError(
+                f"run {run_id!r} is {run.status}, no longer running; recovery leaves it "
+                "(resume it by hand to continue it)."
+            )
         return await _resume_claimed(flow, backend, run, cp, owner, value, force)
     except BaseException:
         if owner is not None:

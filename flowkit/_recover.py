@@ -126,6 +126,8 @@ async def recover_run(
     cls: type[Flow[Any]], backend: FlowPersistence, run_id: str, options: dict[str, Any]
 ) -> RecoveredRun:
     """Resume one run if it is still unfinished and nobody alive holds it."""
+    from ._execution import prepare_resume
+    from ._flow import MISSING
     from ._interrupt import Interrupted
     from .exceptions import (
         ConcurrentUpdateError,
@@ -141,8 +143,13 @@ async def recover_run(
     if run is None or run.status != "running":
         status = "deleted" if run is None else run.status
         return _skipped(run_id, f"no longer running ({status})")
+    flow = cls(persistence=backend, **options)
     try:
-        result = await cls(persistence=backend, **options).resume_async(run_id)
+        # The status is checked again under the lease the resume takes: a run that
+        # failed (or finished) between the read above and the claim is not resumed.
+        result = await flow._execute(
+            lambda: prepare_resume(flow, run_id, MISSING, False, only_running=True)
+        )
     except RunLockedError:
         return _skipped(run_id, "its owner is alive (or its lease has not expired yet)")
     except ConcurrentUpdateError:
