@@ -107,5 +107,8 @@ def test_a_run_failed_between_listing_and_claim_is_left_failed(
     assert "failed" in entry.detail
     # `second` ran in the killed process and once in the other recoverer, never a third time
     assert len(log.read_text().splitlines()) == 2
-    run = SQLiteFlowPersistence(db).get_run(entry.run_id)
+    reader = SQLiteFlowPersistence(db)
+    run = reader.get_run(entry.run_id)
     assert run is not None and run.status == "failed"
+    for opened in (reader, store):
+        opened.close()

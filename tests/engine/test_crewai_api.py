@@ -329,6 +329,7 @@ def test_trigger_payload_of_a_conditional_start_survives_a_crash(tmp_path: Path)
     paused = Waits().kickoff(inputs={"crewai_trigger_payload": {"hook": "h1"}})
     assert isinstance(paused, Interrupted)
     assert Waits().resume(paused.run_id, "yes") == {"hook": "h1"}
+    store.close()
 
 
 def test_initial_state_dict_for_a_dict_flow_is_this_objects_start() -> None:

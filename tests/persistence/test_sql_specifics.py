@@ -217,6 +217,7 @@ def test_same_url_shares_one_engine(db_path: Path) -> None:
 
 def test_close_stops_the_thread_and_reopens_on_use(db_path: Path) -> None:
     """close() stops the portal thread; using the backend again reconnects."""
+    before = set(threading.enumerate())  # other tests' unclosed stores may keep theirs
     persistence = SQLiteFlowPersistence(db_path)
     persistence.save_state("r1", "a", {"id": "r1"})
     database = persistence._database()
@@ -226,7 +227,7 @@ def test_close_stops_the_thread_and_reopens_on_use(db_path: Path) -> None:
     assert not thread.is_alive()
     assert persistence.load_state("r1") == {"id": "r1"}
     persistence.close()
-    assert not any(t.name.startswith("flowkit-db-") for t in threading.enumerate())
+    assert not any(t.name.startswith("flowkit-db-") for t in set(threading.enumerate()) - before)
 
 
 def test_construction_does_no_io(tmp_path: Path) -> None:
