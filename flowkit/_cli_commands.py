@@ -254,7 +254,8 @@ def cmd_show(args: argparse.Namespace, backend: FlowPersistence) -> int:
 
 
 def _pending_line(item: dict[str, Any]) -> str:
-    line = f"  {item['method']} (triggered by {item['trigger']})"
+    trigger = item["trigger"]
+    line = f"  {item['method']} ({'a start' if trigger is None else f'triggered by {trigger}'})"
     error = item.get("last_error")
     if isinstance(error, dict):
         line += f"; failed {item.get('failed_attempts')} time(s), last: {error_line(error)}"

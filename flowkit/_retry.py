@@ -49,10 +49,11 @@ class Retry:
 
     ``attempts`` counts every run of the method, the first included (``attempts=1``: no
     retry). After a failed attempt ``n`` the next one starts ``delay * backoff ** (n - 1)``
-    seconds later, at most ``max_delay``, plus a random ``0..jitter`` seconds (still at
-    most ``max_delay``). ``on`` says which exceptions are retried: an exception class, a
-    tuple of classes, or a function ``(exception) -> bool``; anything else fails the run
-    at once. The wait is an asyncio timer: the event loop and parallel branches go on.
+    seconds later, at most ``max_delay`` (None: no limit), plus a random ``0..jitter``
+    seconds (still at most ``max_delay``). ``on`` says which exceptions are retried: an
+    exception class, a tuple of classes, or a function ``(exception) -> bool``; anything
+    else fails the run at once. The wait is an asyncio timer: the event loop and parallel
+    branches go on.
 
     Each attempt starts from the run's state without the failed attempt's changes. With
     durable persistence every failed attempt is recorded in a checkpoint before the wait,
@@ -76,8 +77,8 @@ class Retry:
     delay: float = 1.0
     #: factor applied to the wait after each further failure (1: a constant wait)
     backoff: float = 2.0
-    #: the longest wait, in seconds
-    max_delay: float = 60.0
+    #: the longest wait, in seconds (None: no limit)
+    max_delay: float | None = None
     #: up to this many seconds added at random to each wait (0: none)
     jitter: float = 0.0
     #: the exceptions retried (classes) or a predicate deciding it
@@ -97,21 +98,22 @@ class Retry:
             )
         for name in ("delay", "backoff", "max_delay", "jitter"):
             value = getattr(self, name)
+            if value is None and name == "max_delay":
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise FlowConfigurationError(f"Retry({name}={value!r}): use a number.")
             if value != value or value in (float("inf"), float("-inf")):
                 raise InvalidArgumentError(f"Retry({name}={value!r}): use a finite number.")
-        if self.delay < 0 or self.max_delay < 0 or self.jitter < 0:
+        if self.delay < 0 or self.jitter < 0:
             raise InvalidArgumentError(
-                f"Retry(delay={self.delay!r}, max_delay={self.max_delay!r}, "
-                f"jitter={self.jitter!r}): seconds cannot be negative."
+                f"Retry(delay={self.delay!r}, jitter={self.jitter!r}): seconds cannot be negative."
             )
         if self.backoff < 1:
             raise InvalidArgumentError(
                 f"Retry(backoff={self.backoff!r}): use a factor >= 1 (1 keeps the same delay "
                 "between attempts, 2 doubles it)."
             )
-        if self.max_delay < self.delay:
+        if self.max_delay is not None and self.max_delay < self.delay:
             raise InvalidArgumentError(
                 f"Retry(delay={self.delay!r}, max_delay={self.max_delay!r}): max_delay is the "
                 "longest wait and cannot be shorter than the first one."
@@ -134,15 +136,15 @@ class Retry:
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1 = the first)."""
+        cap = float("inf") if self.max_delay is None else self.max_delay
         try:
-            base = self.delay * self.backoff ** (attempt - 1)
+            wait = min(float(self.delay) * float(self.backoff) ** (attempt - 1), cap)
         except OverflowError:
-            base = self.max_delay
-        wait = min(base, self.max_delay)
+            wait = cap
         if self.jitter:
             import random
 
-            wait = min(wait + random.uniform(0, self.jitter), self.max_delay)
+            wait = min(wait + random.uniform(0, self.jitter), cap)
         return float(wait)
 
 
