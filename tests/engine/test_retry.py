@@ -733,3 +733,79 @@ def test_cli_show_running_run_names_failed_attempts(
     assert cli_main(["--db", str(db), "show", run_id]) == 0
     out = capsys.readouterr().out
     assert "  fetch (a start); failed 1 time(s), last: fetch (attempt 1 of 3)" in out
+
+
+# --- logging and tracing ------------------------------------------------------------------
+
+
+def test_retries_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """The flowkit logger says which attempt failed, the error and the wait."""
+    flow_cls = fails_then_succeeds(1, attempts=3, delay=0.001)
+    with caplog.at_level("INFO", logger="flowkit"):
+        flow_cls().kickoff()
+    lines = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(lines) == 1
+    assert (
+        "work failed (attempt 1 of 3): TimeoutError: call 1 failed; retrying in 0.001s"
+        in (lines[0])
+    )
+
+
+def test_each_attempt_gets_its_own_span() -> None:
+    """OpenTelemetry: a retried attempt's span ends in ERROR with its attempt number; the
+    next attempt has a new span and the run span ends OK."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from flowkit.otel import instrument
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    stop = instrument(provider)
+    try:
+        fails_then_succeeds(1, attempts=3)().kickoff()
+    finally:
+        stop()
+        provider.shutdown()
+    spans = memory.get_finished_spans()
+    work = [s for s in spans if s.name == "flowkit.method work"]
+    assert len(work) == 2
+    assert work[0].status.status_code is StatusCode.ERROR
+    assert work[0].attributes is not None and work[0].attributes["flowkit.attempt"] == 1
+    assert work[1].status.status_code is not StatusCode.ERROR
+    (run,) = [s for s in spans if s.name.startswith("flowkit.run ")]
+    assert run.status.status_code is not StatusCode.ERROR
+    assert run.attributes is not None and run.attributes["flowkit.status"] == "completed"
+
+
+def test_sync_branches_in_threads_are_retried() -> None:
+    """Synchronous parallel branches (run in worker threads) are retried the same way."""
+    calls: list[str] = []
+
+    class Threads(Flow[Counts]):
+        @start()
+        def begin(self) -> None:
+            pass
+
+        @listen(begin, retry=Retry(attempts=2, delay=0.001))
+        def flaky(self) -> None:
+            calls.append("flaky")
+            self.state.calls += 1
+            if calls.count("flaky") == 1:
+                raise TimeoutError
+
+        @listen(begin)
+        def steady(self) -> None:
+            calls.append("steady")
+            self.state.total += 1
+
+        @listen(and_(flaky, steady))
+        def join(self) -> tuple[int, int]:
+            return self.state.calls, self.state.total
+
+    assert Threads().kickoff() == (1, 1)
+    assert sorted(calls) == ["flaky", "flaky", "steady"]
