@@ -672,6 +672,33 @@ def test_a_stored_count_is_continued_by_resume(store: FlowPersistence, run_id: s
     ]
 
 
+def test_an_edit_between_attempts_keeps_the_count(store: FlowPersistence, run_id: str) -> None:
+    """update_state on a run stopped between attempts: the edit checkpoint keeps the
+    count (resume goes on from attempt 2) and is not itself a failed attempt."""
+    attempts: list[int] = []
+
+    @persist(store)
+    class Stopped(Flow[Fetched]):
+        @start(retry=Retry(attempts=2, delay=0))
+        def fetch(self) -> int:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise TimeoutError
+            if len(attempts) == 2:
+                raise KeyboardInterrupt
+            raise TimeoutError(f"tries={self.state.tries}")
+
+    with pytest.raises(KeyboardInterrupt):
+        Stopped().kickoff(inputs={"id": run_id})
+    edit = Stopped().update_state(run_id, {"tries": 7}, reason="test", actor="me")
+    assert "retry" not in edit.meta and edit.meta["position"]["retries"]
+    with pytest.raises(TimeoutError, match="tries=7"):
+        Stopped().resume(run_id)
+    assert len(attempts) == 3  # attempt 2 of 2, not two more
+    retried = [cp.meta["retry"]["attempt"] for cp in store.history(run_id) if "retry" in cp.meta]
+    assert retried == [1]
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
