@@ -74,9 +74,10 @@ class FailedAttempts:
     @classmethod
     def from_json(cls, data: Any) -> FailedAttempts:
         error = data.get("error")
-        return cls(
-            str(data["method"]), int(data["count"]), error if isinstance(error, dict) else {}
-        )
+        count = int(data["count"])
+        if count < 0:
+            raise ValueError(f"a negative count of failed attempts ({count})")
+        return cls(str(data["method"]), count, error if isinstance(error, dict) else {})
 
 
 @dataclass

@@ -836,3 +836,36 @@ def test_sync_branches_in_threads_are_retried() -> None:
 
     assert Threads().kickoff() == (1, 1)
     assert sorted(calls) == ["flaky", "flaky", "steady"]
+
+
+def test_a_damaged_stored_count_is_a_corrupt_checkpoint(
+    store: FlowPersistence, run_id: str
+) -> None:
+    """A stored retry count that is not a count is reported as a damaged checkpoint
+    naming the run, not silently read as zero."""
+    from flowkit.exceptions import CorruptCheckpointError
+
+    attempts: list[int] = []
+
+    @persist(store)
+    class Stopped(Flow[Fetched]):
+        @start(retry=Retry(attempts=3, delay=0))
+        def fetch(self) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise TimeoutError
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Stopped().kickoff(inputs={"id": run_id})
+    latest = store.load_checkpoint(run_id)
+    assert latest is not None
+    meta = dict(latest.meta)
+    position = dict(meta["position"])
+    position["retries"] = {
+        key: {**value, "count": -2} for key, value in position["retries"].items()
+    }
+    meta["position"] = position
+    store.save_checkpoint(run_id, "fetch", latest.state, expected_seq=latest.seq, meta=meta)
+    with pytest.raises(CorruptCheckpointError, match=run_id):
+        Stopped().resume(run_id)
