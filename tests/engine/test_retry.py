@@ -869,3 +869,17 @@ def test_a_damaged_stored_count_is_a_corrupt_checkpoint(
     store.save_checkpoint(run_id, "fetch", latest.state, expected_seq=latest.seq, meta=meta)
     with pytest.raises(CorruptCheckpointError, match=run_id):
         Stopped().resume(run_id)
+
+
+def test_stream_events_include_retries() -> None:
+    """stream_events yields MethodRetrying between the attempts' MethodStarted events."""
+    flow_cls = fails_then_succeeds(1, attempts=2)
+    kinds = [(type(e).__name__, getattr(e, "method", None)) for e in flow_cls().stream_events()]
+    assert kinds[1:-2] == [
+        ("MethodStarted", "begin"),
+        ("MethodFinished", "begin"),
+        ("MethodStarted", "work"),
+        ("MethodRetrying", "work"),
+        ("MethodStarted", "work"),
+        ("MethodFinished", "work"),
+    ]
