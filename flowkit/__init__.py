@@ -30,6 +30,7 @@ from ._flow import Flow
 from ._interrupt import Interrupted
 from ._persist import persist
 from ._recover import RecoveredRun, RecoveryReport
+from ._retry import Retry
 from .exceptions import FlowkitError
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ __all__ = [
     "Interrupted",
     "RecoveredRun",
     "RecoveryReport",
+    "Retry",
     "and_",
     "generate_key",
     "listen",

@@ -16,6 +16,7 @@ from flowkit._cli_render import (
     display_status,
     dump_json,
     edit_of,
+    error_line,
     format_time,
     interrupt_of,
     is_stale,
@@ -231,18 +232,16 @@ def cmd_show(args: argparse.Namespace, backend: FlowPersistence) -> int:
         lines.append(_indent(pretty(latest_cp.state)))
     if data["pending"]:
         lines.append("\nPending methods:")
-        lines.extend(
-            f"  {item['method']} (triggered by {item['trigger']})" for item in data["pending"]
-        )
+        lines.extend(_pending_line(item) for item in data["pending"])
     interrupt = data["interrupt"]
     if interrupt is not None:
         lines.append(f"\nInterrupted in method {interrupt.get('method')}; payload:")
         lines.append(_indent(pretty(interrupt.get("payload"))))
     error = data["error"]
     if error is not None:
-        lines.append(
-            f"\nError in method {error.get('method')}: {error.get('type')}: {error.get('message')}"
-        )
+        lines.append(f"\nError in method {error_line(error)}")
+        if error.get("traceback"):
+            lines.append(_indent(str(error["traceback"]).rstrip()))
     step = data["next"]
     lines.append(f"\nNext: {step['note']}.")
     if step["command"]:
@@ -252,6 +251,15 @@ def cmd_show(args: argparse.Namespace, backend: FlowPersistence) -> int:
         lines.append(f"  (MODULE is the module that defines the flow class of {run.flow_name})")
     _print("\n".join(lines))
     return 0
+
+
+def _pending_line(item: dict[str, Any]) -> str:
+    trigger = item["trigger"]
+    line = f"  {item['method']} ({'a start' if trigger is None else f'triggered by {trigger}'})"
+    error = item.get("last_error")
+    if isinstance(error, dict):
+        line += f"; failed {item.get('failed_attempts')} time(s), last: {error_line(error)}"
+    return line
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
@@ -277,12 +285,18 @@ def cmd_history(args: argparse.Namespace, backend: FlowPersistence) -> int:
         [str(cp.seq), cp.method_name, format_time(cp.created_at), checkpoint_summary(cp)]
         for cp in checkpoints
     ]
+    error = run.info.get("error") if run.status == "failed" else None
+    failed = f"\nFailed in {error_line(error)}" if isinstance(error, dict) else None
     if not args.states:
         _print(table(["SEQ", "METHOD", "TIME (UTC)", "AFTER IT"], rows))
+        if failed:
+            _print(failed)
         return 0
     for row, cp in zip(rows, checkpoints, strict=True):
         _print(f"\n#{row[0]}  {row[1]}  {row[2]}  {row[3]}")
         _print(_indent(pretty(cp.state)))
+    if failed:
+        _print(failed)
     return 0
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "display_status",
     "dump_json",
     "edit_of",
+    "error_line",
     "format_time",
     "interrupt_of",
     "is_stale",
@@ -180,9 +181,37 @@ def record_json(run: RunRecord, *, leases: bool) -> dict[str, Any]:
 
 
 def pending_of(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """The methods waiting to run after a checkpoint: ``[{"id", "method", "trigger"}]``."""
+    """The methods waiting to run after a checkpoint: ``[{"id", "method", "trigger"}]``,
+    plus ``"failed_attempts"`` and ``"last_error"`` for a call being retried."""
     summary = PositionSummary.read(meta)
-    return summary.pending if summary is not None else []
+    if summary is None:
+        return []
+    pending = []
+    for item in summary.pending:
+        retried = summary.retries.get(str(item["id"]))
+        if retried is not None:
+            item = {
+                **item,
+                "failed_attempts": retried.get("count"),
+                "last_error": retried.get("error"),
+            }
+        pending.append(item)
+    return pending
+
+
+def error_line(error: dict[str, Any]) -> str:
+    """``load (attempt 2 of 3): TimeoutError: slow`` for a stored error record (the
+    attempt part only when the method had a retry policy)."""
+    attempt, attempts = error.get("attempt"), error.get("attempts")
+    where = str(error.get("method"))
+    if isinstance(attempts, int) and attempts > 1:
+        where += f" (attempt {attempt} of {attempts})"
+    return f"{where}: {error.get('type')}: {_one_line(error.get('message'))}"
+
+
+def _one_line(text: Any, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def interrupt_of(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -200,20 +229,37 @@ def checkpoint_summary(checkpoint: Checkpoint) -> str:
         paths = [c.get("path") for c in changes if isinstance(c, dict)] if changes else []
         return (
             f"EDIT by {edit.get('actor')}: {edit.get('reason')} "
-            f"[{', '.join(str(p) for p in paths)}]; " + _position_summary(checkpoint)
+            f"[{', '.join(str(p) for p in paths)}]; " + _position_summary(checkpoint, edited=True)
         )
     return _position_summary(checkpoint)
 
 
-def _position_summary(checkpoint: Checkpoint) -> str:
+def _position_summary(checkpoint: Checkpoint, *, edited: bool = False) -> str:
     summary = PositionSummary.read(checkpoint.meta)
     if summary is None:
         return "state only (no position)"
     if summary.interrupt is not None:
         return f"interrupted in {summary.interrupt.get('method')}"
+    failed = ""
+    retry = summary.retry
+    if retry is not None and not edited:
+        error = retry.get("error")
+        failed = (
+            f"FAILED {error_line(error) if isinstance(error, dict) else retry.get('method')}; "
+            f"retry in {_seconds(retry.get('delay'))}; "
+        )
     if summary.pending:
-        return "next: " + ", ".join(str(item["method"]) for item in summary.pending)
-    return "finished"
+        return failed + "next: " + ", ".join(str(item["method"]) for item in summary.pending)
+    return failed + "finished"
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:g}s" if isinstance(value, (int, float)) else "?"
+
+
+def _retry_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+    summary = PositionSummary.read(meta)
+    return None if summary is None or edit_of(meta) is not None else summary.retry
 
 
 def checkpoint_json(checkpoint: Checkpoint, *, state: bool) -> dict[str, Any]:
@@ -228,6 +274,7 @@ def checkpoint_json(checkpoint: Checkpoint, *, state: bool) -> dict[str, Any]:
         "interrupt": redacted(interrupt_of(checkpoint.meta)),
         "state_version": checkpoint.meta.get("state_version"),
         "edit": redacted(edit_of(checkpoint.meta)),
+        "retry": _retry_of(checkpoint.meta),
     }
     if state:
         data["state"] = redacted(checkpoint.state)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._conditions import And, ConditionLike, Or
 from .exceptions import FlowDefinitionError
+
+if TYPE_CHECKING:
+    from ._retry import Retry
 
 __all__ = ["SPEC_ATTR", "MethodSpec", "listen", "router", "start"]
 
@@ -26,6 +29,8 @@ class MethodSpec:
     is_router: bool = False
     #: the labels a router declares it returns (``@router(..., emit=[...])``)
     emit: tuple[str, ...] = ()
+    #: the method's own retry policy (``retry=Retry(...)``); None: the flow's default
+    retry: Retry | None = None
 
 
 def _qualname(func: Any) -> str:
@@ -59,7 +64,13 @@ def _combine(func: Any, existing: MethodSpec, spec: MethodSpec, decorator: str) 
             f"{_qualname(func)!r}: combine @{_name(base)}(...) with a bare @router(); "
             f"the @{_name(base)} condition says when it runs, so @router takes none."
         )
-    return MethodSpec(base.kind, base.condition, is_router=True, emit=router_spec.emit)
+    if router_spec.retry is not None and base.retry is not None:
+        raise FlowDefinitionError(
+            f"{_qualname(func)!r}: retry= is given to both @{_name(base)} and @router; "
+            "give it once."
+        )
+    retry = base.retry if base.retry is not None else router_spec.retry
+    return MethodSpec(base.kind, base.condition, is_router=True, emit=router_spec.emit, retry=retry)
 
 
 def _name(spec: MethodSpec) -> str:
@@ -102,9 +113,20 @@ def _is_bare_decoration(func: Any) -> bool:
         del frame, caller
 
 
-def start(condition: ConditionLike | None = None) -> Callable[[F], F]:
+def _checked_retry(retry: Any, func: Any, decorator: str) -> Retry | None:
+    if retry is None:
+        return None
+    from ._retry import check_retry
+
+    return check_retry(retry, f"@{decorator} on {_qualname(func)!r}")
+
+
+def start(
+    condition: ConditionLike | None = None, *, retry: Retry | None = None
+) -> Callable[[F], F]:
     """Mark an entry point. ``@start()`` runs at kickoff; ``@start(cond)`` runs when
-    ``cond`` fires (a router label, a method, or ``or_``/``and_``).
+    ``cond`` fires (a router label, a method, or ``or_``/``and_``). ``retry=`` runs the
+    method again after an exception (see :class:`flowkit.Retry`).
 
     Example::
 
@@ -120,14 +142,16 @@ def start(condition: ConditionLike | None = None) -> Callable[[F], F]:
         _check_condition(condition, "start")
 
     def decorate(func: F) -> F:
-        return _attach(func, MethodSpec("start", condition), "start")  # type: ignore[no-any-return]
+        spec = MethodSpec("start", condition, retry=_checked_retry(retry, func, "start"))
+        return _attach(func, spec, "start")  # type: ignore[no-any-return]
 
     return decorate
 
 
-def listen(condition: ConditionLike) -> Callable[[F], F]:
+def listen(condition: ConditionLike, *, retry: Retry | None = None) -> Callable[[F], F]:
     """Run the method when ``condition`` fires; it receives the trigger's output if it
-    takes a parameter.
+    takes a parameter. ``retry=`` runs it again after an exception (see
+    :class:`flowkit.Retry`).
 
     Example::
 
@@ -138,13 +162,17 @@ def listen(condition: ConditionLike) -> Callable[[F], F]:
     _check_condition(condition, "listen")
 
     def decorate(func: F) -> F:
-        return _attach(func, MethodSpec("listen", condition), "listen")  # type: ignore[no-any-return]
+        spec = MethodSpec("listen", condition, retry=_checked_retry(retry, func, "listen"))
+        return _attach(func, spec, "listen")  # type: ignore[no-any-return]
 
     return decorate
 
 
 def router(
-    condition: ConditionLike | None = None, *, emit: Sequence[str] | str | None = None
+    condition: ConditionLike | None = None,
+    *,
+    emit: Sequence[str] | str | None = None,
+    retry: Retry | None = None,
 ) -> Callable[[F], F]:
     """Like ``@listen``, and the return value becomes a label that triggers
     ``@listen("label")`` (``str(value)``; an Enum's ``.value``; ``None`` emits nothing).
@@ -152,7 +180,8 @@ def router(
     ``emit=["good", "bad"]`` declares the labels the router returns, for the drawn
     graph and the stored definition (as in CrewAI it does not restrict what it may
     return). A bare ``@router()`` stacked with ``@start(...)`` or ``@listen(...)`` makes
-    that method route.
+    that method route. ``retry=`` runs it again after an exception (see
+    :class:`flowkit.Retry`).
 
     Example::
 
@@ -165,7 +194,13 @@ def router(
     labels = _emit_labels(emit)
 
     def decorate(func: F) -> F:
-        spec = MethodSpec("listen", condition, is_router=True, emit=labels)
+        spec = MethodSpec(
+            "listen",
+            condition,
+            is_router=True,
+            emit=labels,
+            retry=_checked_retry(retry, func, "router"),
+        )
         return _attach(func, spec, "router")  # type: ignore[no-any-return]
 
     return decorate

@@ -169,7 +169,9 @@ async def update_state(
                 f"update_state({run_id!r}, ...): the values equal the stored ones; nothing "
                 "to change, nothing stored."
             )
-        meta = {key: value for key, value in cp.meta.items() if key != EDIT_KEY}
+        # the position goes on; an edit is not a failed attempt (``retry``) nor an edit
+        # of the edit it may be based on
+        meta = {key: value for key, value in cp.meta.items() if key not in (EDIT_KEY, "retry")}
         meta["state_version"] = flow._adapter.version
         meta[EDIT_KEY] = {
             "actor": who,

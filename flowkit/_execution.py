@@ -162,6 +162,11 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
             run_id=run_id,
             seq=seq,
         )
+    # A fork is a new run: its retried methods start a fresh count, and its first
+    # checkpoint is not a failed attempt.
+    meta.pop("retry", None)
+    if "retries" in position:
+        meta["position"] = {k: v for k, v in position.items() if k != "retries"}
     summary = PositionSummary.read(meta)
     if summary is None:
         status = "completed"
@@ -459,6 +464,9 @@ async def _resume_claimed(
         )
     state = load_state(flow, cp.state, cp.meta.get("state_version"), run_id, cp.seq)
     scheduler = _restore_scheduler(flow, position, run_id, cp)
+    # A run cut off between attempts goes on counting; one that failed (its attempts
+    # exhausted, or an exception no policy covers) starts every count afresh.
+    retries = {} if run.status == "failed" else position.retries
     answers = position.answers
     interrupt = position.interrupt
     if run.status == "interrupted" and interrupt is not None:
@@ -494,6 +502,7 @@ async def _resume_claimed(
         inputs={},
         answers=answers,
         last=position.last,
+        retries=retries,
     )
 
 

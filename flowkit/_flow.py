@@ -26,6 +26,7 @@ if typing.TYPE_CHECKING:
     from ._ask import InputProvider
     from ._execution import _Plan
     from ._recover import RecoveryReport
+    from ._retry import Retry
     from ._run import Run
     from ._state import StateAdapter
     from .events import FlowEvent
@@ -65,7 +66,9 @@ class Flow(FlowTools, Generic[T]):
     Parametrise with the state type -- a Pydantic model (``Flow[MyState]``) or ``dict``
     (plain ``Flow``). The flow's name (in events and stored runs) is the class attribute
     ``name = "..."`` as in CrewAI (or the class keyword ``name="..."``), else the class's
-    ``__name__``. Class keyword ``abstract=True`` marks a base class without a start.
+    ``__name__``. Class keyword ``abstract=True`` marks a base class without a start;
+    ``retry=Retry(...)`` is the retry policy of every method that gives none (inherited
+    by subclasses; see :class:`flowkit.Retry`).
 
     Constructor: ``persistence=`` (overrides ``@persist``), ``initial_state=`` (a model
     instance or class, or a dict: this object's starting state, as in CrewAI),
@@ -97,12 +100,23 @@ class Flow(FlowTools, Generic[T]):
     _graph: ClassVar[FlowGraph]
     _adapter: StateAdapter
     _plan_cache: ClassVar[_Plan | None] = None
+    #: the class keyword ``retry=``: the policy of methods that give none
+    _retry_default: ClassVar[Retry | None] = None
 
     def __init_subclass__(
-        cls, *, abstract: bool = False, name: str | None = None, **kwargs: Any
+        cls,
+        *,
+        abstract: bool = False,
+        name: str | None = None,
+        retry: Retry | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         cls._plan_cache = None
+        if retry is not None:
+            from ._retry import check_retry
+
+            cls._retry_default = check_retry(retry, f"class {cls.__qualname__}")
         if abstract:
             cls._graph = None  # type: ignore[assignment]
             return

@@ -29,6 +29,7 @@ _LEVELS = {
     "FlowFinished": INFO,
     "FlowInterrupted": INFO,
     "MethodFailed": INFO,
+    "MethodRetrying": INFO,
     "MethodStarted": DEBUG,
     "MethodFinished": DEBUG,
 }
@@ -52,6 +53,19 @@ def log_event(event: FlowEvent) -> None:
     elif kind == "MethodFailed":
         error = getattr(event, "error", None)
         LOG.log(level, "%s: %s failed: %s: %s", where, method, type(error).__name__, error)
+    elif kind == "MethodRetrying":
+        error = getattr(event, "error", None)
+        LOG.log(
+            level,
+            "%s: %s failed (attempt %s of %s): %s: %s; retrying in %.3gs",
+            where,
+            method,
+            getattr(event, "attempt", "?"),
+            getattr(event, "attempts", "?"),
+            type(error).__name__,
+            error,
+            getattr(event, "delay", 0.0),
+        )
     elif kind == "MethodStarted":
         LOG.log(level, "%s: %s started", where, method)
     else:

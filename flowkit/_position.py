@@ -6,9 +6,12 @@ release, so every stored run stays readable:
 * ``position``: the scheduler's snapshot (pending calls with the values they receive,
   ``and_`` progress, fired ``or_`` listeners, call counts, next call id), the ids of
   pending calls whose input could not be stored (``lost_payloads``), the last finished
-  method and its output (``last``), and the answers given to interrupts of pending calls
-  (``answers``);
+  method and its output (``last``), the answers given to interrupts of pending calls
+  (``answers``), and the failed attempts of pending calls that are being retried
+  (``retries``: call id -> method, count, last error; written only when there are some);
 * ``interrupt``: the interrupt the run is waiting on (method, call id, payload);
+* ``retry``: only on the checkpoint written for a failed attempt: which call failed,
+  its attempt number, the wait before the next one and the error (with traceback);
 * ``state_version``: the state model's version (written by the journal).
 
 :class:`Position` is the engine's decoded, validated form (``to_json`` / ``from_json``);
@@ -24,7 +27,7 @@ from typing import Any
 from ._codec import decode, encode
 from .exceptions import CorruptCheckpointError, UnserializableStateError
 
-__all__ = ["PendingInterrupt", "Position", "PositionSummary", "RunInfo"]
+__all__ = ["FailedAttempts", "PendingInterrupt", "Position", "PositionSummary", "RunInfo"]
 
 
 @dataclass
@@ -56,6 +59,28 @@ class PendingInterrupt:
 
 
 @dataclass
+class FailedAttempts:
+    """The failed attempts so far of one pending method call under a retry policy."""
+
+    method: str
+    #: how many attempts failed (the next one is attempt ``count + 1``)
+    count: int
+    #: the last failure: ``{"method", "type", "message", "attempt", "attempts"}``
+    error: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "count": self.count, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Any) -> FailedAttempts:
+        error = data.get("error")
+        count = int(data["count"])
+        if count < 0:
+            raise ValueError(f"a negative count of failed attempts ({count})")
+        return cls(str(data["method"]), count, error if isinstance(error, dict) else {})
+
+
+@dataclass
 class Position:
     """Where a run stands after a checkpoint, with Python values (decoded)."""
 
@@ -66,6 +91,11 @@ class Position:
     #: pending calls whose input could not be stored (they cannot take it on resume)
     lost_payloads: frozenset[int] = frozenset()
     interrupt: PendingInterrupt | None = None
+    #: failed attempts of pending calls, by call id (the retry counters)
+    retries: dict[int, FailedAttempts] = field(default_factory=dict)
+    #: on the checkpoint written for a failed attempt: ``{"method", "task_id",
+    #: "attempt", "attempts", "delay", "error"}`` (the error with its traceback)
+    retry: dict[str, Any] | None = None
 
     def to_json(self, cipher: Any) -> dict[str, Any]:
         """The ``meta`` entries this position is stored as (``position``, ``interrupt``).
@@ -103,9 +133,13 @@ class Position:
         snap["answers"] = {
             str(k): encode(v, path="answer", cipher=cipher) for k, v in self.answers.items()
         }
+        if self.retries:
+            snap["retries"] = {str(k): v.to_json() for k, v in sorted(self.retries.items())}
         meta: dict[str, Any] = {"position": snap}
         if self.interrupt is not None:
             meta["interrupt"] = self.interrupt.to_json()
+        if self.retry is not None:
+            meta["retry"] = self.retry
         return meta
 
     @classmethod
@@ -146,6 +180,9 @@ class Position:
                 int(k): list(decode(v, cipher=cipher, run_id=run_id, seq=seq))
                 for k, v in snap.pop("answers", {}).items()
             }
+            retries = {
+                int(k): FailedAttempts.from_json(v) for k, v in snap.pop("retries", {}).items()
+            }
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _corrupt("execution position", exc, run_id, seq) from exc
         raw_interrupt = meta.get("interrupt")
@@ -154,7 +191,7 @@ class Position:
             if raw_interrupt is not None
             else None
         )
-        return cls(snap, last, answers, lost, interrupt)
+        return cls(snap, last, answers, lost, interrupt, retries)
 
 
 @dataclass
@@ -170,6 +207,11 @@ class PositionSummary:
     last_output: Any
     #: ``{"method", "task_id", "payload"}`` in stored form, when the run waits on one
     interrupt: dict[str, Any] | None
+    #: call id (as stored: a string) -> ``{"method", "count", "error"}`` of pending calls
+    #: with failed attempts
+    retries: dict[str, Any] = field(default_factory=dict)
+    #: the failed attempt this checkpoint was written for (see :class:`Position`)
+    retry: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, meta: dict[str, Any]) -> PositionSummary | None:
@@ -186,12 +228,18 @@ class PositionSummary:
         calls = data.get("calls")
         last = data.get("last")
         interrupt = meta.get("interrupt")
+        retries = data.get("retries")
+        retry = meta.get("retry")
         return cls(
             pending,
             calls if isinstance(calls, dict) else {},
             last.get("method") if isinstance(last, dict) else None,
             last.get("output") if isinstance(last, dict) else None,
             interrupt if isinstance(interrupt, dict) else None,
+            {str(k): v for k, v in retries.items() if isinstance(v, dict)}
+            if isinstance(retries, dict)
+            else {},
+            retry if isinstance(retry, dict) else None,
         )
 
 
@@ -201,7 +249,8 @@ class RunInfo:
     (``definition``, for "what changed" on resume) and the error that failed it."""
 
     definition: dict[str, Any] | None = None
-    #: ``{"method", "type", "message"}`` of the exception that failed the run
+    #: the exception that failed the run: ``{"method", "type", "message", "attempt",
+    #: "attempts", "traceback"}`` (the last three since retries; older runs lack them)
     error: dict[str, Any] | None = None
     #: keys this version does not know, kept as stored
     other: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._position import PendingInterrupt, Position
+from ._position import FailedAttempts, PendingInterrupt, Position
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -46,19 +46,36 @@ class Run:
     #: the journal's last committed state is ``state`` (no method finished since
     #: without a checkpoint): a method that ran alone can be rolled back by reading it
     committed_is_current: bool = True
+    #: failed attempts of pending calls being retried, by call id (stored with the
+    #: position: a crash between attempts does not reset the count)
+    retries: dict[int, FailedAttempts] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
         return self.flow._adapter.state_id(self.state)
 
-    def position(self, interrupt: PendingInterrupt | None = None) -> Position:
-        return Position(self.scheduler.snapshot(), self.last, self.answers, interrupt=interrupt)
+    def position(
+        self, interrupt: PendingInterrupt | None = None, retry: dict[str, Any] | None = None
+    ) -> Position:
+        return Position(
+            self.scheduler.snapshot(),
+            self.last,
+            self.answers,
+            interrupt=interrupt,
+            retries=dict(self.retries),
+            retry=retry,
+        )
 
     async def commit(
-        self, method: str, status: str, interrupt: PendingInterrupt | None = None
+        self,
+        method: str,
+        status: str,
+        interrupt: PendingInterrupt | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> None:
-        """Write a checkpoint of the current state and position after ``method``."""
-        await self.journal.checkpoint(method, self.state, self.position(interrupt), status)
+        """Write a checkpoint of the current state and position after ``method`` (or,
+        with ``retry``, after a failed attempt of it)."""
+        await self.journal.checkpoint(method, self.state, self.position(interrupt, retry), status)
         self.committed_is_current = True
 
     def rollback(self, ctx: CallContext) -> None:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Union
 from ._graph import TRIGGER_PAYLOAD
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
 from ._merge import Merge
-from ._position import PendingInterrupt
+from ._position import FailedAttempts, PendingInterrupt
+from ._retry import error_record, policy_for
 from ._workers import ThreadCall, keep_moving, workers
 from .events import (
     FlowFinished,
@@ -25,6 +26,7 @@ from .events import (
     FlowStarted,
     MethodFailed,
     MethodFinished,
+    MethodRetrying,
     MethodStarted,
 )
 from .exceptions import (
@@ -126,9 +128,12 @@ class Runner:
             ctx.isolated = True
             ctx.base = self.run.state
             self.state_shared = True
-        elif self.journal.durable and not self.run.committed_is_current:
-            # Only with @persist on some methods: the state this method starts from is
-            # not stored anywhere, and an interrupt must be able to go back to it.
+        elif not self.run.committed_is_current and (
+            self.journal.durable or policy_for(type(self.flow), task.method) is not None
+        ):
+            # With @persist on some methods (or no durable persistence and a retry
+            # policy): the state this method starts from is not stored anywhere, and an
+            # interrupt or a retry must be able to go back to it.
             from ._isolation import copy_state
 
             ctx.base = copy_state(self.run.state)
@@ -172,17 +177,27 @@ class Runner:
         :class:`Interrupted`."""
         ready: deque[Task] = deque(tasks)
         running: dict[_AnyFuture, tuple[Task, CallContext]] = {}
+        #: calls waiting out a retry's backoff: a timer each, posted to the inbox
+        waiting: dict[_AnyFuture, Task] = {}
         inbox = _Inbox(asyncio.get_running_loop())
+
+        def wait_then_retry(task: Task, delay: float) -> None:
+            timer = asyncio.ensure_future(asyncio.sleep(delay))
+            timer.add_done_callback(inbox.put)
+            waiting[timer] = task
+
         try:
-            while ready or running:
-                if not running and len(ready) == 1:
+            while ready or running or waiting:
+                if not running and not waiting and len(ready) == 1:
                     # Alone: on the live state, no copy, no thread.
                     task = ready.popleft()
                     ctx = self._ctx(task, isolated=False)
                     try:
                         output = await self._run_inline(task, ctx)
                     except BaseException as exc:
-                        await self._failed(task, ctx, exc)
+                        delay = await self._failed(task, ctx, exc)
+                        if delay is not None:
+                            wait_then_retry(task, delay)
                         continue
                     ready.extend(await self._finished(task, output, bool(ready or running)))
                     continue
@@ -196,22 +211,29 @@ class Runner:
                 if threads:
                     keep_moving(inbox.loop)
                 done = await inbox.take()
+                for timer in [f for f in done if f in waiting]:
+                    ready.append(waiting.pop(timer))
+                finished = [f for f in done if f in running]
                 # Several finished in one wake-up: merged and checkpointed in start order.
-                for fut in sorted(done, key=lambda f: running[f][0].id):
+                for fut in sorted(finished, key=lambda f: running[f][0].id):
                     task, ctx = running.pop(fut)
                     error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+                    retryable = True
                     if error is None and ctx.view is not None:
                         try:
                             self._merge(ctx)
                         except StateConflictError as exc:
-                            error = exc
+                            error, retryable = exc, False
                     if error is not None:
-                        await self._failed(task, ctx, error)
+                        delay = await self._failed(task, ctx, error, retryable=retryable)
+                        if delay is not None:
+                            wait_then_retry(task, delay)
                         continue
-                    busy = bool(ready or running)
+                    busy = bool(ready or running or waiting)
                     ready.extend(await self._finished(task, fut.result(), busy))
         except BaseException:
             await _cancel(running)
+            await _cancel(waiting)
             raise
         if self.interrupts:
             return await self._pause()
@@ -233,7 +255,8 @@ class Runner:
         try:
             self.flow._method_finished(task.method, output)
         except FlowUsageError as exc:
-            await self._failed(task, CallContext(self.flow, task.id, task.method, []), exc)
+            ctx = CallContext(self.flow, task.id, task.method, [])
+            await self._failed(task, ctx, exc, retryable=False)
         if self.flow._has_listeners():
             self.flow._emit(
                 MethodFinished,
@@ -243,6 +266,7 @@ class Runner:
             )
         new = self.scheduler.complete(task.id, output)
         run.answers.pop(task.id, None)
+        run.retries.pop(task.id, None)
         run.last = (task.method, output)
         final = not new and not busy and not self.interrupts
         if self.journal.wants(task.method):
@@ -253,7 +277,14 @@ class Runner:
                 await self.journal.set_status("completed")
         return new
 
-    async def _failed(self, task: Task, ctx: CallContext, exc: BaseException) -> None:
+    async def _failed(
+        self, task: Task, ctx: CallContext, exc: BaseException, *, retryable: bool = True
+    ) -> float | None:
+        """A method call raised: an interrupt pauses it (returns None),
+        an exception its retry policy covers drops the attempt's changes, is recorded
+        and returns the seconds to wait before the next attempt; anything else fails the
+        run (raised). ``retryable`` is False for errors flowkit raised around the
+        method (a merge conflict, a changed state id): a policy does not cover those."""
         if isinstance(exc, InterruptSignal):
             if not self.journal.durable:
                 raise FlowConfigurationError(
@@ -268,16 +299,55 @@ class Runner:
             self.interrupts.append((task, exc.payload))
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
-            return
+            return None
+        policy = policy_for(type(self.flow), task.method) if retryable else None
+        before = self.run.retries.get(task.id)
+        attempt = (before.count if before is not None else 0) + 1
+        attempts = policy.attempts if policy is not None else 1
+        if policy is not None and policy.retries(exc, attempt):
+            return await self._retry_later(task, ctx, exc, attempt, attempts, policy.wait(attempt))
         if self.flow._has_listeners() and isinstance(exc, Exception):
-            self.flow._emit(MethodFailed, method=task.method, error=exc)
+            self.flow._emit(MethodFailed, method=task.method, error=exc, attempt=attempt)
         if self.journal.durable and isinstance(exc, Exception):
+            error = error_record(task.method, exc, attempt, attempts, with_traceback=True)
             with contextlib.suppress(FlowkitError):  # the original exception matters more
-                await self.journal.set_status(
-                    "failed",
-                    {"method": task.method, "type": type(exc).__name__, "message": str(exc)[:2000]},
-                )
+                await self.journal.set_status("failed", error)
         raise exc
+
+    async def _retry_later(
+        self,
+        task: Task,
+        ctx: CallContext,
+        exc: BaseException,
+        attempt: int,
+        attempts: int,
+        delay: float,
+    ) -> float:
+        """Drop the failed attempt's changes and record it (in a checkpoint, before the
+        wait: a crash during the wait resumes with the count kept)."""
+        self.run.rollback(ctx)
+        error = error_record(task.method, exc, attempt, attempts, with_traceback=False)
+        self.run.retries[task.id] = FailedAttempts(task.method, attempt, error)
+        if self.journal.durable:
+            record = {
+                "method": task.method,
+                "task_id": task.id,
+                "attempt": attempt,
+                "attempts": attempts,
+                "delay": delay,
+                "error": error_record(task.method, exc, attempt, attempts, with_traceback=True),
+            }
+            await self.run.commit(task.method, "running", retry=record)
+        if self.flow._has_listeners():
+            self.flow._emit(
+                MethodRetrying,
+                method=task.method,
+                error=exc,
+                attempt=attempt,
+                attempts=attempts,
+                delay=delay,
+            )
+        return delay
 
     async def _pause(self) -> Interrupted:
         task, payload = self.interrupts[0]

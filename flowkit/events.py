@@ -29,6 +29,7 @@ __all__ = [
     "FlowStarted",
     "MethodFailed",
     "MethodFinished",
+    "MethodRetrying",
     "MethodStarted",
     "subscribe",
 ]
@@ -84,10 +85,29 @@ class MethodFinished(FlowEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class MethodFailed(FlowEvent):
-    """A flow method raised; the exception propagates to the caller after this."""
+    """A flow method raised and is not retried; the exception propagates to the caller
+    after this. ``attempt`` is the attempt that raised (1 unless the method has a retry
+    policy, see :class:`flowkit.Retry`)."""
 
     method: str
     error: BaseException
+    attempt: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodRetrying(FlowEvent):
+    """A flow method raised and runs again after ``delay`` seconds (its
+    :class:`flowkit.Retry` policy allows it). ``attempt`` is the attempt that failed
+    (1 = the first call), ``attempts`` the most the policy allows; the next attempt is
+    ``attempt + 1``. Emitted after the failed attempt is stored (``seq`` is its
+    checkpoint with durable persistence); the failed attempt's changes to the state are
+    dropped. No ``MethodFailed`` is emitted for an attempt that is retried."""
+
+    method: str
+    error: BaseException
+    attempt: int
+    attempts: int
+    delay: float
 
 
 @dataclass(frozen=True, kw_only=True)

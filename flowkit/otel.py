@@ -11,7 +11,9 @@ Attributes: ``flowkit.flow``, ``flowkit.run_id``, ``flowkit.method``, ``flowkit.
 execution ended), ``flowkit.call`` (1 for a method's first call in this execution, 2
 for the second, ...), ``flowkit.resumed`` and ``flowkit.status`` (``completed``,
 ``interrupted`` or ``failed``). A method that raises records the exception and sets
-the span's and the run span's status to ERROR.
+the span's and the run span's status to ERROR; an attempt that is retried (see
+:class:`flowkit.Retry`) ends its own span in ERROR, with ``flowkit.attempt`` and
+``flowkit.retry_delay``, and the next attempt gets a new span.
 
 Example::
 
@@ -40,6 +42,7 @@ from .events import (
     FlowStarted,
     MethodFailed,
     MethodFinished,
+    MethodRetrying,
     MethodStarted,
     subscribe,
 )
@@ -88,6 +91,8 @@ class _Tracer:
                 self._method_ended(event, None)
             elif isinstance(event, MethodFailed):
                 self._method_ended(event, event.error)
+            elif isinstance(event, MethodRetrying):
+                self._retrying(event)
             elif isinstance(event, FlowInterrupted):
                 self._interrupted(event)
             elif isinstance(event, FlowFinished):
@@ -148,6 +153,21 @@ class _Tracer:
             self._finish(event.run_id, "failed", event.seq)
         elif run.interrupted and not run.open_count():
             self._finish(event.run_id, "interrupted", event.seq)
+
+    def _retrying(self, event: MethodRetrying) -> None:
+        # The failed attempt's span ends in error; the run goes on (the next attempt
+        # gets a span of its own).
+        run = self.runs.get(event.run_id)
+        spans = run.methods.get(event.method) if run is not None else None
+        if spans:
+            span = spans.pop(0)
+            span.record_exception(event.error)
+            span.set_attribute("flowkit.attempt", event.attempt)
+            span.set_attribute("flowkit.retry_delay", event.delay)
+            span.set_status(
+                Status(StatusCode.ERROR, f"{type(event.error).__name__}: {event.error}")
+            )
+            span.end()
 
     def _interrupted(self, event: FlowInterrupted) -> None:
         run = self.runs.get(event.run_id)

@@ -20,6 +20,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         "Interrupted",
         "RecoveredRun",
         "RecoveryReport",
+        "Retry",
         "and_",
         "generate_key",
         "listen",
