@@ -26,7 +26,7 @@ from flowkit.persistence._rows import (
     checkpoint_from_row,
     run_from_row,
 )
-from flowkit.persistence._sql_liveness import TRY_XACT_LOCK, liveness_key
+from flowkit.persistence._sql_liveness import LIVENESS_SQL
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -79,13 +79,19 @@ def _checked_version(rows: list[Row]) -> int:
 
 def init_schema(dialect: str) -> Op[int]:
     """Create or upgrade the tables; returns the schema version found before."""
+    server_version = ""
     if dialect == "postgresql":
         yield Stmt("SELECT pg_advisory_xact_lock(:key)", {"key": _schema.SCHEMA_LOCK_KEY})
+    elif dialect == "mysql":
+        # No lock: MariaDB/MySQL commit each CREATE on its own, every statement here may
+        # run twice, and the version row, written last, marks the schema complete.
+        rows = yield Stmt("SELECT VERSION()")
+        server_version = str(rows[0][0])
     yield Stmt(_schema.CREATE_VERSION_TABLE)
     rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
     found = _checked_version(rows)
     if found == 0:
-        for ddl in _schema.SCHEMA:
+        for ddl in _schema.schema_statements(dialect, server_version=server_version):
             yield Stmt(ddl)
         yield Stmt(
             "INSERT INTO flowkit_schema_version (version) VALUES (:version)",
@@ -484,16 +490,17 @@ def acquire_lease(
 
 def holder_is_dead(dialect: str, holder: str) -> Op[bool]:
     """Whether the lease holder is known to be gone: its process on this host is, or (on
-    PostgreSQL) no database session holds its liveness key any more."""
+    PostgreSQL and MariaDB/MySQL) no database session holds its liveness lock any more."""
     if owner_is_dead(holder):
         return True
     parsed = parse_owner(holder)
-    if dialect != "postgresql" or (
+    liveness = LIVENESS_SQL.get(dialect)
+    if liveness is None or (
         parsed is not None and parsed.host == this_host() and parsed.pid == os.getpid()
     ):
         # Our own process is alive; its keys are held by our liveness session.
         return False
-    rows = yield Stmt(TRY_XACT_LOCK, {"key": liveness_key(holder)})
+    rows = yield Stmt(liveness.holder_gone, {"key": liveness.key(holder)})
     return bool(rows and rows[0][0])
 
 
