@@ -312,7 +312,12 @@ def update_run_sql(*, status: bool, fingerprint: bool, info: bool) -> str:
     )
 
 
-def list_runs_sql(*, flow_name: bool, status: bool, parent_run_id: bool) -> str:
+def list_runs_sql(
+    *, flow_name: bool, status: bool, parent_run_id: bool, likes: int = 0, after: bool = False
+) -> str:
+    """``likes``: how many ``info LIKE :like<n>`` conditions (the metadata filter's
+    narrowing); ``after``: only runs listed after ``(:after_at, :after_id)`` in the
+    listing's order (the next batch of a metadata-filtered listing)."""
     filters = []
     if flow_name:
         filters.append("flow_name = :flow_name")
@@ -320,6 +325,11 @@ def list_runs_sql(*, flow_name: bool, status: bool, parent_run_id: bool) -> str:
         filters.append("status = :status")
     if parent_run_id:
         filters.append("parent_run_id = :parent_run_id")
+    filters.extend(f"info LIKE :like{n} ESCAPE '!'" for n in range(likes))
+    if after:
+        filters.append(
+            "(updated_at < :after_at OR (updated_at = :after_at AND run_id < :after_id))"
+        )
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     return (
         f"SELECT {RUN_COLUMNS} FROM flowkit_runs{where} "

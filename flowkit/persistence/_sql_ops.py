@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowkit.exceptions import CorruptRunError, PersistenceError
-from flowkit.persistence import _rules, _schema
+from flowkit.persistence import _metadata, _rules, _schema
 from flowkit.persistence._encoding import EncodedState, corrupt, decode_object
 from flowkit.persistence._owner import owner_is_dead, parse_owner, this_host
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
@@ -426,11 +426,19 @@ def list_runs(
     parent_run_id: str | None,
     limit: int,
     offset: int,
+    metadata: dict[str, Any] | None = None,
 ) -> Op[list[RunRecord]]:
     filters = {"flow_name": flow_name, "status": status, "parent_run_id": parent_run_id}
-    sql = _schema.list_runs_sql(**{name: value is not None for name, value in filters.items()})
+    given = {name: value is not None for name, value in filters.items()}
     params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+    if metadata is not None:
+        return (yield from _list_by_metadata(given, params, metadata, limit, offset))
+    sql = _schema.list_runs_sql(**given)
     rows = yield Stmt(sql, {**params, "limit": limit, "offset": offset})
+    return _readable_runs(rows)
+
+
+def _readable_runs(rows: list[Row]) -> list[RunRecord]:
     runs = []
     for row in rows:
         try:
@@ -438,6 +446,50 @@ def list_runs(
         except CorruptRunError as exc:  # one damaged run must not hide the others
             _rules.report_unreadable(exc)
     return runs
+
+
+#: rows a metadata-filtered listing reads per statement: 2 * (limit + offset), within these
+LIST_BATCH = (100, 1000)
+
+
+def _list_by_metadata(
+    given: dict[str, bool],
+    params: dict[str, Any],
+    metadata: dict[str, Any],
+    limit: int,
+    offset: int,
+) -> Op[list[RunRecord]]:
+    """Runs whose metadata matches, paged by matching runs. The database narrows the rows
+    (``info LIKE`` patterns every match satisfies, see ``_metadata.like_patterns``) and
+    :func:`_metadata.matches` decides, so the answer is exact whatever the database's
+    JSON functions; batches continue after the last row read (keyset, not OFFSET), until
+    ``offset + limit`` runs matched or the rows run out."""
+    patterns = _metadata.like_patterns(metadata)
+    likes = {f"like{n}": pattern for n, pattern in enumerate(patterns)}
+    first = _schema.list_runs_sql(**given, likes=len(patterns))
+    after = _schema.list_runs_sql(**given, likes=len(patterns), after=True)
+    low, high = LIST_BATCH
+    batch = min(max(2 * (limit + offset), low), high)
+    matched: list[RunRecord] = []
+    skip = offset
+    cursor: dict[str, Any] = {}
+    while len(matched) < limit:
+        rows = yield Stmt(
+            after if cursor else first, {**params, **likes, **cursor, "limit": batch, "offset": 0}
+        )
+        for run in _readable_runs(rows):
+            if not _metadata.matches(run.info, metadata):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            matched.append(run)
+            if len(matched) == limit:
+                break
+        if len(rows) < batch:
+            break
+        cursor = {"after_at": rows[-1][4], "after_id": rows[-1][0]}
+    return matched
 
 
 def delete_run(run_id: str) -> Op[bool]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -283,16 +284,16 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         parent_run_id: str | None,
         limit: int,
         offset: int,
+        metadata: Mapping[str, Any] | None,
     ) -> Op[list[RunRecord]]:
-        _rules.check_paging(limit, offset)
-        if status is not None:
-            _rules.check_status(status)
+        wanted = _rules.check_list_filters(status, limit, offset, metadata)
         return _sql_ops.list_runs(
             flow_name=flow_name,
             status=status,
             parent_run_id=parent_run_id,
             limit=limit,
             offset=offset,
+            metadata=wanted,
         )
 
     def list_runs(
@@ -303,8 +304,9 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset)
+        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
         return self._call(op, write=False, what="list_runs", empty=[])
 
     async def alist_runs(
@@ -315,8 +317,9 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset)
+        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
         return await self._acall(op, write=False, what="list_runs", empty=[])
 
     def _delete_op(self, run_id: str) -> Op[bool]:
