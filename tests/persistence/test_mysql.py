@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -224,3 +225,47 @@ def test_liveness_lock_is_held_with_the_lease_and_given_back(
         _wait_for(lambda: not _lock_in_use(mysql_url, owner), "the session to end")
     finally:
         backend.delete_run(run_id)
+
+
+def _on_server(mysql_url: str, *statements: str) -> list[Any]:
+    """Run statements on the server (no database selected); the last one's rows."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run() -> list[Any]:
+        engine = create_async_engine(make_url(mysql_url).set(database=None))
+        rows: list[Any] = []
+        try:
+            async with engine.begin() as connection:
+                for statement in statements:
+                    result = await connection.execute(text(statement))
+                    rows = list(result.fetchall()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+        return rows
+
+    return asyncio.run(run())
+
+
+def test_reads_of_a_database_without_tables_create_nothing(mysql_url: str) -> None:
+    """Reads of a database flowkit never wrote answer as empty and create no table; the
+    first write creates them."""
+    from sqlalchemy.engine import make_url
+
+    name = f"flowkit_ro_{uuid.uuid4().hex[:12]}"
+    _on_server(mysql_url, f"CREATE DATABASE {name}")
+    url = make_url(mysql_url).set(database=name).render_as_string(hide_password=False)
+    backend = SQLAlchemyFlowPersistence(url)
+    try:
+        assert backend.list_runs() == []
+        assert backend.list_runs(metadata={"user": "u1"}) == []
+        assert backend.get_run("r") is None
+        assert backend.load_state("r") is None
+        assert backend.history("r") == []
+        tables = f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{name}'"
+        assert _on_server(mysql_url, tables) == []
+        backend.save_state("r", "a", {"id": "r"})
+        assert len(_on_server(mysql_url, tables)) == 4
+    finally:
+        backend.close()
+        _on_server(mysql_url, f"DROP DATABASE {name}")
