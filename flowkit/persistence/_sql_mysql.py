@@ -165,16 +165,18 @@ def _append_mysql(
     stored_blobs: tuple[int, frozenset[str]] | None,
 ) -> Op[frozenset[str]]:
     """``_sql_ops._append`` with MariaDB/MySQL's insert-if-missing for blobs."""
-    append = _append(run_id, seq, method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs)
-    try:
-        stmt = next(append)
-        while True:
-            if stmt.sql == _schema.INSERT_BLOB:
-                stmt = Stmt(INSERT_BLOB, stmt.params, many=stmt.many)
-            rows = yield stmt
-            stmt = append.send(rows)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+    return (
+        yield from _append(
+            run_id,
+            seq,
+            method_name,
+            encoded,
+            meta_text,
+            at=at,
+            stored_blobs=stored_blobs,
+            insert_blob=INSERT_BLOB,
+        )
+    )
 
 
 def begin_run(

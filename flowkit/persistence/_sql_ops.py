@@ -179,15 +179,17 @@ def _append(
     *,
     at: float,
     stored_blobs: tuple[int, frozenset[str]] | None,
+    insert_blob: str = _schema.INSERT_BLOB,
 ) -> Op[frozenset[str]]:
     """Insert checkpoint ``seq`` (its number already taken on the run row) and the blobs
-    it needs; return the hashes it refers to."""
+    it needs (with ``insert_blob``, which skips a blob the run has); return the hashes
+    it refers to."""
     blobs = encoded.blobs
     if stored_blobs is not None and stored_blobs[0] == seq - 1:
         blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
     if blobs:
         yield Stmt(
-            _schema.INSERT_BLOB,
+            insert_blob,
             [{"run_id": run_id, "hash": h, "data": text} for h, text in blobs.items()],
             many=True,
         )

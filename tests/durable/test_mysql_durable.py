@@ -2,14 +2,15 @@
 SQLite and PostgreSQL, collected here with ``backend_spec`` naming the MariaDB server.
 
 Chosen for what MariaDB does differently (row locks instead of ``ON CONFLICT`` and
-``UPDATE ... RETURNING``; ``GET_LOCK`` session liveness): kill -9 then an immediate
-resume, racing resumers and racing kickoffs of one new id, processes hammering one run,
-and a SIGSTOPped owner thawed after a takeover.
+``UPDATE ... RETURNING``; ``GET_LOCK`` session liveness): kill -9 at every step then an
+immediate resume, SIGKILLs at random moments, racing resumers and racing kickoffs of one
+new id, processes hammering one run, and a SIGSTOPped owner thawed after a takeover.
 """
 
 from __future__ import annotations
 
 import pytest
+from test_attack_kills import test_random_sigkills_never_lose_or_repeat_a_committed_lap  # noqa: F401
 from test_attack_races import (  # noqa: F401  (collected again, on MariaDB)
     test_racing_kickoffs_of_one_new_id_run_each_lap_once_per_kickoff,
 )
@@ -31,4 +32,10 @@ pytestmark = pytest.mark.mysql
 
 @pytest.fixture
 def backend_spec(mysql_spec: str) -> str:
+    return mysql_spec
+
+
+@pytest.fixture
+def spec(mysql_spec: str) -> str:
+    """The backend of test_attack_kills' tests (it names it ``spec``)."""
     return mysql_spec

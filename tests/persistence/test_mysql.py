@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from flowkit.exceptions import FlowConfigurationError, InvalidArgumentError, RunLockedError
 from flowkit.persistence import SQLAlchemyFlowPersistence
@@ -229,7 +230,6 @@ def test_liveness_lock_is_held_with_the_lease_and_given_back(
 
 def _on_server(mysql_url: str, *statements: str) -> list[Any]:
     """Run statements on the server (no database selected); the last one's rows."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
 
     async def run() -> list[Any]:
@@ -250,7 +250,6 @@ def _on_server(mysql_url: str, *statements: str) -> list[Any]:
 def test_reads_of_a_database_without_tables_create_nothing(mysql_url: str) -> None:
     """Reads of a database flowkit never wrote answer as empty and create no table; the
     first write creates them."""
-    from sqlalchemy.engine import make_url
 
     name = f"flowkit_ro_{uuid.uuid4().hex[:12]}"
     _on_server(mysql_url, f"CREATE DATABASE {name}")
@@ -269,3 +268,28 @@ def test_reads_of_a_database_without_tables_create_nothing(mysql_url: str) -> No
     finally:
         backend.close()
         _on_server(mysql_url, f"DROP DATABASE {name}")
+
+
+def test_a_big_field_is_stored_once_even_by_two_writers(mysql_url: str) -> None:
+    """An unchanged big field is stored once per run, also when a second backend (its
+    own engine, so it does not know what the first stored) saves it again; prune then
+    drops the blobs no checkpoint refers to."""
+    first = SQLAlchemyFlowPersistence(mysql_url)
+    second = SQLAlchemyFlowPersistence(mysql_url, engine_kwargs={"pool_size": 2})
+    run_id = _new_id("blob")
+    big = "b" * 5000
+    try:
+        first.save_state(run_id, "s0", {"id": run_id, "doc": big, "n": 0})
+        second.save_state(run_id, "s1", {"id": run_id, "doc": big, "n": 1})
+        first.save_state(run_id, "s2", {"id": run_id, "doc": big + "!", "n": 2})
+        assert second.load_state(run_id) == {"id": run_id, "doc": big + "!", "n": 2}
+        blobs = f"SELECT COUNT(*) FROM flowkit_blobs WHERE run_id = '{run_id}'"
+        database = make_url(mysql_url).database
+        assert _on_server(mysql_url, f"USE {database}", blobs) == [(2,)]
+        assert first.prune(run_id, keep_last=1) == 2
+        assert _on_server(mysql_url, f"USE {database}", blobs) == [(1,)]
+        assert [c.state["n"] for c in first.history(run_id)] == [2]
+    finally:
+        first.delete_run(run_id)
+        first.close()
+        second.close()
