@@ -477,7 +477,10 @@ class Flow(FlowTools, Generic[T]):
         given = dict(inputs or {})
         # CrewAI's FlowStartedEvent shows None when no inputs were given
         shown = None if inputs is None else given
-        return await self._execute(with_metadata(lambda: prepare_kickoff(self, given, shown)))
+        labels = None if metadata is None else dict(metadata)
+        return await self._execute(
+            with_metadata(lambda: prepare_kickoff(self, given, shown, labels))
+        )
 
     akickoff = kickoff_async
 

@@ -66,5 +66,8 @@ async def _store(run: Run, wanted: dict[str, Any]) -> None:
     # The journal holds the run's info as claimed (under the lease, which no other
     # writer has now); it writes it back whole if the run fails, so it gets the merge too.
     info = journal.run_info
-    info.other[INFO_KEY] = {**metadata_of(info.other), **wanted}
+    merged = {**metadata_of(info.other), **wanted}
+    if info.other.get(INFO_KEY) == merged:
+        return  # a new run: stored by the kickoff's own first write (begin_run)
+    info.other[INFO_KEY] = merged
     await run.backend.aupdate_run(run.run_id, info=info.to_json())
