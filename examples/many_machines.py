@@ -75,14 +75,15 @@ def main() -> int:
         return 1
     here = Path(__file__).resolve().parent
     queue = f"flowkit-example-{uuid.uuid4().hex[:6]}"  # a queue of our own for this demo
-    env = dict(os.environ, EXAMPLE_QUEUE=queue, PYTHONPATH=str(here))
+    path = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, EXAMPLE_QUEUE=queue, PYTHONPATH=path)
     app.conf.task_default_queue = queue
     command = [sys.executable, "-m", "celery", "-A", "many_machines", "worker"]
     options = ["--pool=solo", "--loglevel=WARNING", "--without-gossip", "--without-mingle"]
     log = open("example-workers.log", "ab")  # noqa: SIM115 (kept open for the workers)
     workers = [
         subprocess.Popen(
-            [*command, *options, "-n", f"example{i}@%h"],
+            [*command, *options, "-n", f"{queue}-{i}@%h"],  # names no other worker holds
             cwd=here,
             env=env,
             stdout=log,

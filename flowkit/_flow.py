@@ -442,7 +442,7 @@ class Flow(FlowTools, Generic[T]):
             first.kickoff()
             again = Report().kickoff(restore_from_state_id=first.flow_id)
         """
-        from ._sync import run_sync
+        from ._concurrency import run_sync
 
         return run_sync(
             self.kickoff_async(
@@ -501,7 +501,7 @@ class Flow(FlowTools, Generic[T]):
         started. ``metadata`` is merged into the run's stored metadata, as for
         :meth:`kickoff`. Returns what :meth:`kickoff` would have returned.
         """
-        from ._sync import run_sync
+        from ._concurrency import run_sync
 
         return run_sync(self.resume_async(run_id, value, force=force, metadata=metadata))
 
@@ -563,7 +563,7 @@ class Flow(FlowTools, Generic[T]):
             report = ReviewFlow.recover()
             print(report.completed, report.failed)
         """
-        from ._sync import run_sync
+        from ._concurrency import run_sync
 
         return run_sync(cls.arecover(persistence, **options))
 
@@ -582,7 +582,7 @@ class Flow(FlowTools, Generic[T]):
         The new run records its parent (run and seq); ``resume(new_id)`` continues it
         from that point. The original run is unchanged.
         """
-        from ._sync import run_sync
+        from ._concurrency import run_sync
 
         return run_sync(self.fork_async(run_id, seq, new_run_id=new_run_id))
 

@@ -84,7 +84,7 @@ class FlowTools:
                                   actor="alice")
             Triage().resume(run_id)
         """
-        from ._sync import run_sync
+        from ._concurrency import run_sync
 
         return run_sync(self.aupdate_state(run_id, values, reason=reason, actor=actor))
 

@@ -77,7 +77,7 @@ async def _close(events: AsyncGenerator[FlowEvent, None]) -> None:
 def _drive(events: AsyncGenerator[FlowEvent, None]) -> Generator[FlowEvent, None, None]:
     # Each step runs this thread's flowkit loop until the next event: the flow advances
     # while the caller asks for events, on one loop, with no extra thread.
-    from ._sync import run_sync
+    from ._concurrency import run_sync
 
     try:
         while (event := run_sync(_next(events))) is not None:

@@ -7,16 +7,14 @@ flavour that suits it and this module derives the other one, in one place
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 from abc import ABC
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
+from flowkit._concurrency import in_thread, wait_for
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
-from flowkit.persistence._portal import Portal
 from flowkit.persistence._records import Checkpoint, RunRecord
 
 REQUIRED_OPS = ("save_state", "load_state")
@@ -44,18 +42,6 @@ ALL_OPS = (
     + tuple(op for ops in CAPABILITY_OPS.values() for op in ops)
     + COMPOSITE_OPS
 )
-
-_sync_portal = Portal("flowkit-persistence-sync")
-
-
-def _run_coroutine_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Block until ``coro`` is done, whether or not this thread runs an event loop."""
-    if _sync_portal.in_portal_thread():
-        # An async backend method called a derived sync one: waiting on our own loop
-        # would deadlock, so that one call gets a loop of its own in a worker thread.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coro).result()
-    return _sync_portal.run(coro)
 
 
 class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subclass__)
@@ -135,14 +121,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     def _derived_sync(self, op: str, *args: Any, **kwargs: Any) -> Any:
         if "a" + op in self._native_ops:
-            return _run_coroutine_sync(getattr(self, "a" + op)(*args, **kwargs))
+            return wait_for(getattr(self, "a" + op)(*args, **kwargs))
         if op in COMPOSITE_OPS:
-            return _run_coroutine_sync(getattr(self, "_composed_" + op)(*args, **kwargs))
+            return wait_for(getattr(self, "_composed_" + op)(*args, **kwargs))
         return self._unsupported(op)
 
     async def _derived_async(self, op: str, *args: Any, **kwargs: Any) -> Any:
         if op in self._native_ops:
-            return await asyncio.to_thread(getattr(self, op), *args, **kwargs)
+            return await in_thread(getattr(self, op), *args, **kwargs)
         if op in COMPOSITE_OPS:
             return await getattr(self, "_composed_" + op)(*args, **kwargs)
         return self._unsupported(op)

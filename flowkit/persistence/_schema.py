@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Key of the PostgreSQL advisory lock that serialises schema creation across processes.
 SCHEMA_LOCK_KEY = 0x666C6F776B6974  # "flowkit"
@@ -152,9 +152,31 @@ def _v1_to_v2(dialect: str) -> tuple[str, ...]:
     )
 
 
+# SQLite: a checkpoint inserted past the run's ``last_seq`` advances the run row, so a
+# save is one guarded INSERT in autocommit (SAVE_CHECKPOINT_STATEMENT). Inserts made
+# after the run row was already advanced (the transactional path) change nothing.
+SQLITE_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS flowkit_checkpoint_advances_run "
+    "AFTER INSERT ON flowkit_checkpoints FOR EACH ROW BEGIN "
+    "UPDATE flowkit_runs SET last_seq = NEW.seq, updated_at = NEW.created_at "
+    "WHERE run_id = NEW.run_id AND last_seq < NEW.seq; END",
+)
+
+
+def dialect_schema(dialect: str) -> tuple[str, ...]:
+    """What a dialect's database has beyond :data:`SCHEMA` (created after it)."""
+    return SQLITE_TRIGGERS if dialect == "sqlite" else ()
+
+
+def _v2_to_v3(dialect: str) -> tuple[str, ...]:
+    """Version 3 adds SQLite's trigger that keeps the run row current when a checkpoint
+    is inserted (one statement per save); nothing changes on other databases."""
+    return dialect_schema(dialect)
+
+
 # MIGRATIONS[n] upgrades a database from version n to n + 1 (a list of statements per
 # dialect name), inside the transaction that records the new version.
-MIGRATIONS: dict[int, Callable[[str], tuple[str, ...]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[str], tuple[str, ...]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 RUN_COLUMNS = (
     "run_id, flow_name, status, created_at, updated_at, last_seq, parent_run_id, parent_seq, "
@@ -290,6 +312,26 @@ def save_run_sql(*, may_create: bool, check_seq: bool, check_lease: bool) -> str
         )
     where = " AND ".join(["flowkit_runs.run_id = :run_id", *guards])
     return f"UPDATE flowkit_runs SET {assignments} WHERE {where} {returning}"
+
+
+@functools.cache
+def save_checkpoint_statement(*, check_seq: bool, check_lease: bool, named_flow: bool) -> str:
+    """SQLite (with SQLITE_TRIGGERS): a save as one guarded INSERT of checkpoint
+    ``last_seq + 1``; the trigger advances the run row. No row comes back when a guard
+    refuses (or the run does not exist, or its status or flow name would change): the
+    transactional save then runs and decides. Fixed fragments, bound values."""
+    guards = ["run_id = :run_id", "status = :status"]
+    if check_seq:
+        guards.append("last_seq = :expected_seq")
+    if check_lease:
+        guards.append("lease_owner = :lease_owner")  # fencing, as in save_run_sql
+    if named_flow:
+        guards.append("flow_name IS NOT NULL")
+    return (
+        "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, "
+        "created_at) SELECT run_id, last_seq + 1, :method_name, :state, :meta, :blobs, :now "
+        f"FROM flowkit_runs WHERE {' AND '.join(guards)} RETURNING seq"
+    )
 
 
 SET_RUN_STATUS = (

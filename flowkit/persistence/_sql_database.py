@@ -2,14 +2,15 @@
 
 A :class:`Database` is an engine that lives on its own portal thread (asyncpg connections
 belong to the loop that made them, and callers come from many loops and threads).
-Operations are the statement generators of ``_sql_ops``. SQLite runs a whole operation
-inside aiosqlite's thread, one hop per operation: async callers queue it there straight
-from their own loop (aiosqlite resolves a future on the loop that created it); sync
-callers, and a synchronous kickoff with nothing beside it on its loop, queue it and wait
-on their own thread. The portal opens the connection and checks the schema with a read;
-only a write creates or upgrades it, so readers never wait for writers. Other
-databases await each statement on a pooled connection, on the portal loop. Backends
-acquire the shared :class:`Database` for their URL and release it on close.
+Operations are the statement generators of ``_sql_ops``. SQLite: one aiosqlite
+connection (opened on the portal, so its worker is a daemon thread) in autocommit mode,
+driven through aiosqlite's public API from whichever loop the caller is on, under a lock
+any loop can await; a checkpoint save is one guarded statement when it can be (see
+``_sql_ops.save_checkpoint_statement``). Sync callers go through the portal. The portal
+opens the connection and checks the schema with a read; only a write creates or upgrades
+it, so readers never wait for writers. Other databases await each statement on a pooled
+connection, on the portal loop. Backends acquire the shared :class:`Database` for their
+URL and release it on close.
 
 MariaDB/MySQL connections run at READ COMMITTED (each statement sees what was committed
 before it, as on PostgreSQL; the writes lock the run row first, see ``_sql_mysql``) and
@@ -27,7 +28,6 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -36,22 +36,31 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from flowkit._sync import may_block
+from flowkit._concurrency import (
+    LoopAgnosticLock,
+    Portal,
+    PortalStopped,
+    completing,
+    on_owned_loop,
+)
 from flowkit.exceptions import PersistenceError
 from flowkit.persistence import _sql_ops
-from flowkit.persistence._portal import Portal
 from flowkit.persistence._schema import SCHEMA_VERSION
-from flowkit.persistence._sql_drive import (
-    drive_async,
-    put_sqlite_blocking,
-    queue_sqlite,
-    submit_sqlite,
-)
+from flowkit.persistence._sql_drive import drive_async, drive_sqlite, drive_sqlite_statement
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
 from flowkit.persistence._sql_url import dialect_of, mysql_session, sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
+
+# What a SQLite operation answers when the database was closed before it could start.
+_CLOSED: Any = object()
+
+
+class DatabaseClosed(Exception):
+    """The :class:`Database` was shut down before the operation started (nothing ran):
+    the backend retries it on a fresh one."""
+
 
 # (owner, run_id) of a lease an operation takes or gives back (PostgreSQL liveness).
 LeaseRef = tuple[str, str]
@@ -68,17 +77,19 @@ class Database:
         self.engine_kwargs = engine_kwargs
         self.portal = Portal(f"flowkit-db-{next(self._names)}")
         self.users = 0
+        self.closed = False  # shut down for good: a backend then acquires a new one
         self.engine: AsyncEngine | None = None
         self._ready: asyncio.Lock | None = None
         # True once the schema is known to be current (checked, or created by a write).
         self._schema_ready = False
         self._sqlite: AsyncConnection | None = None
         self._sqlite_driver: Any = None  # the aiosqlite.Connection under self._sqlite
-        # SQLite: the driver async callers submit to directly, set once the schema is
-        # ready, cleared (under _direct_lock) before the connection closes; with the pid
-        # that opened it (a forked child must not use its parent's worker thread).
-        self._direct: tuple[Any, int] | None = None
-        self._direct_lock = threading.Lock()
+        # SQLite: one operation at a time on the connection, whatever loop it comes from.
+        self._sqlite_lock = LoopAgnosticLock()
+        # SQLite: the pid whose portal opened the connection and found the schema
+        # current; async callers of that process then use it from their own loop (a
+        # forked child must not use its parent's worker thread). 0 while not started.
+        self._direct_pid = 0
         # (run_id) -> (seq, blob hashes) of the last checkpoint this process wrote.
         self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
         # PostgreSQL, MariaDB/MySQL: the session whose locks say our lease owners are alive.
@@ -117,8 +128,7 @@ class Database:
                 await self._run_schema(_sql_ops.init_schema(self.dialect), True)
             self._schema_ready = True
             if self.dialect == "sqlite":
-                with self._direct_lock:
-                    self._direct = (self._sqlite_driver, os.getpid())
+                self._direct_pid = os.getpid()
             return True
 
     def _file_missing(self) -> bool:
@@ -138,7 +148,8 @@ class Database:
                 raw = await self._sqlite.get_raw_connection()
                 self._sqlite_driver = raw.driver_connection
             except BaseException:
-                await self._close_engine(engine)
+                held, self._sqlite, self._sqlite_driver = self._sqlite, None, None
+                await self._close_engine(engine, held)
                 raise
         self.engine = engine
         if self.dialect in ("postgresql", "mysql"):
@@ -146,7 +157,10 @@ class Database:
 
     async def _run_schema(self, op: Op[T], write: bool) -> T:
         if self.dialect == "sqlite":
-            return await self._run_sqlite(op, write=write)
+            done = await self._run_sqlite(op, write=write)
+            if done is _CLOSED:
+                raise DatabaseClosed
+            return done  # type: ignore[no-any-return]
         assert self.engine is not None
         async with self.engine.begin() as connection:
             return await drive_async(connection, op)
@@ -157,6 +171,9 @@ class Database:
             path = sqlite_file(self.url)
             if path is not None:
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # sqlite3 in autocommit mode: transactions are opened explicitly, and a
+            # single statement commits by itself.
+            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "isolation_level": None}
         if self.dialect == "mysql":
             kwargs.setdefault("isolation_level", "READ COMMITTED")
         engine = create_async_engine(self.url, **kwargs)
@@ -175,32 +192,25 @@ class Database:
         connect_args = self.engine_kwargs.get("connect_args", {})
         return create_async_engine(self.url, poolclass=NullPool, connect_args=connect_args)
 
-    async def _run_sqlite(self, op: Op[T], *, write: bool) -> T:
-        driver = self._sqlite_driver
-        if getattr(driver, "_tx", None) is None:  # pragma: no cover - other aiosqlite
-            raise PersistenceError(
-                "This aiosqlite version lacks the Connection._tx queue, which flowkit uses "
-                "to run a transaction in one step. Install a supported aiosqlite (>= 0.20)."
-            )
-        return await submit_sqlite(driver, op, write)
+    async def _run_sqlite(self, op: Op[T], *, write: bool, fast: Op[Any] | None = None) -> Any:
+        """Run ``op`` on the SQLite connection from the caller's loop. ``fast``, if
+        given, is tried first as one autocommit statement; when it answers None (its
+        guard refused) ``op`` runs in a transaction and decides. Answers ``_CLOSED``,
+        having run nothing, when the database was closed meanwhile."""
+        async with self._sqlite_lock:
+            driver = self._sqlite_driver
+            if driver is None:
+                return _CLOSED
+            if fast is not None:
+                done = await drive_sqlite_statement(driver, fast)
+                if done is not None:
+                    op.close()
+                    return done
+            return await drive_sqlite(driver, op, write)
 
-    def _put_direct_blocking(self, op: Op[T], write: bool) -> Callable[[], T] | None:
-        """Queue ``op`` on aiosqlite's worker for a caller that waits on its own thread,
-        or None while the database is not started (or was opened by another process)."""
-        with self._direct_lock:
-            direct = self._direct
-            if direct is None or direct[1] != os.getpid():
-                return None
-            return put_sqlite_blocking(direct[0], op, write)
-
-    def _submit_direct(self, op: Op[T], write: bool) -> asyncio.Future[T] | None:
-        """Queue ``op`` on aiosqlite's worker from the caller's loop, or None while the
-        database is not started (or was opened by another process)."""
-        with self._direct_lock:
-            direct = self._direct
-            if direct is None or direct[1] != os.getpid():
-                return None
-            return queue_sqlite(direct[0], op, write)
+    def _started_here(self) -> bool:
+        """SQLite: the connection is open with a current schema, in this process."""
+        return self._direct_pid == os.getpid() and self._sqlite_driver is not None
 
     async def execute(
         self,
@@ -210,16 +220,25 @@ class Database:
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
         empty: Any = None,
+        fast: Op[Any] | None = None,
     ) -> T:
         """Run ``op`` in one transaction; a read of a database without flowkit's tables
         answers ``empty``. On PostgreSQL, ``takes`` (a lease the operation may grant) is
         backed by the owner's liveness lock before the transaction commits, and undone if
-        it fails; ``gives`` (a lease it gives back) is unlocked after it commits."""
+        it fails; ``gives`` (a lease it gives back) is unlocked after it commits. On
+        SQLite ``fast`` (see :meth:`_run_sqlite`) is tried first."""
         if not await self._start(write=write):
             op.close()
+            if fast is not None:
+                fast.close()
             return empty  # type: ignore[no-any-return]
         if self.dialect == "sqlite":
-            return await self._run_sqlite(op, write=write)
+            done = await completing(self._run_sqlite(op, write=write, fast=fast))
+            if done is _CLOSED:
+                raise DatabaseClosed
+            return done  # type: ignore[no-any-return]
+        if fast is not None:
+            fast.close()
         assert self.engine is not None
         liveness = self.liveness
         if liveness is None or (takes is None and gives is None):
@@ -246,18 +265,19 @@ class Database:
     async def dispose(self) -> None:
         engine, self.engine = self.engine, None
         self._schema_ready = False
+        self._direct_pid = 0
+        # Operations that take the lock from now on see no connection and start afresh.
+        held, self._sqlite, self._sqlite_driver = self._sqlite, None, None
         liveness, self.liveness = self.liveness, None
         if liveness is not None:
             await liveness.close()
         if engine is not None:
-            await self._close_engine(engine)
+            await self._close_engine(engine, held)
 
-    async def _close_engine(self, engine: AsyncEngine) -> None:
-        with self._direct_lock:  # operations queued before this run before the close
-            self._direct = None
-        held, self._sqlite, self._sqlite_driver = self._sqlite, None, None
+    async def _close_engine(self, engine: AsyncEngine, held: AsyncConnection | None) -> None:
         if held is not None:
-            await held.close()
+            async with self._sqlite_lock:  # the operation holding the connection ends first
+                await held.close()
         await engine.dispose()
 
     # -- from any thread -----------------------------------------------------------
@@ -271,17 +291,16 @@ class Database:
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
         empty: Any = None,
+        fast: Op[Any] | None = None,
     ) -> T:
         try:
-            if self.dialect == "sqlite":
-                # A started SQLite database: straight to aiosqlite's worker and back (the
-                # portal would add a second hop); queued under the lock a close takes.
-                wait = self._put_direct_blocking(op, write)
-                if wait is not None:
-                    return wait()
             return self.portal.run(
-                self.execute(op, write=write, takes=takes, gives=gives, empty=empty)
+                self.execute(op, write=write, takes=takes, gives=gives, empty=empty, fast=fast)
             )
+        except PortalStopped:
+            if self.closed and self.dialect == "sqlite":
+                raise DatabaseClosed from None
+            raise
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
 
@@ -294,34 +313,35 @@ class Database:
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
         empty: Any = None,
+        fast: Op[Any] | None = None,
     ) -> T:
         try:
-            if self.dialect == "sqlite":
-                # aiosqlite resolves futures on whichever loop created them, and the whole
-                # operation is one function in its worker thread: async callers skip the
-                # portal (one hop there and back instead of two). The portal still does
-                # the one-time start (engine, connection, schema).
-                if may_block():  # a lone sync kickoff: wait on this thread
-                    wait = self._put_direct_blocking(op, write)
-                    if wait is None:
-                        if not await self.portal.arun(self._start(write=write)):
-                            op.close()
-                            return empty  # type: ignore[no-any-return]
-                        wait = self._put_direct_blocking(op, write)
-                    if wait is not None:
-                        return wait()
-                else:
-                    future = self._submit_direct(op, write)
-                    if future is None:
-                        if not await self.portal.arun(self._start(write=write)):
-                            op.close()
-                            return empty  # type: ignore[no-any-return]
-                        future = self._submit_direct(op, write)
-                    if future is not None:
-                        return await future
+            if self.dialect == "sqlite" and on_owned_loop():
+                # aiosqlite's connection takes calls from any loop (each result comes
+                # back to the loop that asked): callers on flowkit's own loops (a sync
+                # kickoff) skip the portal, which only does the one-time start (engine,
+                # connection, schema). Other loops (kickoff_async in an application)
+                # go through the portal: such a loop may be closed under an operation
+                # in flight, and aiosqlite's worker must never answer a closed loop.
+                if not self._started_here() and not await self.portal.arun(
+                    self._start(write=write)
+                ):
+                    op.close()
+                    if fast is not None:
+                        fast.close()
+                    return empty  # type: ignore[no-any-return]
+                if self._started_here():
+                    done = await completing(self._run_sqlite(op, write=write, fast=fast))
+                    if done is _CLOSED:
+                        raise DatabaseClosed
+                    return done  # type: ignore[no-any-return]
             return await self.portal.arun(
-                self.execute(op, write=write, takes=takes, gives=gives, empty=empty)
+                self.execute(op, write=write, takes=takes, gives=gives, empty=empty, fast=fast)
             )
+        except PortalStopped:
+            if self.closed and self.dialect == "sqlite":
+                raise DatabaseClosed from None
+            raise
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
 
@@ -332,6 +352,7 @@ class Database:
         )
 
     def shutdown(self) -> None:
+        self.closed = True
         if self.engine is not None and not self.portal.in_portal_thread():
             self.portal.run(self.dispose())
         self.portal.stop()
@@ -374,6 +395,6 @@ def _shutdown_all() -> None:
         database.shutdown()
 
 
-# Runs before the interpreter joins non-daemon threads (aiosqlite's worker is one), so a
-# backend the program never closed does not hang the exit.
-getattr(threading, "_register_atexit", atexit.register)(_shutdown_all)
+# aiosqlite's workers are daemon threads (created on a portal thread), so a backend the
+# program never closed does not hang the exit; this closes their connections cleanly.
+atexit.register(_shutdown_all)

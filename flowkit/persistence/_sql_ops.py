@@ -91,7 +91,8 @@ def init_schema(dialect: str) -> Op[int]:
     rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
     found = _checked_version(rows)
     if found == 0:
-        for ddl in _schema.schema_statements(dialect, server_version=server_version):
+        statements = _schema.schema_statements(dialect, server_version=server_version)
+        for ddl in statements + _schema.dialect_schema(dialect):
             yield Stmt(ddl)
         yield Stmt(
             "INSERT INTO flowkit_schema_version (version) VALUES (:version)",
@@ -161,6 +162,73 @@ def save_checkpoint(
     if release and lease_owner is not None:
         yield from release_lease(run_id, lease_owner)
     return SavedCheckpoint(int(seq), at, refs)
+
+
+def save_checkpoint_statement(
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    status: str,
+    flow_name: str | None,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[SavedCheckpoint | None] | None:
+    """SQLite: :func:`save_checkpoint` as one guarded statement in autocommit (schema
+    3's trigger advances the run row), or None when the save must write blobs. The
+    operation answers None, having written nothing, when the run does not admit the save
+    as it is (a guard, a missing run, a status or flow name to change): the full
+    operation then runs in a transaction and decides."""
+    refs = frozenset(encoded.blobs)
+    if refs and not (
+        expected_seq is not None
+        and stored_blobs is not None
+        and stored_blobs[0] == expected_seq
+        and refs <= stored_blobs[1]
+    ):
+        return None
+    return _save_in_one_statement(
+        run_id, method_name, encoded, meta_text, status, flow_name, expected_seq, lease_owner, at
+    )
+
+
+def _save_in_one_statement(
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    status: str,
+    flow_name: str | None,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+) -> Op[SavedCheckpoint | None]:
+    sql = _schema.save_checkpoint_statement(
+        check_seq=expected_seq is not None,
+        check_lease=lease_owner is not None,
+        named_flow=flow_name is not None,
+    )
+    refs = sorted(encoded.blobs)
+    params: dict[str, Any] = {
+        "run_id": run_id,
+        "status": status,
+        "method_name": method_name,
+        "state": encoded.text,
+        "meta": meta_text,
+        "blobs": json.dumps(refs) if refs else None,
+        "now": at,
+    }
+    if expected_seq is not None:
+        params["expected_seq"] = expected_seq
+    if lease_owner is not None:
+        params["lease_owner"] = lease_owner
+    rows = yield Stmt(sql, params)
+    if not rows:
+        return None
+    return SavedCheckpoint(int(rows[0][0]), at, frozenset(refs))
 
 
 @functools.cache

@@ -43,6 +43,7 @@ class CheckpointWrites:
             what: str,
             takes: LeaseRef | None = None,
             gives: LeaseRef | None = None,
+            fast: Op[Any] | None = None,
         ) -> T: ...
 
         async def _acall(
@@ -53,6 +54,7 @@ class CheckpointWrites:
             what: str,
             takes: LeaseRef | None = None,
             gives: LeaseRef | None = None,
+            fast: Op[Any] | None = None,
         ) -> T: ...
 
     def _save_op(
@@ -67,11 +69,17 @@ class CheckpointWrites:
         flow_name: str | None,
         lease_owner: str | None,
         release: bool = False,
-    ) -> tuple[Op[_sql_ops.SavedCheckpoint], Callable[[_sql_ops.SavedCheckpoint], Checkpoint]]:
+    ) -> tuple[
+        Op[_sql_ops.SavedCheckpoint],
+        Op[_sql_ops.SavedCheckpoint | None] | None,
+        Callable[[_sql_ops.SavedCheckpoint], Checkpoint],
+    ]:
         _rules.check_status(status)
         encoded = encode_state(state)
         meta_text = dumps(meta or {}, what="meta")
         database = self._database()
+        at = _rules.now()
+        stored_blobs = database.stored_blobs.get(run_id)
         mysql = database.dialect == "mysql"
         op = (_sql_mysql.save_checkpoint if mysql else _sql_ops.save_checkpoint)(
             run_id,
@@ -82,12 +90,25 @@ class CheckpointWrites:
             flow_name=flow_name,
             expected_seq=expected_seq,
             lease_owner=lease_owner,
-            at=_rules.now(),
-            stored_blobs=database.stored_blobs.get(run_id),
+            at=at,
+            stored_blobs=stored_blobs,
             release=release,
         )
-
-        return op, self._finisher(database, run_id, method_name, encoded, meta_text)
+        fast = None
+        if database.dialect == "sqlite" and not release:
+            fast = _sql_ops.save_checkpoint_statement(
+                run_id,
+                method_name,
+                encoded,
+                meta_text,
+                status=status,
+                flow_name=flow_name,
+                expected_seq=expected_seq,
+                lease_owner=lease_owner,
+                at=at,
+                stored_blobs=stored_blobs,
+            )
+        return op, fast, self._finisher(database, run_id, method_name, encoded, meta_text)
 
     @staticmethod
     def _finisher(
@@ -133,7 +154,7 @@ class CheckpointWrites:
         flow_name: str | None = None,
         lease_owner: str | None = None,
     ) -> Checkpoint:
-        op, finish = self._save_op(
+        op, fast, finish = self._save_op(
             run_id,
             method_name,
             state,
@@ -143,7 +164,8 @@ class CheckpointWrites:
             flow_name=flow_name,
             lease_owner=lease_owner,
         )
-        return finish(self._call(op, write=True, what=f"save_checkpoint({run_id!r})"))
+        what = f"save_checkpoint({run_id!r})"
+        return finish(self._call(op, write=True, what=what, fast=fast))
 
     async def asave_checkpoint(
         self,
@@ -157,7 +179,7 @@ class CheckpointWrites:
         flow_name: str | None = None,
         lease_owner: str | None = None,
     ) -> Checkpoint:
-        op, finish = self._save_op(
+        op, fast, finish = self._save_op(
             run_id,
             method_name,
             state,
@@ -167,7 +189,8 @@ class CheckpointWrites:
             flow_name=flow_name,
             lease_owner=lease_owner,
         )
-        return finish(await self._acall(op, write=True, what=f"save_checkpoint({run_id!r})"))
+        what = f"save_checkpoint({run_id!r})"
+        return finish(await self._acall(op, write=True, what=what, fast=fast))
 
     def _begin_op(
         self,
@@ -288,7 +311,7 @@ class CheckpointWrites:
         meta: dict[str, Any] | None = None,
         status: str = "completed",
     ) -> Checkpoint:
-        op, finish = self._save_op(
+        op, _, finish = self._save_op(
             run_id,
             method_name,
             state,
@@ -313,7 +336,7 @@ class CheckpointWrites:
         meta: dict[str, Any] | None = None,
         status: str = "completed",
     ) -> Checkpoint:
-        op, finish = self._save_op(
+        op, _, finish = self._save_op(
             run_id,
             method_name,
             state,

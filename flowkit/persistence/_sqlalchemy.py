@@ -24,6 +24,7 @@ from flowkit.persistence._paths import default_db_path
 from flowkit.persistence._records import Checkpoint, RunRecord
 from flowkit.persistence._sql_database import (
     Database,
+    DatabaseClosed,
     LeaseRef,
     acquire_database,
     release_database,
@@ -101,12 +102,17 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
         empty: Any = None,
+        fast: Op[Any] | None = None,
     ) -> T:
         """Run ``op``; a read (``write=False``) never writes, and answers ``empty`` when
         the database has no flowkit tables (or, for SQLite, the file does not exist)."""
-        return self._database().call(
-            op, write=write, what=what, takes=takes, gives=gives, empty=empty
-        )
+        while True:
+            try:
+                return self._database().call(
+                    op, write=write, what=what, takes=takes, gives=gives, empty=empty, fast=fast
+                )
+            except DatabaseClosed:  # closed under the call, before it ran: reopen
+                self._forget(closed=True)
 
     async def _acall(
         self,
@@ -117,10 +123,15 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         takes: LeaseRef | None = None,
         gives: LeaseRef | None = None,
         empty: Any = None,
+        fast: Op[Any] | None = None,
     ) -> T:
-        return await self._database().acall(
-            op, write=write, what=what, takes=takes, gives=gives, empty=empty
-        )
+        while True:
+            try:
+                return await self._database().acall(
+                    op, write=write, what=what, takes=takes, gives=gives, empty=empty, fast=fast
+                )
+            except DatabaseClosed:  # closed under the call, before it ran: reopen
+                self._forget(closed=True)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -131,9 +142,16 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         await self._acall(_noop(), write=True, what="init_db")
 
     def close(self) -> None:
+        self._forget(closed=False)
+
+    def _forget(self, *, closed: bool) -> None:
+        """Release our Database; ``closed``: drop it only if it was shut down already."""
         with self._handle_lock:
-            handle, self._database_handle = self._database_handle, None
-        if handle is not None:
+            handle = self._database_handle
+            if handle is None or (closed and not handle.closed):
+                return
+            self._database_handle = None
+        if not closed:
             release_database(handle)
 
     async def aclose(self) -> None:

@@ -1,53 +1,42 @@
-"""run_sync's loops and when a wait may block the thread instead of the loop."""
+"""run_sync's loops: reused per thread, or a helper thread's inside a running loop."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
-from flowkit._sync import may_block, run_sync
+from flowkit._concurrency import on_owned_loop, run_sync
 
 
-def test_a_lone_coroutine_on_run_syncs_loop_may_block() -> None:
-    """The only task on run_sync's loop may block its thread while it waits."""
+def test_run_sync_reuses_one_loop_per_thread() -> None:
+    """A sync kickoff runs on this thread's own loop, the same one each time."""
+
+    async def loop_id() -> int:
+        return id(asyncio.get_running_loop())
+
+    assert run_sync(loop_id()) == run_sync(loop_id())
+
+
+def test_run_syncs_loop_is_flowkits_own_and_a_callers_is_not() -> None:
+    """Operations may answer straight to run_sync's loops (flowkit closes them only when
+    their tasks are done); a caller's loop (kickoff_async in an application) is not."""
 
     async def check() -> bool:
-        return may_block()
+        return on_owned_loop()
 
     assert run_sync(check()) is True
-
-
-def test_a_callers_own_loop_never_blocks() -> None:
-    """On a loop flowkit does not own (kickoff_async in someone's app) waits stay awaits."""
-
-    async def check() -> bool:
-        return may_block()
-
     assert asyncio.run(check()) is False
-
-
-def test_another_task_on_the_loop_forbids_blocking() -> None:
-    """While another task is alive on the loop (a parallel branch, a background task),
-    waits are awaited so that task keeps running; once it is done, blocking is fine."""
-
-    async def check() -> tuple[bool, bool]:
-        background = asyncio.create_task(asyncio.sleep(0.01))
-        during = may_block()
-        await background
-        return during, may_block()
-
-    assert run_sync(check()) == (False, True)
 
 
 def test_inside_a_running_loop_run_sync_uses_its_own_thread_and_loop() -> None:
     """Called from async code, run_sync runs the coroutine on a helper thread's loop,
-    which it owns: there the lone coroutine may block (its caller's loop never does)."""
+    which it owns."""
 
     async def check() -> tuple[bool, str]:
-        return may_block(), threading.current_thread().name
+        return on_owned_loop(), threading.current_thread().name
 
     async def caller() -> tuple[bool, str]:
         return run_sync(check())
 
-    blocked, thread = asyncio.run(caller())
-    assert blocked is True and thread == "flowkit-kickoff"
+    owned, thread = asyncio.run(caller())
+    assert owned is True and thread == "flowkit-kickoff"

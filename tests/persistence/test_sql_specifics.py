@@ -19,6 +19,7 @@ from flowkit.exceptions import (
     ConcurrentUpdateError,
     FlowConfigurationError,
     PersistenceError,
+    RunLockedError,
     UnserializableStateError,
 )
 from flowkit.persistence import SQLAlchemyFlowPersistence, SQLiteFlowPersistence
@@ -160,6 +161,60 @@ def test_version_1_database_is_migrated_in_place(db_path: Path) -> None:
             "running",
             "f",
         )
+    finally:
+        store.close()
+
+
+def _make_v2_database(db_path: Path) -> None:
+    """A database as flowkit left it at schema version 2 (the version-2 tables and
+    indexes, no trigger), with one leased run of two checkpoints. Plain sqlite3."""
+    from flowkit.persistence._schema import SCHEMA
+
+    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
+        connection.execute("CREATE TABLE flowkit_schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO flowkit_schema_version VALUES (2)")
+        for ddl in SCHEMA:
+            connection.execute(ddl)
+        connection.execute(
+            "INSERT INTO flowkit_runs (run_id, flow_name, status, created_at, updated_at, "
+            "last_seq, info, lease_owner, lease_expires_at) "
+            "VALUES ('old', 'f', 'running', 1.0, 2.0, 2, '{}', 'me', 4e9)"
+        )
+        for seq in (1, 2):
+            connection.execute(
+                "INSERT INTO flowkit_checkpoints VALUES ('old', ?, 'm', ?, '{}', NULL, 1.5)",
+                (seq, f'{{"id": "old", "n": {seq}}}'),
+            )
+
+
+def test_version_2_database_is_migrated_in_place(db_path: Path) -> None:
+    """A version-2 database is read as it is (no write, no trigger yet) and upgraded to
+    version 3 by the first write; saves then keep the run row current through the
+    trigger, fencing and compare-and-set included."""
+    _make_v2_database(db_path)
+    store = SQLiteFlowPersistence(db_path)
+    triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    try:
+        assert store.load_state("old") == {"id": "old", "n": 2}
+        assert _rows(db_path, "SELECT version FROM flowkit_schema_version") == [(2,)]
+        assert _rows(db_path, triggers) == []
+        for seq in (3, 4):
+            saved = store.save_checkpoint(
+                "old", "more", {"id": "old", "n": seq}, expected_seq=seq - 1, lease_owner="me"
+            )
+            assert saved.seq == seq
+        assert _rows(db_path, "SELECT version FROM flowkit_schema_version") == [(3,)]
+        assert _rows(db_path, triggers) == [("flowkit_checkpoint_advances_run",)]
+        run = store.get_run("old")
+        assert run is not None
+        assert (run.last_seq, run.status, run.lease_owner) == (4, "running", "me")
+        assert run.updated_at == saved.created_at
+        with pytest.raises(ConcurrentUpdateError):
+            store.save_checkpoint("old", "stale", {"id": "old"}, expected_seq=3, lease_owner="me")
+        with pytest.raises(RunLockedError):
+            store.save_checkpoint("old", "x", {"id": "old"}, expected_seq=4, lease_owner="you")
+        assert [c.seq for c in store.history("old")] == [1, 2, 3, 4]
+        assert store.load_state("old") == {"id": "old", "n": 4}
     finally:
         store.close()
 

@@ -1,0 +1,376 @@
+"""Every bridge between synchronous and asynchronous code in flowkit, in one module.
+
+- :func:`run_sync`: run a coroutine to completion from sync code (``Flow.kickoff()``),
+  on this thread's reusable loop, or on a helper thread when a loop already runs here.
+- :class:`Portal`: a private event loop on a daemon thread that coroutines are sent to
+  from any thread or loop (loop-bound database connections live there).
+- :func:`wait_for`: block until a coroutine is done from sync code, whatever the caller
+  runs (the derived sync forms of the persistence operations).
+- :func:`in_thread`: await a blocking function run in a worker thread (the derived
+  async forms).
+- :class:`LoopAgnosticLock`: a mutual exclusion that tasks of different event loops (and
+  threads) await without blocking their loop.
+- :func:`running_loop`: the running loop of this thread, or None;
+  :func:`on_owned_loop`: whether it is one of flowkit's own loops (run_sync's, a
+  portal's), which never cancel or close under an operation in flight;
+  :func:`completing`: await a coroutine that finishes even if its awaiter is cancelled.
+
+Only public APIs of :mod:`asyncio` and :mod:`threading` are used (a test checks this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import functools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+__all__ = [
+    "LoopAgnosticLock",
+    "Portal",
+    "PortalStopped",
+    "completing",
+    "in_thread",
+    "on_owned_loop",
+    "run_sync",
+    "running_loop",
+    "wait_for",
+]
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None (no private asyncio API)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+# flowkit's own loops: closed only after their last task is done, and never cancelling
+# tasks wholesale (as ``asyncio.run`` does at its end), so a resource that answers on the
+# caller's loop (aiosqlite's worker) never replies to a closed loop from them.
+_owned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _new_owned_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    _owned.add(loop)
+    return loop
+
+
+def on_owned_loop() -> bool:
+    """True when the running loop is one of flowkit's own (see ``_owned``)."""
+    loop = running_loop()
+    return loop is not None and loop in _owned
+
+
+async def completing(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` run as its own task: if the awaiting task is cancelled, the
+    cancellation is raised at once but ``coro`` still runs to its end (an operation
+    already handed to a worker thread is never abandoned half way)."""
+    return await asyncio.shield(asyncio.ensure_future(coro))
+
+
+# -- run_sync: Flow.kickoff() and friends ----------------------------------------------
+
+
+class _ThreadLoop(threading.local):
+    """One reusable event loop per thread: a new loop (or ``asyncio.Runner``, which
+    installs a SIGINT handler on every call) costs more than a small flow's kickoff.
+    Closed when the thread ends, or at exit for the main thread."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            loop = self.loop = _new_owned_loop()
+            thread = threading.current_thread()
+            if thread is threading.main_thread():
+                atexit.register(_close, loop)
+            else:
+                weakref.finalize(thread, _close, loop)
+        return loop
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        # A finalizer may run on a thread that has a loop running: then just close.
+        if running_loop() is None:
+            pending = asyncio.all_tasks(loop)
+            if pending:  # operations still completing (see ``completing``)
+                loop.run_until_complete(asyncio.wait(pending))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+_local = _ThreadLoop()
+
+
+def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    task = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        # Ctrl-C (or another BaseException) while the loop ran: cancel the flow and let
+        # it unwind (releasing its lease) before re-raising.
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):  # the first exception is what matters
+                loop.run_until_complete(task)
+        raise
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` and return its result.
+
+    In a thread with no running event loop, on this thread's reusable loop. Called from
+    inside a running loop (a notebook, an async web handler), on a fresh thread with its
+    own loop, blocking the caller until done -- it works and never deadlocks, because
+    nothing in the flow needs the caller's loop.
+    """
+    if running_loop() is None:
+        return _run_on(_local.get(), coro)
+    return _on_helper_thread(coro, "flowkit-kickoff")
+
+
+def _on_helper_thread(coro: Coroutine[Any, Any, T], name: str) -> T:
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        loop = _new_owned_loop()
+        try:
+            result.append(_run_on(loop, coro))
+        except BaseException as exc:
+            error.append(exc)
+        finally:
+            _close(loop)
+
+    thread = threading.Thread(target=target, name=name)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+# -- the portal: a loop on a daemon thread -----------------------------------------------
+
+
+class PortalStopped(RuntimeError):
+    """The portal was stopped while a coroutine sent to it was still running (the
+    coroutine was cancelled there)."""
+
+
+_live_portals: weakref.WeakSet[Portal] = weakref.WeakSet()
+
+
+class Portal:
+    """Runs coroutines on one private loop thread; restartable after :meth:`stop`.
+
+    Loop-bound resources (asyncpg connections, aiosqlite worker threads, which are
+    daemon threads when created here) live on the portal's loop, so callers on any
+    thread or loop can use them: sync callers block on the result, async callers await
+    it without blocking their own loop. The thread starts on first use.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stops = 0  # how many times stop() ran: tells a stop from a cancellation
+
+    def in_portal_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def _started_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None and self._pid == os.getpid():
+            return loop
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                # After a fork the thread is gone: start a fresh one in this process.
+                ready = threading.Event()
+                new_loop = _new_owned_loop()
+                thread = threading.Thread(
+                    target=self._serve, args=(new_loop, ready), name=self._name, daemon=True
+                )
+                thread.start()
+                ready.wait()
+                self._loop, self._thread, self._pid = new_loop, thread, os.getpid()
+                _live_portals.add(self)
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._started_loop())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the portal and wait for its result (sync callers)."""
+        if self.in_portal_thread():
+            coro.close()
+            raise RuntimeError(
+                f"{self._name}: a blocking call was made from the portal's own loop; "
+                "await the async method instead."
+            )
+        stops = self._stops
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if self._stops != stops:
+                raise PortalStopped(f"{self._name} stopped under a running call") from None
+            raise
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the portal and await its result without blocking this loop."""
+        if self.in_portal_thread():
+            return await coro
+        stops = self._stops
+        future = self.submit(coro)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if self._stops != stops and future.cancelled():
+                raise PortalStopped(f"{self._name} stopped under a running call") from None
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop and join the thread; a later call starts a new one."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+            self._stops += 1
+        if loop is None or thread is None or self._pid != os.getpid():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join()
+
+
+@atexit.register
+def _stop_all_portals() -> None:
+    for portal in list(_live_portals):
+        portal.stop()
+
+
+# -- the derived forms of persistence operations ---------------------------------------
+
+_waiting_portal = Portal("flowkit-persistence-sync")
+
+
+def wait_for(coro: Coroutine[Any, Any, T]) -> T:
+    """Block until ``coro`` is done and return its result, from any sync caller.
+
+    The coroutine runs on a private background loop, so this works with or without a
+    running loop in the calling thread and never nests loops. Called from that loop
+    itself (an async method calling a derived sync one), the coroutine gets a loop of
+    its own on a helper thread instead of deadlocking.
+    """
+    if _waiting_portal.in_portal_thread():
+        return _on_helper_thread(coro, "flowkit-persistence-nested")
+    return _waiting_portal.run(coro)
+
+
+async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Await ``function(*args, **kwargs)`` run in a worker thread (a blocking call from
+    async code)."""
+    return await asyncio.to_thread(functools.partial(function, *args, **kwargs))
+
+
+# -- a lock for tasks of any loop ------------------------------------------------------
+
+
+class LoopAgnosticLock:
+    """Mutual exclusion between tasks on any event loops and threads.
+
+    ``async with lock:`` takes it at once when it is free; otherwise the task waits on a
+    future of its own loop, which the releasing holder resolves (thread-safely). Holders
+    are served in arrival order. Never blocks a loop.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()  # guards _held and _waiters, held only briefly
+        self._held = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            with self._mutex:
+                if waiter in self._waiters:  # not handed over yet: just leave the queue
+                    self._waiters.remove(waiter)
+                    raise
+            # Handed over while being cancelled: pass the lock on before leaving.
+            self.release()
+            raise
+
+    def release(self) -> None:
+        with self._mutex:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if _hand_over(waiter):
+                    return  # still held, by the waiter now
+            self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _hand_over(waiter: asyncio.Future[None]) -> bool:
+    """Wake ``waiter`` as the lock's new holder; False if its loop is gone."""
+    loop = waiter.get_loop()
+    if loop.is_closed():
+        return False
+    try:
+        loop.call_soon_threadsafe(_grant, waiter)
+    except RuntimeError:  # closed meanwhile
+        return False
+    return True
+
+
+def _grant(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a cancelled waiter passes the lock on itself
+        waiter.set_result(None)
