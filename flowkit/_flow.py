@@ -25,9 +25,9 @@ if typing.TYPE_CHECKING:
 
     from ._ask import InputProvider
     from ._execution import _Plan
+    from ._position import Run
     from ._recover import RecoveryReport
     from ._retry import Retry
-    from ._run import Run
     from ._state import StateAdapter
     from .events import FlowEvent
     from .persistence import FlowPersistence
