@@ -39,6 +39,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._position import Run
     from ._scheduler import Task
 
@@ -217,7 +219,10 @@ class Runner:
                         if delay is not None:
                             wait_then_retry(task, delay)
                         continue
-                    ready.extend(await self._finished(task, output, False))
+                    new, store = self._finished(task, output, False)
+                    if store is not None:
+                        await store
+                    ready.extend(new)
                     continue
                 inbox = inbox or Inbox(asyncio.get_running_loop())
                 if ready:
@@ -251,7 +256,10 @@ class Runner:
                             wait_then_retry(task, delay)
                         continue
                     busy = bool(ready or running or waiting)
-                    ready.extend(await self._finished(task, fut.result(), busy))
+                    new, store = self._finished(task, fut.result(), busy)
+                    if store is not None:
+                        await store
+                    ready.extend(new)
         except BaseException:
             await _cancel(running)
             await _cancel(waiting)
@@ -271,13 +279,19 @@ class Runner:
             self.run.state = merged
             self.state_shared = False
 
-    async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
+    def _finished(
+        self, task: Task, output: Any, busy: bool
+    ) -> tuple[list[Task], Awaitable[Any] | None]:
+        """Record a call that returned (its output, the event, the scheduler's next
+        calls); return those calls and what must be awaited to store it: a checkpoint,
+        the run's status, or (a changed state id) the failure -- None when nothing is
+        stored, so a method without persistence costs no coroutine."""
         run = self.run
         try:
             self.flow._method_finished(task.method, output)
         except FlowUsageError as exc:
             ctx = CallContext(self.flow, task.id, task.method, _NO_ANSWERS)
-            await self._failed(task, ctx, exc, retryable=False)
+            return [], self._failed(task, ctx, exc, retryable=False)  # raises, awaited
         if self.flow._has_listeners():
             self.flow._emit(
                 MethodFinished,
@@ -293,12 +307,11 @@ class Runner:
         run.last = (task.method, output)
         final = not new and not busy and not self.interrupts
         if self.journal.wants(task.method):
-            await run.commit(task.method, "completed" if final else "running")
-        else:
-            run.committed_is_current = False
-            if final and self.journal.durable:
-                await self.journal.set_status("completed")
-        return new
+            return new, run.commit(task.method, "completed" if final else "running")
+        run.committed_is_current = False
+        if final and self.journal.durable:
+            return new, self.journal.set_status("completed")
+        return new, None
 
     async def _failed(
         self, task: Task, ctx: CallContext, exc: BaseException, *, retryable: bool = True
