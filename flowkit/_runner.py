@@ -180,8 +180,9 @@ class Runner:
             running[fut] = (task, ctx)
         self.state_shared = True
         if threaded:
-            workers().submit_all(threaded)
             keep_moving(inbox.loop)
+            # last: the woken thread may take this thread's core (and wait for the GIL)
+            workers().submit_all(threaded)
 
     async def run_tasks(self, tasks: list[Task]) -> Any:
         """Run ``tasks`` and everything they trigger; return the last output or an
@@ -394,8 +395,8 @@ class Runner:
 
 
 async def _cancel(running: dict[_AnyFuture, Any]) -> None:
-    # Async methods are cancelled and awaited; a sync method already running in a
-    # thread cannot be stopped -- it finishes on its own and its result is dropped.
+    # Async methods are cancelled and awaited; a sync method running in a thread cannot
+    # be stopped: it finishes on its own and its result is dropped.
     tasks = [fut for fut in running if isinstance(fut, asyncio.Future)]
     for fut in running:
         fut.cancel()
