@@ -63,10 +63,29 @@ def _print(text: str) -> None:
 UNREADABLE_EXIT = 3
 
 
+def _where_filter(pairs: list[tuple[str, Any]] | None) -> dict[str, Any] | None:
+    """``--where`` pairs as a metadata filter (None without any)."""
+    if not pairs:
+        return None
+    wanted: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in wanted:
+            raise CliError(
+                f"--where names {key!r} twice; a run's metadata holds one value per key."
+            )
+        wanted[key] = value
+    return wanted
+
+
 def cmd_runs(args: argparse.Namespace, backend: FlowPersistence) -> int:
+    metadata = _where_filter(args.where)
     with unreadable_runs() as unreadable:
         runs = backend.list_runs(
-            flow_name=args.flow, status=args.status, limit=args.limit, offset=args.offset
+            flow_name=args.flow,
+            status=args.status,
+            limit=args.limit,
+            offset=args.offset,
+            metadata=metadata,
         )
     for run_id, error in unreadable.items():
         sys.stderr.write(f"flowkit runs: skipped unreadable run {run_id!r}: {error}\n")
@@ -76,7 +95,8 @@ def cmd_runs(args: argparse.Namespace, backend: FlowPersistence) -> int:
         _print(dump_json([record_json(run, leases=leases) for run in runs]))
         return code
     if not runs:
-        _print("no runs" + (" match these filters" if args.flow or args.status else ""))
+        filtered = args.flow or args.status or args.where
+        _print("no runs" + (" match these filters" if filtered else ""))
         return code
     rows = [
         [
@@ -179,6 +199,7 @@ def _show_data(
     )
     return {
         "run": record_json(run, leases=leases),
+        "metadata": run.metadata,
         "lineage": {
             "parent_run_id": run.parent_run_id,
             "parent_seq": run.parent_seq,
@@ -214,6 +235,8 @@ def cmd_show(args: argparse.Namespace, backend: FlowPersistence) -> int:
         f"Fingerprint  {run.fingerprint or '-'}",
         f"Parent       {_parent(run)}",
     ]
+    if run.metadata:
+        lines.append(f"Metadata     {json.dumps(run.metadata, ensure_ascii=False)}")
     if lineage["children"]:
         forks = ", ".join(
             f"{c['run_id']} (from seq {c['parent_seq']})" for c in lineage["children"]

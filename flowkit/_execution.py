@@ -289,11 +289,15 @@ async def _give_back(backend: FlowPersistence, run_id: str, owner: str) -> None:
 
 
 async def prepare_kickoff(
-    flow: Flow[Any], inputs: dict[str, Any], shown: dict[str, Any] | None = None
+    flow: Flow[Any],
+    inputs: dict[str, Any],
+    shown: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Run:
     """A new execution from the flow's starts: the flow's state (or, with
     ``inputs["id"]`` and persistence, the latest stored state of that run, read under
-    its lease) with ``inputs`` applied. ``shown``: the inputs as FlowStarted shows them."""
+    its lease) with ``inputs`` applied. ``shown``: the inputs as FlowStarted shows them.
+    ``metadata`` (checked): stored with a new run in the same write that creates it."""
     backend = flow._backend()
     run_id = inputs.get("id")
     if run_id is not None and not isinstance(run_id, str):
@@ -366,7 +370,9 @@ async def prepare_kickoff(
                 prepared.position(),
                 flow_name=flow._graph.flow_name,
                 fingerprint=flow._graph.fingerprint,
-                info=RunInfo(definition=definition).to_json(),
+                info=RunInfo(
+                    definition=definition, other={"metadata": metadata} if metadata else {}
+                ).to_json(),
                 ttl=flow.lease_ttl,
             )
         except RunExistsError:

@@ -419,6 +419,7 @@ class Flow(FlowTools, Generic[T]):
         inputs: Mapping[str, Any] | None = None,
         *,
         restore_from_state_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
         """Run the flow and return the output of the last method that finished (or an
         :class:`flowkit.Interrupted` if a method paused the run).
@@ -429,7 +430,11 @@ class Flow(FlowTools, Generic[T]):
         stored state (a fork: X is unchanged and recorded as the parent); ``inputs`` are
         applied on top, and ``inputs["id"]`` names the new run. ``inputs`` may carry
         ``crewai_trigger_payload``: start methods that declare a parameter of that name
-        receive it. Works in plain code and inside a running event loop.
+        receive it. ``metadata`` (a dict of JSON values, e.g. ``{"user": "u123"}``) is
+        stored with the run, merged into what earlier kickoffs or resumes of the same
+        run stored (the new keys win); read it as ``RunRecord.metadata``, find runs by it
+        with ``list_runs(metadata=...)`` (needs persistence). Works in plain code and
+        inside a running event loop.
 
         Example::
 
@@ -439,16 +444,24 @@ class Flow(FlowTools, Generic[T]):
         """
         from ._sync import run_sync
 
-        return run_sync(self.kickoff_async(inputs, restore_from_state_id=restore_from_state_id))
+        return run_sync(
+            self.kickoff_async(
+                inputs, restore_from_state_id=restore_from_state_id, metadata=metadata
+            )
+        )
 
     async def kickoff_async(
         self,
         inputs: Mapping[str, Any] | None = None,
         *,
         restore_from_state_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
         """Awaitable form of :meth:`kickoff`."""
         from ._execution import prepare_kickoff
+        from ._run_metadata import metadata_step
+
+        with_metadata = metadata_step(self, metadata, "kickoff")
 
         if restore_from_state_id is not None:
             from ._restore import restore_from
@@ -464,28 +477,50 @@ class Flow(FlowTools, Generic[T]):
         given = dict(inputs or {})
         # CrewAI's FlowStartedEvent shows None when no inputs were given
         shown = None if inputs is None else given
-        return await self._execute(lambda: prepare_kickoff(self, given, shown))
+        labels = None if metadata is None else dict(metadata)
+        return await self._execute(
+            with_metadata(lambda: prepare_kickoff(self, given, shown, labels))
+        )
 
     akickoff = kickoff_async
 
-    def resume(self, run_id: str, value: Any = MISSING, *, force: bool = False) -> Any:
+    def resume(
+        self,
+        run_id: str,
+        value: Any = MISSING,
+        *,
+        force: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Continue an unfinished run of this flow, in this or any other process.
 
         Methods that completed are not run again; the one that was cut off (by a crash
         or ``self.interrupt``) runs again from the state it started with. For an
         interrupted run, ``value`` is what ``self.interrupt()`` returns this time.
         ``force=True`` resumes even if the flow's definition changed since the run
-        started. Returns what :meth:`kickoff` would have returned.
+        started. ``metadata`` is merged into the run's stored metadata, as for
+        :meth:`kickoff`. Returns what :meth:`kickoff` would have returned.
         """
         from ._sync import run_sync
 
-        return run_sync(self.resume_async(run_id, value, force=force))
+        return run_sync(self.resume_async(run_id, value, force=force, metadata=metadata))
 
-    async def resume_async(self, run_id: str, value: Any = MISSING, *, force: bool = False) -> Any:
+    async def resume_async(
+        self,
+        run_id: str,
+        value: Any = MISSING,
+        *,
+        force: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Awaitable form of :meth:`resume`."""
         from ._execution import prepare_resume
+        from ._run_metadata import metadata_step
 
-        return await self._execute(lambda: prepare_resume(self, run_id, value, force))
+        with_metadata = metadata_step(self, metadata, "resume")
+        return await self._execute(
+            with_metadata(lambda: prepare_resume(self, run_id, value, force))
+        )
 
     async def _execute(self, prepare: Callable[[], Awaitable[Run]]) -> Any:
         """Prepare a run (kickoff or resume), execute it, keep its final state."""

@@ -71,6 +71,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _where(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``runs --where``: VALUE as JSON when it parses, else as text."""
+    key, found, raw = text.partition("=")
+    if not found or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. user=u123), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -170,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--flow", metavar="NAME", help="only runs of this flow name")
     runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    runs.add_argument(
+        "--where",
+        type=_where,
+        action="append",
+        metavar="KEY=VALUE",
+        help="only runs whose metadata has KEY equal to VALUE; VALUE is read as JSON when "
+        "it parses (ticket=42 is a number, flag=true a boolean, id='\"42\"' the text 42), "
+        "else as text (user=u123); repeat to require several",
+    )
     runs.add_argument(
         "--limit", type=_positive, default=50, metavar="N", help="at most N runs (default: 50)"
     )

@@ -43,6 +43,7 @@ import pytest
 from flowkit.exceptions import (
     ConcurrentUpdateError,
     CorruptCheckpointError,
+    FlowConfigurationError,
     InvalidArgumentError,
     LeaseLostError,
     RunExistsError,
@@ -529,6 +530,95 @@ class PersistenceContract:
         page = await ops.list_runs(flow_name=flow_name, limit=2, offset=1)
         assert [r.run_id for r in page] == expected[1:3]
         assert await ops.list_runs(flow_name=flow_name, offset=5) == []
+
+    async def test_run_metadata_reads_back(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """A run's metadata (``info["metadata"]``) reads back as ``RunRecord.metadata``,
+        from get_run and list_runs; a run without it has {}."""
+        _require(ops.persistence, "supports_runs")
+        metadata = {"user": "u123", "ticket": 42, "tags": ["a"], "nested": {"k": None}}
+        await ops.create_run(run_id, flow_name, info={"metadata": metadata, "other": 1})
+        plain = self._new_id()
+        await ops.create_run(plain, flow_name)
+        assert (await ops.get_run(run_id)).metadata == metadata
+        listed = {r.run_id: r.metadata for r in await ops.list_runs(flow_name=flow_name)}
+        assert listed == {run_id: metadata, plain: {}}
+
+    async def test_list_runs_filters_by_metadata(self, ops: Flavoured, flow_name: str) -> None:
+        """list_runs(metadata=...) keeps runs whose metadata has every given key with an
+        equal JSON value: numbers by value, true never 1, "42" never 42, arrays in order,
+        objects by key; a key absent is not null; the same text elsewhere in info (or in
+        another case) does not match; the other filters still apply."""
+        _require(ops.persistence, "supports_runs")
+        runs = {
+            "a": {"user": "u1", "ticket": 42},
+            "b": {"user": "u2", "ticket": 42.0},
+            "c": {"user": "u1", "flag": True, "tags": ["x", "y"], "where": {"k": 1}},
+            "d": {"ticket": "42", "flag": 1, "none": None},
+            "f": {"user": "U1"},
+        }
+        ids = {name: self._new_id() for name in [*runs, "e"]}
+        for name, metadata in runs.items():
+            await ops.create_run(ids[name], flow_name, info={"metadata": metadata})
+        # "user":"u1" appears in its info, but not in its metadata
+        await ops.create_run(ids["e"], flow_name, info={"definition": {"user": "u1"}})
+        await ops.update_run(ids["a"], status="completed")
+
+        async def found(**filters: Any) -> set[str]:
+            listed = await ops.list_runs(flow_name=flow_name, **filters)
+            return {name for name, run_id in ids.items() if run_id in {r.run_id for r in listed}}
+
+        assert await found(metadata={"user": "u1"}) == {"a", "c"}
+        assert await found(metadata={"user": "u1", "ticket": 42}) == {"a"}
+        assert await found(metadata={"ticket": 42}) == {"a", "b"}
+        assert await found(metadata={"ticket": "42"}) == {"d"}
+        assert await found(metadata={"flag": True}) == {"c"}
+        assert await found(metadata={"flag": 1}) == {"d"}
+        assert await found(metadata={"tags": ["x", "y"]}) == {"c"}
+        assert await found(metadata={"tags": ["y", "x"]}) == set()
+        assert await found(metadata={"where": {"k": 1.0}}) == {"c"}
+        assert await found(metadata={"none": None}) == {"d"}
+        assert await found(metadata={"missing": None}) == set()
+        assert await found(metadata={"user": "u1"}, status="running") == {"c"}
+        assert await found(metadata={}) == set(ids)
+        assert await ops.list_runs(flow_name=flow_name + "x", metadata={"user": "u1"}) == []
+
+    async def test_metadata_filter_pages_by_matching_runs(
+        self, ops: Flavoured, flow_name: str
+    ) -> None:
+        """With a metadata filter, limit and offset count matching runs, newest first,
+        however many non-matching runs lie between them."""
+        _require(ops.persistence, "supports_runs")
+        matching = []
+        for n in range(12):
+            run_id = self._new_id()
+            metadata = {"batch": "m"} if n % 3 == 0 else {"batch": "other"}
+            await ops.create_run(run_id, flow_name, info={"metadata": metadata})
+            if n % 3 == 0:
+                matching.append(run_id)
+        newest_first = list(reversed(matching))
+        wanted = {"batch": "m"}
+
+        async def page(limit: int, offset: int) -> list[str]:
+            runs = await ops.list_runs(
+                flow_name=flow_name, metadata=wanted, limit=limit, offset=offset
+            )
+            return [r.run_id for r in runs]
+
+        assert await page(50, 0) == newest_first
+        assert await page(2, 1) == newest_first[1:3]
+        assert await page(1, 3) == newest_first[3:]
+        assert await page(5, 4) == []
+        assert await page(0, 0) == []
+
+    async def test_bad_metadata_filter_is_refused(self, ops: Flavoured, flow_name: str) -> None:
+        """A metadata filter that is not a dict of JSON values is refused, naming the key."""
+        _require(ops.persistence, "supports_runs")
+        with pytest.raises(FlowConfigurationError, match="dict"):
+            await ops.list_runs(metadata="user=u1")
+        with pytest.raises(FlowConfigurationError, match="'when'"):
+            await ops.list_runs(flow_name=flow_name, metadata={"when": object()})
 
     async def test_delete_run_removes_everything(
         self, ops: Flavoured, run_id: str, flow_name: str

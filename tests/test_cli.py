@@ -194,13 +194,15 @@ def test_show_failed_run_gives_the_error(cli: Any) -> None:
 
 @pytest.mark.usefixtures("runs")
 def test_show_json(cli: Any) -> None:
-    """show --json: record, lineage, latest checkpoint (stored form), interrupt, next step."""
+    """show --json: record, metadata, lineage, latest checkpoint (stored form), interrupt,
+    next step."""
     data = cli("show", "review-1", "--json").json()
     assert sorted(data) == [
         "error",
         "interrupt",
         "latest_checkpoint",
         "lineage",
+        "metadata",
         "next",
         "pending",
         "run",
@@ -212,6 +214,7 @@ def test_show_json(cli: Any) -> None:
     assert [p["method"] for p in data["pending"]] == ["review"]
     assert data["next"]["resumable"] is True
     assert data["lineage"] == {"parent_run_id": None, "parent_seq": None, "children": []}
+    assert data["metadata"] == {}
 
 
 def test_show_never_decrypts_secrets(

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 from abc import ABC
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -440,8 +440,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
-        """Runs matching every given filter, newest ``updated_at`` first (then run id)."""
+        """Runs matching every given filter, newest ``updated_at`` first (then run id).
+
+        ``metadata={"user": "u123"}`` keeps runs whose metadata (``RunRecord.metadata``)
+        has every given key with an equal JSON value (numbers by value, ``true`` never
+        ``1``); ``limit`` and ``offset`` count matching runs.
+        """
         return self._derived_sync(  # type: ignore[no-any-return]
             "list_runs",
             flow_name=flow_name,
@@ -449,6 +455,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             parent_run_id=parent_run_id,
             limit=limit,
             offset=offset,
+            # only when given: a backend written before the filter existed still lists
+            **({} if metadata is None else {"metadata": metadata}),
         )
 
     async def alist_runs(
@@ -459,6 +467,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
         """Awaitable :meth:`list_runs`."""
         return await self._derived_async(  # type: ignore[no-any-return]
@@ -468,6 +477,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             parent_run_id=parent_run_id,
             limit=limit,
             offset=offset,
+            **({} if metadata is None else {"metadata": metadata}),
         )
 
     def delete_run(self, run_id: str) -> bool:

@@ -118,6 +118,8 @@ class RunRecord:
     ``last_seq`` is the seq of the newest checkpoint ever written (0 before the first save);
     it never decreases, even when old checkpoints are pruned. ``flow_name`` is ``None`` for
     runs created through the CrewAI-style ``save_state``, which does not pass one.
+    :attr:`metadata` is what callers attached to the run (``kickoff(metadata=...)``), kept
+    in ``info["metadata"]``.
     """
 
     run_id: str
@@ -136,6 +138,16 @@ class RunRecord:
     def replace(self, **changes: Any) -> RunRecord:
         """Return a copy with ``changes`` applied (records are frozen)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The run's metadata: ``info["metadata"]``, or {} when it has none::
+
+        run = persistence.get_run(run_id)
+        print(run.metadata.get("user"))
+        """
+        found = self.info.get("metadata")
+        return found if isinstance(found, dict) else {}
 
 
 def utc_from_timestamp(timestamp: float) -> datetime:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from flowkit.exceptions import (
     ConcurrentUpdateError,
@@ -19,6 +20,7 @@ from flowkit.exceptions import (
     RunLockedError,
     RunNotFoundError,
 )
+from flowkit.persistence import _metadata
 from flowkit.persistence._owner import owner_is_dead
 from flowkit.persistence._records import RUN_STATUSES, RunRecord, RunStatus, utc_from_timestamp
 
@@ -188,20 +190,32 @@ def select_runs(
     parent_run_id: str | None,
     limit: int,
     offset: int,
+    metadata: Mapping[str, Any] | None = None,
 ) -> list[RunRecord]:
     """Filter, order (newest ``updated_at`` first, then run id) and page runs."""
-    check_paging(limit, offset)
-    if status is not None:
-        check_status(status)
+    wanted = check_list_filters(status, limit, offset, metadata)
     chosen = [
         run
         for run in runs
         if (flow_name is None or run.flow_name == flow_name)
         and (status is None or run.status == status)
         and (parent_run_id is None or run.parent_run_id == parent_run_id)
+        and (wanted is None or _metadata.matches(run.info, wanted))
     ]
     chosen.sort(key=lambda run: (run.updated_at, run.run_id), reverse=True)
     return chosen[offset : offset + limit]
+
+
+def check_list_filters(
+    status: str | None, limit: int, offset: int, metadata: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Check ``list_runs``' arguments; returns the metadata filter as a plain dict."""
+    check_paging(limit, offset)
+    if status is not None:
+        check_status(status)
+    if metadata is None:
+        return None
+    return _metadata.check_metadata(metadata, what="list_runs(metadata=...)")
 
 
 def report_unreadable(error: CorruptRunError) -> None:

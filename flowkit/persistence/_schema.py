@@ -1,4 +1,5 @@
-"""The SQL schema (one text for SQLite and PostgreSQL) and its versions.
+"""The SQL schema (one text for SQLite and PostgreSQL, one for MariaDB/MySQL) and its
+versions.
 
 Timestamps are stored as epoch seconds (``DOUBLE PRECISION``): one representation on
 every database, compared without time-zone conversions; records turn them into aware
@@ -25,6 +26,11 @@ def version_table_exists_sql(dialect: str) -> str:
     """A read-only query: one row whose value is true when flowkit's tables exist."""
     if dialect == "postgresql":  # the table on the connection's search_path
         return "SELECT to_regclass('flowkit_schema_version') IS NOT NULL"
+    if dialect == "mysql":  # the connection's database
+        return (
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+            "AND table_name = 'flowkit_schema_version'"
+        )
     return (
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
         "AND name = 'flowkit_schema_version'"
@@ -72,10 +78,72 @@ SCHEMA = (
 )
 
 
+# MariaDB/MySQL: keyed text is VARCHAR (an index cannot hold a whole TEXT), compared
+# byte for byte with no padding, so run ids differing in case or trailing spaces are
+# different runs (the server's default collation would merge them); big JSON is LONGTEXT
+# (TEXT holds 64 KiB). ``{collation}`` is the server's binary NO PAD collation
+# (:func:`mysql_collation`).
+MYSQL_KEY_LENGTH = 255
+_MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}"
+_MYSQL_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS flowkit_runs (
+        run_id VARCHAR({MYSQL_KEY_LENGTH}) NOT NULL PRIMARY KEY,
+        flow_name VARCHAR({MYSQL_KEY_LENGTH}),
+        status VARCHAR(32) NOT NULL,
+        created_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        parent_run_id VARCHAR({MYSQL_KEY_LENGTH}),
+        parent_seq BIGINT,
+        fingerprint TEXT,
+        info LONGTEXT NOT NULL,
+        lease_owner TEXT,
+        lease_expires_at DOUBLE,
+        INDEX flowkit_runs_flow_name (flow_name),
+        INDEX flowkit_runs_status (status),
+        INDEX flowkit_runs_updated_at (updated_at),
+        INDEX flowkit_runs_parent (parent_run_id)
+    ) {_MYSQL_TABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS flowkit_checkpoints (
+        run_id VARCHAR({MYSQL_KEY_LENGTH}) NOT NULL,
+        seq BIGINT NOT NULL,
+        method_name TEXT NOT NULL,
+        state LONGTEXT NOT NULL,
+        meta LONGTEXT NOT NULL,
+        blobs LONGTEXT,
+        created_at DOUBLE NOT NULL,
+        PRIMARY KEY (run_id, seq),
+        FOREIGN KEY (run_id) REFERENCES flowkit_runs (run_id) ON DELETE CASCADE
+    ) {_MYSQL_TABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS flowkit_blobs (
+        run_id VARCHAR({MYSQL_KEY_LENGTH}) NOT NULL,
+        hash VARCHAR(128) NOT NULL,
+        data LONGTEXT NOT NULL,
+        PRIMARY KEY (run_id, hash),
+        FOREIGN KEY (run_id) REFERENCES flowkit_runs (run_id) ON DELETE CASCADE
+    ) {_MYSQL_TABLE}""",
+)
+
+
+def mysql_collation(server_version: str) -> str:
+    """The binary NO PAD utf8mb4 collation of a server whose ``VERSION()`` is given."""
+    return "utf8mb4_nopad_bin" if "mariadb" in server_version.lower() else "utf8mb4_0900_bin"
+
+
+def schema_statements(dialect: str, *, server_version: str = "") -> tuple[str, ...]:
+    """The statements that create the current schema on ``dialect``."""
+    if dialect != "mysql":
+        return SCHEMA
+    collation = mysql_collation(server_version)
+    return tuple(ddl.replace("{collation}", collation) for ddl in _MYSQL_SCHEMA)
+
+
 def _v1_to_v2(dialect: str) -> tuple[str, ...]:
     """Version 1 indexed (flow_name, updated_at) and (status, updated_at), so each
     checkpoint rewrote three index entries; version 2 indexes flow_name and status alone
     (listing filters by them, then orders by updated_at). No data changes."""
+    if dialect == "mysql":  # MariaDB/MySQL support came with version 2
+        return ()
     return (
         "DROP INDEX IF EXISTS flowkit_runs_flow_name",
         "DROP INDEX IF EXISTS flowkit_runs_status",
@@ -175,6 +243,15 @@ _JSON_SQL = {
         "AND hash NOT IN (SELECT json_array_elements_text(CAST(c.blobs AS json)) "
         "FROM flowkit_checkpoints c WHERE c.run_id = :run_id AND c.blobs IS NOT NULL)",
     },
+    # JSON_CONTAINS compares JSON values, so no collation of a JSON_TABLE column has to
+    # match the hash column's; the scan stays within the run's rows (the key's prefix).
+    "mysql": {
+        "select_blobs": "SELECT hash, data FROM flowkit_blobs WHERE run_id = :run_id "
+        "AND JSON_CONTAINS(:hashes, JSON_QUOTE(hash))",
+        "delete_unreferenced_blobs": "DELETE FROM flowkit_blobs WHERE run_id = :run_id "
+        "AND NOT EXISTS (SELECT 1 FROM flowkit_checkpoints c WHERE c.run_id = :run_id "
+        "AND c.blobs IS NOT NULL AND JSON_CONTAINS(c.blobs, JSON_QUOTE(flowkit_blobs.hash)))",
+    },
 }
 
 SUPPORTED_DIALECTS = frozenset(_JSON_SQL)
@@ -235,7 +312,12 @@ def update_run_sql(*, status: bool, fingerprint: bool, info: bool) -> str:
     )
 
 
-def list_runs_sql(*, flow_name: bool, status: bool, parent_run_id: bool) -> str:
+def list_runs_sql(
+    *, flow_name: bool, status: bool, parent_run_id: bool, likes: int = 0, after: bool = False
+) -> str:
+    """``likes``: how many ``info LIKE :like<n>`` conditions (the metadata filter's
+    narrowing); ``after``: only runs listed after ``(:after_at, :after_id)`` in the
+    listing's order (the next batch of a metadata-filtered listing)."""
     filters = []
     if flow_name:
         filters.append("flow_name = :flow_name")
@@ -243,6 +325,11 @@ def list_runs_sql(*, flow_name: bool, status: bool, parent_run_id: bool) -> str:
         filters.append("status = :status")
     if parent_run_id:
         filters.append("parent_run_id = :parent_run_id")
+    filters.extend(f"info LIKE :like{n} ESCAPE '!'" for n in range(likes))
+    if after:
+        filters.append(
+            "(updated_at < :after_at OR (updated_at = :after_at AND run_id < :after_id))"
+        )
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     return (
         f"SELECT {RUN_COLUMNS} FROM flowkit_runs{where} "

@@ -10,6 +10,11 @@ on their own thread. The portal opens the connection and checks the schema with 
 only a write creates or upgrades it, so readers never wait for writers. Other
 databases await each statement on a pooled connection, on the portal loop. Backends
 acquire the shared :class:`Database` for their URL and release it on close.
+
+MariaDB/MySQL connections run at READ COMMITTED (each statement sees what was committed
+before it, as on PostgreSQL; the writes lock the run row first, see ``_sql_mysql``) and
+in strict mode (a value too long for its column is an error, never cut short), unless
+``engine_kwargs`` name another ``isolation_level``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from flowkit.persistence._sql_drive import (
 )
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
-from flowkit.persistence._sql_url import sqlite_file, sqlite_pragmas
+from flowkit.persistence._sql_url import dialect_of, mysql_session, sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
 
@@ -59,7 +64,7 @@ class Database:
 
     def __init__(self, url: URL, engine_kwargs: dict[str, Any]) -> None:
         self.url = url
-        self.dialect = url.get_backend_name()
+        self.dialect = dialect_of(url)
         self.engine_kwargs = engine_kwargs
         self.portal = Portal(f"flowkit-db-{next(self._names)}")
         self.users = 0
@@ -76,7 +81,7 @@ class Database:
         self._direct_lock = threading.Lock()
         # (run_id) -> (seq, blob hashes) of the last checkpoint this process wrote.
         self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
-        # PostgreSQL: the session whose advisory locks say our lease owners are alive.
+        # PostgreSQL, MariaDB/MySQL: the session whose locks say our lease owners are alive.
         self.liveness: SessionLiveness | None = None
 
     def describe(self) -> str:
@@ -136,8 +141,8 @@ class Database:
                 await self._close_engine(engine)
                 raise
         self.engine = engine
-        if self.dialect == "postgresql":
-            self.liveness = SessionLiveness(self._create_liveness_engine)
+        if self.dialect in ("postgresql", "mysql"):
+            self.liveness = SessionLiveness(self._create_liveness_engine, self.dialect)
 
     async def _run_schema(self, op: Op[T], write: bool) -> T:
         if self.dialect == "sqlite":
@@ -152,7 +157,11 @@ class Database:
             path = sqlite_file(self.url)
             if path is not None:
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if self.dialect == "mysql":
+            kwargs.setdefault("isolation_level", "READ COMMITTED")
         engine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "mysql":
+            event.listen(engine.sync_engine, "connect", mysql_session)
         if self.dialect == "sqlite":
             in_memory = sqlite_file(self.url) is None
             event.listen(

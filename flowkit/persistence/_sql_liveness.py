@@ -1,4 +1,5 @@
-"""PostgreSQL session liveness: a lease owner is alive while its database session is.
+"""Session liveness (PostgreSQL, MariaDB/MySQL): a lease owner is alive while its
+database session is.
 
 Every lease this process takes on PostgreSQL is backed by a session-level advisory lock
 on a key derived from the owner id (:func:`liveness_key`), taken on one connection the
@@ -10,6 +11,13 @@ transaction, ``pg_try_advisory_xact_lock(key)``: if it gets the lock, no session
 the owner's key any more, so the owner can no longer write and the lease is taken over
 at once -- also when the owner ran on another machine. The transaction-level lock goes
 away with the claim's commit.
+
+MariaDB/MySQL do the same with named locks: the owner's session takes
+``GET_LOCK(name, 0)`` (:func:`liveness_lock_name`), which the server releases when the
+session ends, and a claimant asks ``IS_FREE_LOCK(name)`` inside its claim transaction,
+which takes nothing (a named lock taken there would outlive the transaction on a pooled
+connection). Named locks are server-wide, not per database; the names hash the owner
+id, which is unique.
 
 Why a key per owner rather than per run: a claimant that takes over an expired lease
 from a live but stalled owner (SIGSTOP, a long GC pause) must be able to back its own
@@ -24,6 +32,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -44,6 +53,34 @@ def liveness_key(owner: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def liveness_lock_name(owner: str) -> str:
+    """The MariaDB/MySQL named lock that stands for ``owner`` (names are at most 64
+    characters, so the owner id is hashed)."""
+    digest = hashlib.blake2b(owner.encode(), digest_size=16, person=b"flowkit-owner")
+    return "flowkit-owner-" + digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessSql:
+    """How one dialect holds, gives back and tests an owner's liveness lock."""
+
+    try_lock: str  # one row: true if this session now holds the owner's lock
+    unlock: str
+    holder_gone: str  # asked by a claimant: true if no session holds the lock
+    key: Callable[[str], int | str]
+
+
+LIVENESS_SQL = {
+    "postgresql": LivenessSql(TRY_LOCK, UNLOCK, TRY_XACT_LOCK, liveness_key),
+    "mysql": LivenessSql(
+        "SELECT GET_LOCK(:key, 0)",
+        "SELECT RELEASE_LOCK(:key)",
+        "SELECT IS_FREE_LOCK(:key)",
+        liveness_lock_name,
+    ),
+}
+
+
 class SessionLiveness:
     """The advisory locks this process holds for its lease owners, on one connection.
 
@@ -54,8 +91,9 @@ class SessionLiveness:
     owner's next lock still leaves it held once).
     """
 
-    def __init__(self, make_engine: Callable[[], AsyncEngine]) -> None:
+    def __init__(self, make_engine: Callable[[], AsyncEngine], dialect: str) -> None:
         self._make_engine = make_engine
+        self._sql = LIVENESS_SQL[dialect]
         self._engine: AsyncEngine | None = None
         self._connection: AsyncConnection | None = None
         self._lock = asyncio.Lock()
@@ -102,7 +140,9 @@ class SessionLiveness:
                 return added
             try:
                 connection = await self._connect()
-                result = await connection.execute(text(TRY_LOCK), {"key": liveness_key(owner)})
+                result = await connection.execute(
+                    text(self._sql.try_lock), {"key": self._sql.key(owner)}
+                )
                 got = bool(result.scalar())
             except DBAPIError:
                 # The session is gone, and with it every lock it held.
@@ -134,16 +174,16 @@ class SessionLiveness:
             return
         del self._held[owner]
         if entry[0]:
-            task = asyncio.ensure_future(self._unlock(liveness_key(owner)))
+            task = asyncio.ensure_future(self._unlock(self._sql.key(owner)))
             self._unlocking.add(task)
             task.add_done_callback(self._unlocking.discard)
 
-    async def _unlock(self, key: int) -> None:
+    async def _unlock(self, key: int | str) -> None:
         async with self._lock:
             if self._connection is None:
                 return  # the session ended: nothing is held any more
             try:
-                await self._connection.execute(text(UNLOCK), {"key": key})
+                await self._connection.execute(text(self._sql.unlock), {"key": key})
             except DBAPIError:
                 await self._forget_connection()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowkit.exceptions import CorruptRunError, PersistenceError
-from flowkit.persistence import _rules, _schema
+from flowkit.persistence import _metadata, _rules, _schema
 from flowkit.persistence._encoding import EncodedState, corrupt, decode_object
 from flowkit.persistence._owner import owner_is_dead, parse_owner, this_host
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
@@ -26,7 +26,7 @@ from flowkit.persistence._rows import (
     checkpoint_from_row,
     run_from_row,
 )
-from flowkit.persistence._sql_liveness import TRY_XACT_LOCK, liveness_key
+from flowkit.persistence._sql_liveness import LIVENESS_SQL
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -79,13 +79,19 @@ def _checked_version(rows: list[Row]) -> int:
 
 def init_schema(dialect: str) -> Op[int]:
     """Create or upgrade the tables; returns the schema version found before."""
+    server_version = ""
     if dialect == "postgresql":
         yield Stmt("SELECT pg_advisory_xact_lock(:key)", {"key": _schema.SCHEMA_LOCK_KEY})
+    elif dialect == "mysql":
+        # No lock: MariaDB/MySQL commit each CREATE on its own, every statement here may
+        # run twice, and the version row, written last, marks the schema complete.
+        rows = yield Stmt("SELECT VERSION()")
+        server_version = str(rows[0][0])
     yield Stmt(_schema.CREATE_VERSION_TABLE)
     rows = yield Stmt("SELECT MAX(version) FROM flowkit_schema_version")
     found = _checked_version(rows)
     if found == 0:
-        for ddl in _schema.SCHEMA:
+        for ddl in _schema.schema_statements(dialect, server_version=server_version):
             yield Stmt(ddl)
         yield Stmt(
             "INSERT INTO flowkit_schema_version (version) VALUES (:version)",
@@ -173,15 +179,17 @@ def _append(
     *,
     at: float,
     stored_blobs: tuple[int, frozenset[str]] | None,
+    insert_blob: str = _schema.INSERT_BLOB,
 ) -> Op[frozenset[str]]:
     """Insert checkpoint ``seq`` (its number already taken on the run row) and the blobs
-    it needs; return the hashes it refers to."""
+    it needs (with ``insert_blob``, which skips a blob the run has); return the hashes
+    it refers to."""
     blobs = encoded.blobs
     if stored_blobs is not None and stored_blobs[0] == seq - 1:
         blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
     if blobs:
         yield Stmt(
-            _schema.INSERT_BLOB,
+            insert_blob,
             [{"run_id": run_id, "hash": h, "data": text} for h, text in blobs.items()],
             many=True,
         )
@@ -420,11 +428,19 @@ def list_runs(
     parent_run_id: str | None,
     limit: int,
     offset: int,
+    metadata: dict[str, Any] | None = None,
 ) -> Op[list[RunRecord]]:
     filters = {"flow_name": flow_name, "status": status, "parent_run_id": parent_run_id}
-    sql = _schema.list_runs_sql(**{name: value is not None for name, value in filters.items()})
+    given = {name: value is not None for name, value in filters.items()}
     params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+    if metadata is not None:
+        return (yield from _list_by_metadata(given, params, metadata, limit, offset))
+    sql = _schema.list_runs_sql(**given)
     rows = yield Stmt(sql, {**params, "limit": limit, "offset": offset})
+    return _readable_runs(rows)
+
+
+def _readable_runs(rows: list[Row]) -> list[RunRecord]:
     runs = []
     for row in rows:
         try:
@@ -432,6 +448,50 @@ def list_runs(
         except CorruptRunError as exc:  # one damaged run must not hide the others
             _rules.report_unreadable(exc)
     return runs
+
+
+#: rows a metadata-filtered listing reads per statement: 2 * (limit + offset), within these
+LIST_BATCH = (100, 1000)
+
+
+def _list_by_metadata(
+    given: dict[str, bool],
+    params: dict[str, Any],
+    metadata: dict[str, Any],
+    limit: int,
+    offset: int,
+) -> Op[list[RunRecord]]:
+    """Runs whose metadata matches, paged by matching runs. The database narrows the rows
+    (``info LIKE`` patterns every match satisfies, see ``_metadata.like_patterns``) and
+    :func:`_metadata.matches` decides, so the answer is exact whatever the database's
+    JSON functions; batches continue after the last row read (keyset, not OFFSET), until
+    ``offset + limit`` runs matched or the rows run out."""
+    patterns = _metadata.like_patterns(metadata)
+    likes = {f"like{n}": pattern for n, pattern in enumerate(patterns)}
+    first = _schema.list_runs_sql(**given, likes=len(patterns))
+    after = _schema.list_runs_sql(**given, likes=len(patterns), after=True)
+    low, high = LIST_BATCH
+    batch = min(max(2 * (limit + offset), low), high)
+    matched: list[RunRecord] = []
+    skip = offset
+    cursor: dict[str, Any] = {}
+    while len(matched) < limit:
+        rows = yield Stmt(
+            after if cursor else first, {**params, **likes, **cursor, "limit": batch, "offset": 0}
+        )
+        for run in _readable_runs(rows):
+            if not _metadata.matches(run.info, metadata):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            matched.append(run)
+            if len(matched) == limit:
+                break
+        if len(rows) < batch:
+            break
+        cursor = {"after_at": rows[-1][4], "after_id": rows[-1][0]}
+    return matched
 
 
 def delete_run(run_id: str) -> Op[bool]:
@@ -484,16 +544,17 @@ def acquire_lease(
 
 def holder_is_dead(dialect: str, holder: str) -> Op[bool]:
     """Whether the lease holder is known to be gone: its process on this host is, or (on
-    PostgreSQL) no database session holds its liveness key any more."""
+    PostgreSQL and MariaDB/MySQL) no database session holds its liveness lock any more."""
     if owner_is_dead(holder):
         return True
     parsed = parse_owner(holder)
-    if dialect != "postgresql" or (
+    liveness = LIVENESS_SQL.get(dialect)
+    if liveness is None or (
         parsed is not None and parsed.host == this_host() and parsed.pid == os.getpid()
     ):
         # Our own process is alive; its keys are held by our liveness session.
         return False
-    rows = yield Stmt(TRY_XACT_LOCK, {"key": liveness_key(holder)})
+    rows = yield Stmt(liveness.holder_gone, {"key": liveness.key(holder)})
     return bool(rows and rows[0][0])
 
 

@@ -3,9 +3,11 @@
 flowkit talks to databases through SQLAlchemy's asyncio engine, so a URL must end up
 naming an asyncio driver. A URL without one gets flowkit's: ``sqlite://`` aiosqlite,
 ``postgresql://`` and ``postgres://`` asyncpg (SQLAlchemy's own default for PostgreSQL
-is psycopg, which flowkit does not install). A URL naming another asyncio driver is
-used as written when that driver is installed; a missing driver, or a synchronous one
-(``psycopg2``, ``pg8000``, ``pysqlite``), is refused with what to install or write
+is psycopg, which flowkit does not install), ``mysql://`` and ``mariadb://`` asyncmy
+(SQLAlchemy's default there is the synchronous mysqlclient). A URL naming another
+asyncio driver (``aiomysql``, ``psycopg``) is used as written when that driver is
+installed; a missing driver, or a synchronous one (``psycopg2``, ``pg8000``,
+``pysqlite``, ``pymysql``, ``mysqldb``), is refused with what to install or write
 instead. Every SQLite connection waits for the write lock instead of failing, and
 commits durably (WAL, ``synchronous=FULL``).
 """
@@ -23,8 +25,13 @@ from flowkit.persistence import _schema
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-# dialect -> the driver a URL without one gets
-_DEFAULT_DRIVER = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+# backend name as written -> the driver a URL without one gets
+_DEFAULT_DRIVER = {
+    "sqlite": "aiosqlite",
+    "postgresql": "asyncpg",
+    "mysql": "asyncmy",
+    "mariadb": "asyncmy",
+}
 
 # (dialect, asyncio driver) -> (module that must be importable, how to install it)
 _ASYNC_DRIVERS = {
@@ -32,9 +39,30 @@ _ASYNC_DRIVERS = {
     ("postgresql", "asyncpg"): ("asyncpg", "pip install 'flowkit[postgres]'"),
     ("postgresql", "psycopg"): ("psycopg", "pip install 'psycopg[binary]'"),
     ("postgresql", "psycopg_async"): ("psycopg", "pip install 'psycopg[binary]'"),
+    ("mysql", "asyncmy"): ("asyncmy", "pip install 'flowkit[mysql]'"),
+    ("mysql", "aiomysql"): ("aiomysql", "pip install aiomysql"),
+    ("mariadb", "asyncmy"): ("asyncmy", "pip install 'flowkit[mysql]'"),
+    ("mariadb", "aiomysql"): ("aiomysql", "pip install aiomysql"),
 }
 
-_EXAMPLES = "'sqlite+aiosqlite:///path.db' or 'postgresql+asyncpg://user@host/db'"
+_EXAMPLES = (
+    "'sqlite+aiosqlite:///path.db', 'postgresql+asyncpg://user@host/db' or "
+    "'mysql+asyncmy://user@host/db'"
+)
+
+# backend name -> the SQL flowkit speaks to it (MariaDB is MySQL's dialect for flowkit)
+_FLOWKIT_DIALECT = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+
+
+def dialect_of(url: URL) -> str:
+    """The dialect flowkit's SQL is written for: ``sqlite``, ``postgresql`` or ``mysql``
+    (MariaDB included), for a URL :func:`normalise_url` accepted."""
+    return _FLOWKIT_DIALECT[url.get_backend_name()]
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -46,9 +74,9 @@ def normalise_url(url: str | URL) -> URL:
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "postgres":  # the scheme many hosting platforms hand out
         backend = "postgresql"
-    if backend not in _schema.SUPPORTED_DIALECTS:
+    if _FLOWKIT_DIALECT.get(backend) not in _schema.SUPPORTED_DIALECTS:
         raise FlowConfigurationError(
-            f"SQLAlchemyFlowPersistence supports SQLite and PostgreSQL URLs, got "
+            f"SQLAlchemyFlowPersistence supports SQLite, PostgreSQL and MariaDB/MySQL URLs, got "
             f"{parsed.render_as_string()!r}. Use {_EXAMPLES}, or write your own "
             "FlowPersistence."
         )
@@ -85,4 +113,15 @@ def sqlite_pragmas(in_memory: bool, dbapi_connection: Any, _record: Any) -> None
     # FULL: every committed checkpoint is on disk, even in WAL mode.
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def mysql_session(dbapi_connection: Any, _record: Any) -> None:
+    """Strict mode on every MariaDB/MySQL connection: a run id or value too long for its
+    column is an error, never silently cut short (servers may run without it)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(
+        "SET SESSION sql_mode = IF(@@SESSION.sql_mode = '', 'STRICT_ALL_TABLES', "
+        "CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))"
+    )
     cursor.close()

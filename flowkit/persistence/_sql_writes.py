@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flowkit.persistence import _rules, _sql_ops
+from flowkit.persistence import _rules, _sql_mysql, _sql_ops
 from flowkit.persistence._encoding import (
     EncodedState,
     dumps,
@@ -72,7 +72,8 @@ class CheckpointWrites:
         encoded = encode_state(state)
         meta_text = dumps(meta or {}, what="meta")
         database = self._database()
-        op = _sql_ops.save_checkpoint(
+        mysql = database.dialect == "mysql"
+        op = (_sql_mysql.save_checkpoint if mysql else _sql_ops.save_checkpoint)(
             run_id,
             method_name,
             encoded,
@@ -191,7 +192,7 @@ class CheckpointWrites:
         if owner is not None:
             _rules.lease_ttl(ttl)
         database = self._database()
-        op = _sql_ops.begin_run(
+        op = (_sql_mysql.begin_run if database.dialect == "mysql" else _sql_ops.begin_run)(
             database.dialect,
             run_id,
             flow_name,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
-from flowkit.persistence import _rules, _sql_ops
+from flowkit.persistence import _rules, _sql_mysql, _sql_ops
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import dumps
 from flowkit.persistence._paths import default_db_path
@@ -28,7 +29,7 @@ from flowkit.persistence._sql_database import (
     release_database,
 )
 from flowkit.persistence._sql_ops import Op
-from flowkit.persistence._sql_url import normalise_url
+from flowkit.persistence._sql_url import dialect_of, normalise_url
 from flowkit.persistence._sql_writes import CheckpointWrites
 
 T = TypeVar("T")
@@ -37,11 +38,13 @@ T = TypeVar("T")
 class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     """Runs and checkpoints in a SQL database reached through SQLAlchemy's asyncio engine.
 
-    ``url`` is an SQLite or PostgreSQL URL (``sqlite+aiosqlite:///runs.db``,
-    ``postgresql+asyncpg://user@host/db``; plain ``sqlite://``, ``postgresql://`` and
-    ``postgres://`` pick those drivers). Backends with the same URL share one engine and
-    connection pool. The tables are created by the first write; reads never write (a
-    database without them reads as empty); nothing connects at construction::
+    ``url`` is an SQLite, PostgreSQL or MariaDB/MySQL URL (``sqlite+aiosqlite:///runs.db``,
+    ``postgresql+asyncpg://user@host/db``, ``mysql+asyncmy://user@host/db``; plain
+    ``sqlite://``, ``postgresql://``, ``postgres://``, ``mysql://`` and ``mariadb://``
+    pick those drivers; ``mysql+aiomysql://`` works too). Backends with the same URL
+    share one engine and connection pool. The tables are created by the first write;
+    reads never write (a database without them reads as empty); nothing connects at
+    construction::
 
         persistence = SQLAlchemyFlowPersistence("postgresql+asyncpg://app@db/flows")
         persistence.save_state("run-1", "start", {"id": "run-1"})
@@ -75,7 +78,10 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
 
     def _dialect(self) -> str:
-        return self.url.get_backend_name()
+        return dialect_of(self.url)
+
+    def _mysql(self) -> bool:
+        return self._dialect() == "mysql"
 
     def _database(self) -> Database:
         handle = self._database_handle
@@ -164,11 +170,11 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         )
 
     def load_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
-        op = _sql_ops.load_checkpoint(self.url.get_backend_name(), run_id, seq)
+        op = _sql_ops.load_checkpoint(self._dialect(), run_id, seq)
         return self._call(op, write=False, what=f"load_checkpoint({run_id!r}, {seq!r})")
 
     async def aload_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
-        op = _sql_ops.load_checkpoint(self.url.get_backend_name(), run_id, seq)
+        op = _sql_ops.load_checkpoint(self._dialect(), run_id, seq)
         return await self._acall(op, write=False, what=f"load_checkpoint({run_id!r}, {seq!r})")
 
     # -- runs ----------------------------------------------------------------------
@@ -183,7 +189,8 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         info: dict[str, Any] | None,
         exist_ok: bool,
     ) -> Op[RunRecord]:
-        return _sql_ops.create_run(
+        create = _sql_mysql.create_run if self._mysql() else _sql_ops.create_run
+        return create(
             run_id,
             flow_name,
             parent_run_id=parent_run_id,
@@ -232,11 +239,15 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     async def aget_run(self, run_id: str) -> RunRecord | None:
         return await self._acall(_sql_ops.get_run(run_id), write=False, what=f"get_run({run_id!r})")
 
-    @staticmethod
     def _update_op(
-        run_id: str, status: str | None, fingerprint: str | None, info: dict[str, Any] | None
+        self,
+        run_id: str,
+        status: str | None,
+        fingerprint: str | None,
+        info: dict[str, Any] | None,
     ) -> Op[RunRecord]:
-        return _sql_ops.update_run(
+        update = _sql_mysql.update_run if self._mysql() else _sql_ops.update_run
+        return update(
             run_id,
             status=None if status is None else _rules.check_status(status),
             fingerprint=fingerprint,
@@ -273,16 +284,16 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         parent_run_id: str | None,
         limit: int,
         offset: int,
+        metadata: Mapping[str, Any] | None,
     ) -> Op[list[RunRecord]]:
-        _rules.check_paging(limit, offset)
-        if status is not None:
-            _rules.check_status(status)
+        wanted = _rules.check_list_filters(status, limit, offset, metadata)
         return _sql_ops.list_runs(
             flow_name=flow_name,
             status=status,
             parent_run_id=parent_run_id,
             limit=limit,
             offset=offset,
+            metadata=wanted,
         )
 
     def list_runs(
@@ -293,8 +304,9 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset)
+        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
         return self._call(op, write=False, what="list_runs", empty=[])
 
     async def alist_runs(
@@ -305,23 +317,27 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset)
+        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
         return await self._acall(op, write=False, what="list_runs", empty=[])
 
-    def delete_run(self, run_id: str) -> bool:
+    def _delete_op(self, run_id: str) -> Op[bool]:
         self._database().stored_blobs.pop(run_id, None)
-        return self._call(_sql_ops.delete_run(run_id), write=True, what=f"delete_run({run_id!r})")
+        return (_sql_mysql.delete_run if self._mysql() else _sql_ops.delete_run)(run_id)
+
+    def delete_run(self, run_id: str) -> bool:
+        op = self._delete_op(run_id)
+        return self._call(op, write=True, what=f"delete_run({run_id!r})")
 
     async def adelete_run(self, run_id: str) -> bool:
-        self._database().stored_blobs.pop(run_id, None)
-        return await self._acall(
-            _sql_ops.delete_run(run_id), write=True, what=f"delete_run({run_id!r})"
-        )
+        op = self._delete_op(run_id)
+        return await self._acall(op, write=True, what=f"delete_run({run_id!r})")
 
     def _prune_op(self, run_id: str, keep_last: int) -> Op[int]:
         _rules.check_keep_last(keep_last)
-        return _sql_ops.prune(self.url.get_backend_name(), run_id, keep_last)
+        prune = _sql_mysql.prune if self._mysql() else _sql_ops.prune
+        return prune(self._dialect(), run_id, keep_last)
 
     def prune(self, run_id: str, *, keep_last: int) -> int:
         op = self._prune_op(run_id, keep_last)
@@ -333,34 +349,48 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
     # -- leases --------------------------------------------------------------------
 
+    def _acquire_op(self, run_id: str, owner: str, ttl: float) -> Op[RunRecord]:
+        acquire = _sql_mysql.acquire_lease if self._mysql() else _sql_ops.acquire_lease
+        return acquire(self._dialect(), run_id, owner, ttl, _rules.now())
+
+    def _claim_op(
+        self, run_id: str, owner: str, ttl: float
+    ) -> Op[tuple[RunRecord, Checkpoint | None]]:
+        claim = _sql_mysql.claim_run if self._mysql() else _sql_ops.claim_run
+        return claim(self._dialect(), run_id, owner, ttl, _rules.now())
+
+    def _renew_op(self, run_id: str, owner: str, ttl: float) -> Op[None]:
+        renew = _sql_mysql.renew_lease if self._mysql() else _sql_ops.renew_lease
+        return renew(run_id, owner, ttl, _rules.now())
+
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
-        op = _sql_ops.acquire_lease(self._dialect(), run_id, owner, ttl, _rules.now())
+        op = self._acquire_op(run_id, owner, ttl)
         what = f"acquire_lease({run_id!r})"
         return self._call(op, write=True, what=what, takes=(owner, run_id))
 
     async def aacquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
-        op = _sql_ops.acquire_lease(self._dialect(), run_id, owner, ttl, _rules.now())
+        op = self._acquire_op(run_id, owner, ttl)
         what = f"acquire_lease({run_id!r})"
         return await self._acall(op, write=True, what=what, takes=(owner, run_id))
 
     def claim_run(self, run_id: str, owner: str, ttl: float) -> tuple[RunRecord, Checkpoint | None]:
-        op = _sql_ops.claim_run(self._dialect(), run_id, owner, ttl, _rules.now())
+        op = self._claim_op(run_id, owner, ttl)
         return self._call(op, write=True, what=f"claim_run({run_id!r})", takes=(owner, run_id))
 
     async def aclaim_run(
         self, run_id: str, owner: str, ttl: float
     ) -> tuple[RunRecord, Checkpoint | None]:
-        op = _sql_ops.claim_run(self._dialect(), run_id, owner, ttl, _rules.now())
+        op = self._claim_op(run_id, owner, ttl)
         what = f"claim_run({run_id!r})"
         return await self._acall(op, write=True, what=what, takes=(owner, run_id))
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
-        op = _sql_ops.renew_lease(run_id, owner, ttl, _rules.now())
+        op = self._renew_op(run_id, owner, ttl)
         # takes: a renewal also re-backs the lease if the liveness session was lost
         self._call(op, write=True, what=f"renew_lease({run_id!r})", takes=(owner, run_id))
 
     async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
-        op = _sql_ops.renew_lease(run_id, owner, ttl, _rules.now())
+        op = self._renew_op(run_id, owner, ttl)
         what = f"renew_lease({run_id!r})"
         await self._acall(op, write=True, what=what, takes=(owner, run_id))
 

@@ -9,6 +9,7 @@ store.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from flowkit.persistence import _rules
@@ -167,6 +168,7 @@ class StoreBackend(FlowPersistence):
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[RunRecord]:
         chosen = _rules.select_runs(
             self._store.all_runs(),
@@ -175,6 +177,7 @@ class StoreBackend(FlowPersistence):
             parent_run_id=parent_run_id,
             limit=limit,
             offset=offset,
+            metadata=metadata,
         )
         return [_handed_out(run) for run in chosen]
 

@@ -26,6 +26,24 @@ def postgres_up() -> bool:
         return False
 
 
+def mysql_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 3306), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def mysql_spec() -> str:
+    """The MariaDB backend spec, for the tests that run there too (test_mysql_durable)."""
+    if not mysql_up():
+        if os.environ.get("CI"):
+            pytest.fail("MariaDB at 127.0.0.1:3306 is down; CI must run these tests")
+        pytest.skip("MariaDB at 127.0.0.1:3306 is not reachable")
+    return "mysql"
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A backend spec string understood by flows.backend(): each test runs on both."""

@@ -23,13 +23,14 @@ from flowkit import Flow, FlowState, and_, listen, migration, or_, router, start
 PG_URL = os.environ.get(
     "FLOWKIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+MYSQL_URL = os.environ.get("FLOWKIT_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 
 
 _MEMORY: dict[str, Any] = {}
 
 
 def backend(spec: str) -> Any:
-    """``sqlite:PATH``, ``file:DIR``, ``postgres`` -> a persistence backend."""
+    """``sqlite:PATH``, ``file:DIR``, ``postgres``, ``mysql`` -> a persistence backend."""
     import flowkit.persistence as fp
 
     kind, _, arg = spec.partition(":")
@@ -41,6 +42,8 @@ def backend(spec: str) -> Any:
         return _MEMORY.setdefault(arg, fp.InMemoryFlowPersistence())
     if kind == "postgres":
         return fp.SQLAlchemyFlowPersistence(PG_URL)
+    if kind == "mysql":
+        return fp.SQLAlchemyFlowPersistence(MYSQL_URL)
     raise ValueError(spec)
 
 

@@ -261,9 +261,10 @@ def test_unserializable_state_writes_nothing(store: SQLiteFlowPersistence) -> No
 
 
 def test_unknown_dialect_is_a_configuration_error() -> None:
-    """Only SQLite and PostgreSQL URLs are accepted, with a message saying so."""
-    with pytest.raises(FlowConfigurationError, match="SQLite and PostgreSQL"):
-        SQLAlchemyFlowPersistence("mysql+aiomysql://u@h/db")
+    """Only SQLite, PostgreSQL and MariaDB/MySQL URLs are accepted, with a message saying
+    so."""
+    with pytest.raises(FlowConfigurationError, match="SQLite, PostgreSQL and MariaDB/MySQL"):
+        SQLAlchemyFlowPersistence("oracle+oracledb://u@h/db")
 
 
 def test_unreachable_database_names_operation_and_run(tmp_path: Path) -> None:

@@ -70,3 +70,14 @@ class TestPostgresContract(PersistenceContract):
         store.close()
 
     corrupt_latest = staticmethod(lambda p, run_id: _corrupt_latest_sql(p, run_id))  # type: ignore[assignment]
+
+
+@pytest.mark.mysql
+class TestMariaDBContract(PersistenceContract):
+    @pytest.fixture
+    def persistence(self, mysql_url: str) -> Iterator[SQLAlchemyFlowPersistence]:
+        store = SQLAlchemyFlowPersistence(mysql_url)
+        yield store
+        store.close()
+
+    corrupt_latest = staticmethod(lambda p, run_id: _corrupt_latest_sql(p, run_id))  # type: ignore[assignment]

@@ -1,0 +1,380 @@
+"""The MariaDB/MySQL versions of the operations whose PostgreSQL/SQLite SQL they lack.
+
+MariaDB and MySQL have no ``ON CONFLICT``, and no ``RETURNING`` on ``UPDATE`` (MySQL none
+at all). So each write here first locks the run's row -- ``SELECT ... FOR UPDATE``, or
+an ``INSERT ... ON DUPLICATE KEY UPDATE`` that creates the row if it is missing and locks
+it either way -- reads it, decides with the same rules as every other backend
+(``_rules``), and then writes. The row lock is held to the commit, so the decision
+cannot go stale: a claim, a lease takeover and a fenced save of one run are serialised
+by the database, and a save is refused unless its writer holds the lease and its
+``expected_seq`` is the stored ``last_seq`` at that moment. Every operation locks the run
+row before any other row of the run, so two operations never wait for each other in
+opposite orders.
+
+A row created here carries ``last_seq = -1`` (a value no run has) until the same
+transaction sets its real one: that is how an operation tells the row it just created
+from one that was there, whatever the driver reports as affected rows. Nobody else sees
+the marker (the row is uncommitted until then).
+
+Reads (``get_run``, ``list_runs``, ``history``, ``load_checkpoint``) are the shared ones
+of ``_sql_ops``. The engine runs at READ COMMITTED (see ``_sql_database``), as on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowkit.exceptions import InvalidArgumentError
+from flowkit.persistence import _rules, _schema
+from flowkit.persistence._encoding import EncodedState
+from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._rows import run_from_row
+from flowkit.persistence._sql_ops import (
+    Op,
+    Row,
+    SavedCheckpoint,
+    Stmt,
+    _append,
+    holder_is_dead,
+    load_checkpoint,
+)
+
+_NEW = -1  # last_seq of a row created by the running transaction
+
+LOCK_RUN = f"SELECT {_schema.RUN_COLUMNS} FROM flowkit_runs WHERE run_id = :run_id FOR UPDATE"
+# Creates the row (marked new) or, if it exists, locks it without changing it.
+ENSURE_RUN = (
+    f"INSERT INTO flowkit_runs ({_schema.RUN_COLUMNS}) VALUES (:run_id, :flow_name, "
+    f"'running', :now, :now, {_NEW}, :parent_run_id, :parent_seq, :fingerprint, :info, "
+    ":owner, :expires) ON DUPLICATE KEY UPDATE run_id = run_id"
+)
+SET_LAST_SEQ = "UPDATE flowkit_runs SET last_seq = :seq WHERE run_id = :run_id"
+APPEND_SEQ = (
+    "UPDATE flowkit_runs SET last_seq = :seq, updated_at = :now, status = :status, "
+    "flow_name = COALESCE(flow_name, :flow_name) WHERE run_id = :run_id"
+)
+SET_LEASE = (
+    "UPDATE flowkit_runs SET lease_owner = :owner, lease_expires_at = :expires "
+    "WHERE run_id = :run_id"
+)
+INSERT_BLOB = (
+    "INSERT INTO flowkit_blobs (run_id, hash, data) VALUES (:run_id, :hash, :data) "
+    "ON DUPLICATE KEY UPDATE hash = hash"
+)
+
+
+def _ensure_run(
+    run_id: str,
+    flow_name: str | None,
+    *,
+    at: float,
+    parent_run_id: str | None = None,
+    parent_seq: int | None = None,
+    fingerprint: str | None = None,
+    info_text: str = "{}",
+    owner: str | None = None,
+    expires: float | None = None,
+) -> Op[tuple[Row, bool]]:
+    """Create the run row if missing (with these fields) and lock it; return the row and
+    whether this transaction created it (its ``last_seq`` is then still the marker)."""
+    for what, value in (("run id", run_id), ("flow name", flow_name), ("parent", parent_run_id)):
+        if value is not None and len(value) > _schema.MYSQL_KEY_LENGTH:
+            raise InvalidArgumentError(
+                f"The {what} {value[:40]!r}... is {len(value)} characters long; MariaDB/MySQL "
+                f"keys hold at most {_schema.MYSQL_KEY_LENGTH}. Use a shorter one; nothing "
+                "was written."
+            )
+    yield Stmt(
+        ENSURE_RUN,
+        {
+            "run_id": run_id,
+            "flow_name": flow_name,
+            "now": at,
+            "parent_run_id": parent_run_id,
+            "parent_seq": parent_seq,
+            "fingerprint": fingerprint,
+            "info": info_text,
+            "owner": owner,
+            "expires": expires,
+        },
+    )
+    rows = yield Stmt(LOCK_RUN, {"run_id": run_id})
+    row = rows[0]
+    return row, row[5] == _NEW
+
+
+def _lock_run(run_id: str) -> Op[RunRecord | None]:
+    rows = yield Stmt(LOCK_RUN, {"run_id": run_id})
+    return run_from_row(rows[0]) if rows else None
+
+
+def _new_run_record(row: Row, last_seq: int) -> RunRecord:
+    return run_from_row((*row[:5], last_seq, *row[6:]))
+
+
+# -- checkpoints ---------------------------------------------------------------------
+
+
+def save_checkpoint(
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    status: str,
+    flow_name: str | None,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+    release: bool = False,
+) -> Op[SavedCheckpoint]:
+    """``_sql_ops.save_checkpoint`` for MariaDB/MySQL: lock (or create) the run row, check
+    the compare-and-set and the lease under the lock, then append."""
+    if expected_seq is None or expected_seq == 0:
+        row, created = yield from _ensure_run(run_id, flow_name, at=at)
+        run = None if created else run_from_row(row)
+    else:  # a missing run is a conflict, never created
+        run = yield from _lock_run(run_id)
+    if run is not None:
+        _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at)
+    elif expected_seq not in (None, 0):
+        raise _rules.concurrent_update(run_id, expected_seq, 0)
+    seq = 1 if run is None else run.last_seq + 1
+    yield Stmt(
+        APPEND_SEQ,
+        {"run_id": run_id, "seq": seq, "now": at, "status": status, "flow_name": flow_name},
+    )
+    refs = yield from _append_mysql(
+        run_id, seq, method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs
+    )
+    if release and lease_owner is not None:
+        yield from release_lease(run_id, lease_owner)
+    return SavedCheckpoint(seq, at, refs)
+
+
+def _append_mysql(
+    run_id: str,
+    seq: int,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[frozenset[str]]:
+    """``_sql_ops._append`` with MariaDB/MySQL's insert-if-missing for blobs."""
+    return (
+        yield from _append(
+            run_id,
+            seq,
+            method_name,
+            encoded,
+            meta_text,
+            at=at,
+            stored_blobs=stored_blobs,
+            insert_blob=INSERT_BLOB,
+        )
+    )
+
+
+def begin_run(
+    dialect: str,
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    ttl: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    expected_seq: int | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[tuple[RunRecord, SavedCheckpoint]]:
+    """Create the run if missing (already leased), take its lease, append the first
+    checkpoint; the run row is locked from the first statement on."""
+    expires = None if owner is None else at + _rules.lease_ttl(ttl)
+    may_create = expected_seq is None or expected_seq == 0
+    if may_create:
+        row, created = yield from _ensure_run(
+            run_id,
+            flow_name,
+            at=at,
+            fingerprint=fingerprint,
+            info_text=info_text,
+            owner=owner,
+            expires=expires,
+        )
+        if created:
+            yield Stmt(SET_LAST_SEQ, {"run_id": run_id, "seq": 1})
+            refs = yield from _append_mysql(
+                run_id, 1, method_name, encoded, meta_text, at=at, stored_blobs=None
+            )
+            return _new_run_record(row, 1), SavedCheckpoint(1, at, refs)
+        run = run_from_row(row)
+    else:
+        found = yield from _lock_run(run_id)
+        if found is None:
+            raise _rules.concurrent_update(run_id, expected_seq or 0, 0)
+        run = found
+    _rules.check_flow(run, flow_name)
+    if owner is not None:
+        run = yield from acquire_lease(
+            dialect, run_id, owner, _rules.lease_ttl(ttl), at, operation="begin_run"
+        )
+    saved = yield from save_checkpoint(
+        run_id,
+        method_name,
+        encoded,
+        meta_text,
+        status="running",
+        flow_name=flow_name,
+        expected_seq=expected_seq,
+        lease_owner=owner,
+        at=at,
+        stored_blobs=stored_blobs,
+    )
+    after = run.replace(
+        last_seq=saved.seq,
+        status="running",
+        updated_at=utc_from_timestamp(at),
+        flow_name=run.flow_name if run.flow_name is not None else flow_name,
+    )
+    return after, saved
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+def create_run(
+    run_id: str,
+    flow_name: str,
+    *,
+    parent_run_id: str | None,
+    parent_seq: int | None,
+    fingerprint: str | None,
+    info_text: str,
+    exist_ok: bool,
+    at: float,
+) -> Op[RunRecord]:
+    row, created = yield from _ensure_run(
+        run_id,
+        flow_name,
+        at=at,
+        parent_run_id=parent_run_id,
+        parent_seq=parent_seq,
+        fingerprint=fingerprint,
+        info_text=info_text,
+    )
+    if created:
+        yield Stmt(SET_LAST_SEQ, {"run_id": run_id, "seq": 0})
+        return _new_run_record(row, 0)
+    if not exist_ok:
+        raise _rules.run_exists(run_id)
+    return run_from_row(row)
+
+
+def update_run(
+    run_id: str,
+    *,
+    status: str | None,
+    fingerprint: str | None,
+    info_text: str | None,
+    at: float,
+) -> Op[RunRecord]:
+    run = yield from _lock_run(run_id)
+    if run is None:
+        raise _rules.run_not_found(run_id, "update_run")
+    sql = _schema.update_run_sql(
+        status=status is not None, fingerprint=fingerprint is not None, info=info_text is not None
+    ).partition(" RETURNING ")[0]
+    params: dict[str, Any] = {"run_id": run_id, "now": at}
+    for name, value in (("status", status), ("fingerprint", fingerprint), ("info", info_text)):
+        if value is not None:
+            params[name] = value
+    yield Stmt(sql, params)
+    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+    return run_from_row(rows[0])
+
+
+def delete_run(run_id: str) -> Op[bool]:
+    run = yield Stmt(LOCK_RUN, {"run_id": run_id})
+    yield Stmt(_schema.DELETE_RUN_BLOBS, {"run_id": run_id})
+    yield Stmt(_schema.DELETE_RUN_CHECKPOINTS, {"run_id": run_id})
+    yield Stmt("DELETE FROM flowkit_runs WHERE run_id = :run_id", {"run_id": run_id})
+    return bool(run)
+
+
+def prune(dialect: str, run_id: str, keep_last: int) -> Op[int]:
+    run = yield from _lock_run(run_id)
+    if run is None:
+        return 0
+    below = run.last_seq - keep_last
+    params = {"run_id": run_id, "below": below}
+    rows = yield Stmt(
+        "SELECT COUNT(*) FROM flowkit_checkpoints WHERE run_id = :run_id AND seq <= :below",
+        params,
+    )
+    doomed = int(rows[0][0])
+    if doomed:
+        yield Stmt(
+            "DELETE FROM flowkit_checkpoints WHERE run_id = :run_id AND seq <= :below", params
+        )
+        yield Stmt(_schema.json_sql(dialect, "delete_unreferenced_blobs"), {"run_id": run_id})
+    return doomed
+
+
+# -- leases --------------------------------------------------------------------------
+
+
+def acquire_lease(
+    dialect: str,
+    run_id: str,
+    owner: str,
+    ttl: float,
+    at: float,
+    *,
+    operation: str = "acquire_lease",
+) -> Op[RunRecord]:
+    """Lock the run row, then take the lease when it is free, expired, ours, or its
+    holder is dead (its process on this host, or its database session, is gone)."""
+    _rules.check_ttl(ttl)
+    run = yield from _lock_run(run_id)
+    if run is None:
+        raise _rules.run_not_found(run_id, operation)
+    holder = run.lease_owner
+    if _rules.lease_blocks(run, owner, at):
+        assert holder is not None
+        if not (yield from holder_is_dead(dialect, holder)):
+            raise _rules.run_locked(run_id, holder, run.lease_expires_at)
+    yield Stmt(SET_LEASE, {"run_id": run_id, "owner": owner, "expires": at + ttl})
+    return run.replace(lease_owner=owner, lease_expires_at=utc_from_timestamp(at + ttl))
+
+
+def claim_run(
+    dialect: str, run_id: str, owner: str, ttl: float, at: float
+) -> Op[tuple[RunRecord, Checkpoint | None]]:
+    """Take the lease with the run row locked, then read the latest checkpoint in the
+    same transaction: no writer can append in between (a save locks the row first)."""
+    run = yield from acquire_lease(dialect, run_id, owner, ttl, at, operation="claim_run")
+    checkpoint = yield from load_checkpoint(dialect, run_id, None)
+    return run, checkpoint
+
+
+def renew_lease(run_id: str, owner: str, ttl: float, at: float) -> Op[None]:
+    _rules.check_ttl(ttl)
+    run = yield from _lock_run(run_id)
+    if run is None or run.lease_owner != owner:
+        raise _rules.lease_lost(run_id, owner, run)
+    yield Stmt(
+        "UPDATE flowkit_runs SET lease_expires_at = :expires WHERE run_id = :run_id",
+        {"run_id": run_id, "expires": at + ttl},
+    )
+
+
+def release_lease(run_id: str, owner: str) -> Op[None]:
+    yield Stmt(_schema.RELEASE_LEASE, {"run_id": run_id, "owner": owner})
