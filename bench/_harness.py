@@ -68,60 +68,83 @@ class Row:
         return data
 
 
-def _batch(func: Callable[[], Any], n: int) -> float:
+def _batch(func: Callable[[], Any], n: int) -> tuple[float, float]:
+    """Wall and CPU (every thread of the process) ns per call of ``n`` calls."""
     gc.collect()
     gc.disable()
     try:
+        c0 = time.process_time_ns()
         t0 = time.perf_counter_ns()
         for _ in range(n):
             func()
-        return (time.perf_counter_ns() - t0) / n
+        return (time.perf_counter_ns() - t0) / n, (time.process_time_ns() - c0) / n
     finally:
         gc.enable()
 
 
 def measure(
-    contenders: dict[str, Callable[[], Any]], *, batch: int, rounds: int, warmup: int = 3
+    contenders: dict[str, Callable[[], Any]],
+    *,
+    batch: int,
+    rounds: int,
+    warmup: int = 3,
+    cpu: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Median ns per call of each contender, interleaved batch by batch."""
+    """Median ns per call of each contender, interleaved batch by batch. ``cpu``, if
+    given, receives the median CPU time per call (``time.process_time``: all threads of
+    the process), which a loaded machine disturbs less than wall time."""
     names = list(contenders)
     for name in names:
         for _ in range(warmup):
             _batch(contenders[name], batch)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             samples[name].append(_batch(contenders[name], batch))
-    return {name: median(values) for name, values in samples.items()}
+    return _medians(samples, cpu)
 
 
-async def _abatch(func: Callable[[], Awaitable[Any]], n: int) -> float:
+def _medians(
+    samples: dict[str, list[tuple[float, float]]], cpu: dict[str, float] | None
+) -> dict[str, float]:
+    if cpu is not None:
+        cpu.update({name: median(c for _, c in values) for name, values in samples.items()})
+    return {name: median(w for w, _ in values) for name, values in samples.items()}
+
+
+async def _abatch(func: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
     gc.collect()
     gc.disable()
     try:
+        c0 = time.process_time_ns()
         t0 = time.perf_counter_ns()
         for _ in range(n):
             await func()
-        return (time.perf_counter_ns() - t0) / n
+        return (time.perf_counter_ns() - t0) / n, (time.process_time_ns() - c0) / n
     finally:
         gc.enable()
 
 
 async def measure_async(
-    contenders: dict[str, Callable[[], Awaitable[Any]]], *, batch: int, rounds: int, warmup: int = 3
+    contenders: dict[str, Callable[[], Awaitable[Any]]],
+    *,
+    batch: int,
+    rounds: int,
+    warmup: int = 3,
+    cpu: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Like :func:`measure`, for coroutine functions, all on the running event loop."""
     names = list(contenders)
     for name in names:
         for _ in range(warmup):
             await _abatch(contenders[name], batch)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             samples[name].append(await _abatch(contenders[name], batch))
-    return {name: median(values) for name, values in samples.items()}
+    return _medians(samples, cpu)
 
 
 def run_async(coro: Awaitable[Any]) -> Any:

@@ -212,7 +212,12 @@ def _plain_fanout() -> Any:
 
 
 def _rows_for(
-    name: str, t: dict[str, float], steps: int, target: float | None, note: str = ""
+    name: str,
+    t: dict[str, float],
+    steps: int,
+    target: float | None,
+    note: str = "",
+    cpu: dict[str, float] | None = None,
 ) -> Row:
     fk, plain = t["flowkit"], t["plain"]
     extra = {
@@ -226,7 +231,16 @@ def _rows_for(
     per = f"flowkit {extra['flowkit_per_step_ns'] / 1e3:.1f} us/step"
     if "peer" in t:
         per += f", {PEER} {extra['peer_per_step_ns'] / 1e3:.1f} us/step"
-    row.note = "; ".join(p for p in (note, f"plain python {plain / 1e3:.1f} us", per) if p)
+    used = ""
+    if cpu:
+        # CPU time per call (every thread), which machine load disturbs less than wall time
+        extra["flowkit_cpu_ns"] = cpu["flowkit"]
+        used = f"CPU per call flowkit {cpu['flowkit'] / 1e3:.0f} us"
+        if "peer" in cpu:
+            extra["peer_cpu_ns"] = cpu["peer"]
+            used += f", {PEER} {cpu['peer'] / 1e3:.0f} us ({cpu['flowkit'] / cpu['peer']:.3f}x)"
+    parts = (note, f"plain python {plain / 1e3:.1f} us", per, used)
+    row.note = "; ".join(p for p in parts if p)
     return row
 
 
@@ -238,12 +252,16 @@ def bench_linear_sync(have_peer: bool, quick: bool) -> Row:
         graph = _lg_linear(is_async=False)
         assert graph.invoke({"counter": 0})["counter"] == STEPS
         contenders["peer"] = lambda: graph.invoke({"counter": 0})
-    t = measure(contenders, batch=20 if quick else 50, rounds=3 if quick else 11)
-    return _rows_for(f"linear{STEPS}-sync kickoff", t, STEPS, 0.2 if have_peer else None)
+    cpu: dict[str, float] = {}
+    t = measure(contenders, batch=20 if quick else 50, rounds=3 if quick else 11, cpu=cpu)
+    target = 0.05 if have_peer else None  # issue 10
+    return _rows_for(f"linear{STEPS}-sync kickoff", t, STEPS, target, cpu=cpu)
 
 
 def bench_linear_async(have_peer: bool, quick: bool) -> Row:
     flow_cls = _linear_flow(is_async=True)
+
+    cpu: dict[str, float] = {}
 
     async def main() -> dict[str, float]:
         assert await flow_cls().kickoff_async() == STEPS
@@ -255,10 +273,14 @@ def bench_linear_async(have_peer: bool, quick: bool) -> Row:
             graph = _lg_linear(is_async=True)
             assert (await graph.ainvoke({"counter": 0}))["counter"] == STEPS
             contenders["peer"] = lambda: graph.ainvoke({"counter": 0})
-        return await measure_async(contenders, batch=20 if quick else 50, rounds=3 if quick else 11)
+        return await measure_async(
+            contenders, batch=20 if quick else 50, rounds=3 if quick else 11, cpu=cpu
+        )
 
     t = asyncio.run(main())
-    return _rows_for(f"linear{STEPS}-async kickoff_async", t, STEPS, None, "no target in the issue")
+    return _rows_for(
+        f"linear{STEPS}-async kickoff_async", t, STEPS, None, "no target in the issue", cpu
+    )
 
 
 def bench_fanout_sync(have_peer: bool, quick: bool) -> Row:
@@ -269,8 +291,10 @@ def bench_fanout_sync(have_peer: bool, quick: bool) -> Row:
         graph = _lg_fanout(is_async=False)
         assert graph.invoke({"hits": 0})["hits"] == FANOUT
         contenders["peer"] = lambda: graph.invoke({"hits": 0})
-    t = measure(contenders, batch=5 if quick else 6, rounds=3 if quick else 11)
-    return _rows_for(f"fanout{FANOUT}-sync kickoff", t, FANOUT + 2, 0.2 if have_peer else None)
+    cpu: dict[str, float] = {}
+    t = measure(contenders, batch=5 if quick else 6, rounds=3 if quick else 11, cpu=cpu)
+    target = 0.1 if have_peer else None  # issue 10, with parallel methods isolated
+    return _rows_for(f"fanout{FANOUT}-sync kickoff", t, FANOUT + 2, target, cpu=cpu)
 
 
 def bench_fanout_async(have_peer: bool, quick: bool) -> Row:
@@ -286,6 +310,8 @@ def bench_fanout_async(have_peer: bool, quick: bool) -> Row:
         await asyncio.gather(*(work(i) for i in range(FANOUT)))
         return len(state.hits)
 
+    cpu: dict[str, float] = {}
+
     async def main() -> dict[str, float]:
         assert await flow_cls().kickoff_async() == FANOUT
         contenders: dict[str, Any] = {"flowkit": lambda: flow_cls().kickoff_async(), "plain": plain}
@@ -293,7 +319,9 @@ def bench_fanout_async(have_peer: bool, quick: bool) -> Row:
             graph = _lg_fanout(is_async=True)
             assert (await graph.ainvoke({"hits": 0}))["hits"] == FANOUT
             contenders["peer"] = lambda: graph.ainvoke({"hits": 0})
-        return await measure_async(contenders, batch=5 if quick else 6, rounds=3 if quick else 11)
+        return await measure_async(
+            contenders, batch=5 if quick else 6, rounds=3 if quick else 11, cpu=cpu
+        )
 
     t = asyncio.run(main())
     return _rows_for(
@@ -302,6 +330,7 @@ def bench_fanout_async(have_peer: bool, quick: bool) -> Row:
         FANOUT + 2,
         None,
         "no target in the issue; plain = asyncio.gather of 50 coroutines",
+        cpu,
     )
 
 

@@ -46,8 +46,10 @@ Anything else — ``object()``, functions, generators, clients, sockets — rais
 written. The output never shares a mutable container with the input, in either
 direction.
 
-The walks live in ``_codec_encode`` and ``_codec_decode``; what they share (the tag key,
-failures that collect their path) in ``_codec_walk``.
+The walks, and :func:`encode` / :func:`decode` that turn their failures into errors naming
+the path, live in ``_codec_encode`` and ``_codec_decode`` (the engine calls them there
+directly); what they share (the tag key, failures that collect their path) in
+``_codec_walk``.
 """
 
 from __future__ import annotations
@@ -55,72 +57,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flowkit._codec_decode import decode_value
-from flowkit._codec_encode import encode_top
-from flowkit._codec_walk import HOW_TO_RECOVER, TAG_KEY, Problem, checkpoint_name
-from flowkit._secrets import SecretCipher
-from flowkit.exceptions import CorruptCheckpointError, UnserializableStateError
+from flowkit._codec_decode import decode
+from flowkit._codec_encode import encode
+from flowkit._codec_walk import HOW_TO_RECOVER, TAG_KEY, checkpoint_name
+from flowkit.exceptions import CorruptCheckpointError
 
 __all__ = ["TAG_KEY", "decode", "dumps", "encode", "loads"]
-
-
-def encode(value: Any, *, path: str = "state", cipher: SecretCipher | None = None) -> Any:
-    """Return ``value`` as JSON-ready data (see the module docstring for the format).
-
-    Example::
-
-        >>> encode({"when": date(2024, 5, 1), "tags": {"b", "a"}})
-        {'when': {'__fk__': 'date', 'v': '2024-05-01'}, 'tags': {'__fk__': 'set', 'v': ['a', 'b']}}
-
-    Args:
-        value: the state, or any part of it.
-        path: how error messages name ``value``; nested parts extend it
-            (``state.items[3].payload``).
-        cipher: encrypts ``SecretStr`` / ``SecretBytes`` values.
-
-    Raises:
-        UnserializableStateError: a value has no stored form (``.path`` names it).
-        SecretKeyError: a secret value is found and ``cipher`` is ``None``.
-    """
-    try:
-        return encode_top(value, cipher)
-    except Problem as problem:
-        raise problem.to_error(path + "".join(reversed(problem.segments))) from None
-    except RecursionError:
-        raise UnserializableStateError(
-            f"{path} cannot be stored: it is nested too deeply or contains a reference to "
-            "itself. Flatten the structure or break the cycle.",
-            path=path,
-        ) from None
-
-
-def decode(
-    data: Any,
-    *,
-    cipher: SecretCipher | None = None,
-    run_id: str | None = None,
-    seq: int | None = None,
-    path: str = "state",
-) -> Any:
-    """Return the value that :func:`encode` turned into ``data``.
-
-    ``run_id`` and ``seq`` only make error messages name the checkpoint.
-
-    Raises:
-        CorruptCheckpointError: a tagged value is malformed.
-        SecretKeyError: a secret is found and ``cipher`` is ``None`` or holds another key.
-    """
-    try:
-        return decode_value(data, cipher)
-    except Problem as problem:
-        where = path + "".join(reversed(problem.segments))
-        raise problem.to_load_error(where, run_id, seq) from None
-    except RecursionError:
-        raise CorruptCheckpointError(
-            f"{checkpoint_name(run_id, seq)} cannot be read back: it is nested too deeply.",
-            run_id=run_id or "",
-            seq=seq,
-        ) from None
 
 
 def dumps(obj: Any) -> str:

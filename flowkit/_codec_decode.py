@@ -19,9 +19,9 @@ from uuid import UUID
 
 from pydantic import SecretBytes, SecretStr
 
-from flowkit._codec_walk import TAG_KEY, Problem, key_segment, locate
+from flowkit._codec_walk import TAG_KEY, Problem, checkpoint_name, key_segment, locate
 from flowkit._secrets import SecretCipher
-from flowkit.exceptions import SecretKeyError
+from flowkit.exceptions import CorruptCheckpointError, SecretKeyError
 
 _T = TypeVar("_T", datetime, time)
 
@@ -265,3 +265,32 @@ _TAG_DECODERS: dict[str, Callable[[Any, SecretCipher | None], Any]] = {
     "secret_str": _dec_secret_str,
     "secret_bytes": _dec_secret_bytes,
 }
+
+
+def decode(
+    data: Any,
+    *,
+    cipher: SecretCipher | None = None,
+    run_id: str | None = None,
+    seq: int | None = None,
+    path: str = "state",
+) -> Any:
+    """Return the value that :func:`encode` turned into ``data``.
+
+    ``run_id`` and ``seq`` only make error messages name the checkpoint.
+
+    Raises:
+        CorruptCheckpointError: a tagged value is malformed.
+        SecretKeyError: a secret is found and ``cipher`` is ``None`` or holds another key.
+    """
+    try:
+        return decode_value(data, cipher)
+    except Problem as problem:
+        where = path + "".join(reversed(problem.segments))
+        raise problem.to_load_error(where, run_id, seq) from None
+    except RecursionError:
+        raise CorruptCheckpointError(
+            f"{checkpoint_name(run_id, seq)} cannot be read back: it is nested too deeply.",
+            run_id=run_id or "",
+            seq=seq,
+        ) from None

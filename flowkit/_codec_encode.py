@@ -35,6 +35,7 @@ from flowkit._codec_walk import (
 )
 from flowkit._secrets import SecretCipher
 from flowkit._unchanged import MIN_ITEMS, UnchangedCache, fresh_copy, snapshot, unchanged
+from flowkit.exceptions import UnserializableStateError
 
 _NoneType = type(None)
 # Values that are already JSON and need no work; checked by exact type, so that
@@ -266,3 +267,33 @@ def _encode_field(key: str, value: Any, cipher: SecretCipher | None) -> Any:
     if snap is not None and unchanged(encoded, snap):
         _fields.put(key, snap, None)
     return encoded
+
+
+def encode(value: Any, *, path: str = "state", cipher: SecretCipher | None = None) -> Any:
+    """Return ``value`` as JSON-ready data (the format is in :mod:`flowkit._codec`).
+
+    Example::
+
+        >>> encode({"when": date(2024, 5, 1), "tags": {"b", "a"}})
+        {'when': {'__fk__': 'date', 'v': '2024-05-01'}, 'tags': {'__fk__': 'set', 'v': ['a', 'b']}}
+
+    Args:
+        value: the state, or any part of it.
+        path: how error messages name ``value``; nested parts extend it
+            (``state.items[3].payload``).
+        cipher: encrypts ``SecretStr`` / ``SecretBytes`` values.
+
+    Raises:
+        UnserializableStateError: a value has no stored form (``.path`` names it).
+        SecretKeyError: a secret value is found and ``cipher`` is ``None``.
+    """
+    try:
+        return encode_top(value, cipher)
+    except Problem as problem:
+        raise problem.to_error(path + "".join(reversed(problem.segments))) from None
+    except RecursionError:
+        raise UnserializableStateError(
+            f"{path} cannot be stored: it is nested too deeply or contains a reference to "
+            "itself. Flatten the structure or break the cycle.",
+            path=path,
+        ) from None

@@ -16,8 +16,7 @@ from ._flow import MISSING
 from ._graph import TRIGGER_PAYLOAD, diff_definitions
 from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
-from ._position import Position, PositionSummary, RunInfo
-from ._run import Run
+from ._position import Position, PositionSummary, Run, RunInfo
 from ._runner import Runner
 from ._scheduler import Scheduler
 from .exceptions import (
@@ -310,7 +309,7 @@ async def prepare_kickoff(
     run = None
     owner = None
     durable = backend is not None and _is_durable(backend)
-    definition = dict(flow._graph.definition)
+    definition = dict(flow._graph.definition) if durable else {}
     try:
         if backend is not None and run_id is not None:
             if durable and backend.supports_leases:

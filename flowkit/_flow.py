@@ -25,9 +25,9 @@ if typing.TYPE_CHECKING:
 
     from ._ask import InputProvider
     from ._execution import _Plan
+    from ._position import Run
     from ._recover import RecoveryReport
     from ._retry import Retry
-    from ._run import Run
     from ._state import StateAdapter
     from .events import FlowEvent
     from .persistence import FlowPersistence
@@ -459,9 +459,12 @@ class Flow(FlowTools, Generic[T]):
     ) -> Any:
         """Awaitable form of :meth:`kickoff`."""
         from ._execution import prepare_kickoff
-        from ._run_metadata import metadata_step
 
-        with_metadata = metadata_step(self, metadata, "kickoff")
+        with_metadata = None  # checked now, before anything is stored; no wrapper without
+        if metadata is not None:
+            from ._run_metadata import metadata_step
+
+            with_metadata = metadata_step(self, metadata, "kickoff")
 
         if restore_from_state_id is not None:
             from ._restore import restore_from
@@ -478,9 +481,11 @@ class Flow(FlowTools, Generic[T]):
         # CrewAI's FlowStartedEvent shows None when no inputs were given
         shown = None if inputs is None else given
         labels = None if metadata is None else dict(metadata)
-        return await self._execute(
-            with_metadata(lambda: prepare_kickoff(self, given, shown, labels))
-        )
+
+        def prepare() -> Awaitable[Run]:
+            return prepare_kickoff(self, given, shown, labels)
+
+        return await self._execute(prepare if with_metadata is None else with_metadata(prepare))
 
     akickoff = kickoff_async
 

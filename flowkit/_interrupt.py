@@ -6,6 +6,7 @@ No asyncio here: ``import flowkit`` loads this, and the runner only on first kic
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,8 @@ class CallContext:
     flow: Flow[Any]
     task_id: int
     method: str
-    answers: list[Any]
+    #: answers to this call's interrupts, in order (stored with the position)
+    answers: Sequence[Any]
     asked: int = 0
     #: True when the method runs beside others: ``self.state`` is then its own view
     isolated: bool = False
@@ -59,10 +61,20 @@ class CallContext:
         """This isolated method's view of the state (copied from ``base`` on first use)."""
         view = self.view
         if view is None:
-            from ._isolation import copy_state
-
-            view = self.view = copy_state(self.base)
+            view = self.view = (_copy_state or _load_copy_state())(self.base)
         return view
+
+
+#: :func:`flowkit._isolation.copy_state`, imported on first use (it needs pydantic)
+_copy_state: Callable[[Any], Any] | None = None
+
+
+def _load_copy_state() -> Callable[[Any], Any]:
+    global _copy_state
+    from ._isolation import copy_state
+
+    _copy_state = copy_state
+    return copy_state
 
 
 current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._codec import encode
+from ._codec_encode import encode
 from ._position import RunInfo
 from .exceptions import LeaseLostError, PersistenceError
 from .persistence._owner import new_owner
@@ -90,7 +90,7 @@ class BasicJournal(Journal):
     def committed_state(self) -> Any:
         if self.committed is None:
             return None
-        from ._codec import decode
+        from ._codec_decode import decode
 
         data = decode(self.committed, cipher=self.cipher, run_id=self.run_id, seq=None)
         # encoded by this very code: already at the current version, nothing to migrate

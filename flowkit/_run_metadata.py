@@ -12,7 +12,7 @@ from .persistence._metadata import INFO_KEY, check_metadata, metadata_of
 
 if TYPE_CHECKING:
     from ._flow import Flow
-    from ._run import Run
+    from ._position import Run
 
 Prepare = Callable[[], Awaitable["Run"]]
 

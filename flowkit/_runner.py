@@ -2,7 +2,9 @@
 
 Kept thin on purpose: every decision about *what* runs lives in the scheduler. A sync
 method runs inline when it is the only thing that could run; it goes to a worker thread
-only when something could overlap with it.
+only when something could overlap with it. What a call costs is paid per call (a fan-out
+of 50 pays it 50 times): nothing here is recomputed per call that the run already knows,
+and events are built only when someone listens.
 """
 
 from __future__ import annotations
@@ -10,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Union
 
 from ._graph import TRIGGER_PAYLOAD
 from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
+from ._isolation import copy_state
 from ._merge import Merge
 from ._position import FailedAttempts, PendingInterrupt
 from ._retry import error_record, policy_for
-from ._workers import ThreadCall, keep_moving, workers
+from ._workers import Inbox, MethodCall, ThreadCall, keep_moving, workers
 from .events import (
     FlowFinished,
     FlowInterrupted,
@@ -37,10 +39,15 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from ._run import Run
+    from collections.abc import Awaitable
+
+    from ._position import Run
     from ._scheduler import Task
 
 __all__ = ["Runner"]
+
+#: the answers of a call that has none (shared: a CallContext only reads them)
+_NO_ANSWERS: tuple[Any, ...] = ()
 
 
 def _call_sync(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
@@ -60,7 +67,7 @@ async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any
 
 
 class Runner:
-    """Executes one :class:`~flowkit._run.Run` (a kickoff or a resume) to its end.
+    """Executes one :class:`~flowkit._position.Run` (a kickoff or a resume) to its end.
 
     The run's state is ``run.state``. A method that runs alone mutates it in place; a
     method that overlaps with others works on its own view (see :mod:`flowkit._isolation`)
@@ -72,6 +79,7 @@ class Runner:
         self.run = run
         self.flow = run.flow
         self.scheduler = run.scheduler
+        self.nodes = run.scheduler.graph.nodes
         self.journal = run.journal
         self.interrupts: list[tuple[Task, Any]] = []
         #: field path -> the method whose merge last changed it (for conflict messages)
@@ -97,80 +105,84 @@ class Runner:
         finally:
             await self.journal.close()
 
-    def _args(self, task: Task) -> tuple[Any, ...]:
-        graph = self.scheduler.graph
-        node = graph.nodes[task.method]
-        if not node.takes_payload or task.trigger is None:
-            return ()
-        if node.is_start and graph.nodes[task.trigger].is_router:
-            # As in CrewAI, a start fired by a router's label is called without it.
-            return ()
-        return (task.payload,)
-
-    def _kwargs(self, task: Task) -> dict[str, Any]:
-        # A start declaring crewai_trigger_payload gets the kickoff's payload: a kickoff
-        # start with its call, a conditional start from what the scheduler kept of it.
-        node = self.scheduler.graph.nodes[task.method]
-        if not node.takes_trigger_payload or not node.is_start:
-            return {}
-        if task.trigger is None:
-            return {TRIGGER_PAYLOAD: task.payload}
-        return {TRIGGER_PAYLOAD: self.scheduler.trigger_payload}
-
-    def _method(self, task: Task) -> Any:
+    def _call(self, task: Task) -> tuple[Any, tuple[Any, ...], dict[str, Any], bool]:
+        """What calling ``task`` means: the bound method (with its keyword arguments
+        applied), its positional arguments, its keyword arguments, whether it is async."""
+        nodes = self.nodes
+        node = nodes[task.method]
         func = getattr(self.flow, task.method)
-        kwargs = self._kwargs(task)
-        return functools.partial(func, **kwargs) if kwargs else func
+        trigger = task.trigger
+        args: tuple[Any, ...] = ()
+        # As in CrewAI, a start fired by a router's label is called without it.
+        if (
+            node.takes_payload
+            and trigger is not None
+            and not (node.is_start and nodes[trigger].is_router)
+        ):
+            args = (task.payload,)
+        if node.takes_trigger_payload and node.is_start:
+            # A start declaring crewai_trigger_payload gets the kickoff's payload: a
+            # kickoff start with its call, a conditional start from what the scheduler
+            # kept of it.
+            payload = task.payload if trigger is None else self.scheduler.trigger_payload
+            kwargs = {TRIGGER_PAYLOAD: payload}
+            return functools.partial(func, **kwargs), args, kwargs, node.is_async
+        return func, args, {}, node.is_async
 
-    def _ctx(self, task: Task, *, isolated: bool) -> CallContext:
-        ctx = CallContext(self.flow, task.id, task.method, self.run.answers.get(task.id, []))
-        if isolated:
-            ctx.isolated = True
-            ctx.base = self.run.state
-            self.state_shared = True
-        elif not self.run.committed_is_current and (
+    def _ctx(self, task: Task) -> CallContext:
+        """The context of a call that runs alone, on the live state."""
+        run = self.run
+        ctx = CallContext(self.flow, task.id, task.method, run.answers.get(task.id, _NO_ANSWERS))
+        if not run.committed_is_current and (
             self.journal.durable or policy_for(type(self.flow), task.method) is not None
         ):
             # With @persist on some methods (or no durable persistence and a retry
             # policy): the state this method starts from is not stored anywhere, and an
             # interrupt or a retry must be able to go back to it.
-            from ._isolation import copy_state
-
-            ctx.base = copy_state(self.run.state)
+            ctx.base = copy_state(run.state)
         return ctx
 
-    def _emit_started(self, task: Task) -> None:
-        if self.flow._has_listeners():
-            params = {f"_{i}": arg for i, arg in enumerate(self._args(task))}
-            params.update(self._kwargs(task))
-            self.flow._emit(
-                MethodStarted,
-                method=task.method,
-                params=params,
-                state=self.flow._adapter.snapshot(self.run.state),
+    def _emit_started(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        params = {f"_{i}": arg for i, arg in enumerate(args)}
+        params.update(kwargs)
+        self.flow._emit(
+            MethodStarted,
+            method=task.method,
+            params=params,
+            state=self.flow._adapter.snapshot(self.run.state),
+        )
+
+    def _launch(
+        self, ready: deque[Task], running: dict[_AnyFuture, tuple[Task, CallContext]], inbox: Inbox
+    ) -> None:
+        """Start every ready call beside the others, each isolated: its context's base
+        is the run's state now, copied into its own view when it first reads it."""
+        flow, state, answers = self.flow, self.run.state, self.run.answers
+        listening = flow._has_listeners()
+        threaded: list[MethodCall] = []
+        while ready:
+            task = ready.popleft()
+            ctx = CallContext(
+                flow, task.id, task.method, answers.get(task.id, _NO_ANSWERS), 0, True, state
             )
-
-    async def _run_inline(self, task: Task, ctx: CallContext) -> Any:
-        func = self._method(task)
-        self._emit_started(task)
-        if self.scheduler.graph.nodes[task.method].is_async:
-            return await _call_async(ctx, func, self._args(task))
-        return _call_sync(ctx, func, self._args(task))
-
-    def _launch(self, task: Task, ctx: CallContext, inbox: _Inbox) -> _AnyFuture:
-        func = self._method(task)
-        self._emit_started(task)
-        fut: _AnyFuture
-        if self.scheduler.graph.nodes[task.method].is_async:
-            fut = asyncio.ensure_future(_call_async(ctx, func, self._args(task)))
-        else:
-            # no asyncio future chained to it: its completion reaches the loop through
-            # the inbox, batched with its neighbours'
-            call = ThreadCall(_call_sync, (ctx, func, self._args(task)), inbox.put)
-            workers().submit(call)
-            return call
-        fut.add_done_callback(inbox.put)
-        return fut
+            func, args, kwargs, is_async = self._call(task)
+            if listening:
+                self._emit_started(task, args, kwargs)
+            fut: _AnyFuture
+            if is_async:
+                fut = asyncio.ensure_future(_call_async(ctx, func, args))
+                fut.add_done_callback(inbox.put)
+            else:
+                # no asyncio future chained to it: its completion reaches the loop
+                # through the inbox, batched with its neighbours'
+                fut = MethodCall(ctx, func, args, inbox.put)
+                threaded.append(fut)
+            running[fut] = (task, ctx)
+        self.state_shared = True
+        if threaded:
+            keep_moving(inbox.loop)
+            # last: the woken thread may take this thread's core (and wait for the GIL)
+            workers().submit_all(threaded)
 
     async def run_tasks(self, tasks: list[Task]) -> Any:
         """Run ``tasks`` and everything they trigger; return the last output or an
@@ -179,9 +191,12 @@ class Runner:
         running: dict[_AnyFuture, tuple[Task, CallContext]] = {}
         #: calls waiting out a retry's backoff: a timer each, posted to the inbox
         waiting: dict[_AnyFuture, Task] = {}
-        inbox = _Inbox(asyncio.get_running_loop())
+        #: where finished calls are posted (made when a first call is not run inline)
+        inbox: Inbox | None = None
 
         def wait_then_retry(task: Task, delay: float) -> None:
+            nonlocal inbox
+            inbox = inbox or Inbox(asyncio.get_running_loop())
             timer = asyncio.ensure_future(asyncio.sleep(delay))
             timer.add_done_callback(inbox.put)
             waiting[timer] = task
@@ -191,33 +206,45 @@ class Runner:
                 if not running and not waiting and len(ready) == 1:
                     # Alone: on the live state, no copy, no thread.
                     task = ready.popleft()
-                    ctx = self._ctx(task, isolated=False)
+                    ctx = self._ctx(task)
                     try:
-                        output = await self._run_inline(task, ctx)
+                        func, args, kwargs, is_async = self._call(task)
+                        if self.flow._has_listeners():
+                            self._emit_started(task, args, kwargs)
+                        if is_async:
+                            output = await _call_async(ctx, func, args)
+                        else:
+                            output = _call_sync(ctx, func, args)
                     except BaseException as exc:
                         delay = await self._failed(task, ctx, exc)
                         if delay is not None:
                             wait_then_retry(task, delay)
                         continue
-                    ready.extend(await self._finished(task, output, bool(ready or running)))
+                    new, store = self._finished(task, output, False)
+                    if store is not None:
+                        await store
+                    ready.extend(new)
                     continue
-                threads = False
-                while ready:
-                    task = ready.popleft()
-                    ctx = self._ctx(task, isolated=True)
-                    fut = self._launch(task, ctx, inbox)
-                    running[fut] = (task, ctx)
-                    threads = threads or isinstance(fut, ThreadCall)
-                if threads:
-                    keep_moving(inbox.loop)
+                inbox = inbox or Inbox(asyncio.get_running_loop())
+                if ready:
+                    self._launch(ready, running, inbox)
                 done = await inbox.take()
-                for timer in [f for f in done if f in waiting]:
-                    ready.append(waiting.pop(timer))
+                if waiting:
+                    for timer in [f for f in done if f in waiting]:
+                        ready.append(waiting.pop(timer))
                 finished = [f for f in done if f in running]
-                # Several finished in one wake-up: merged and checkpointed in start order.
-                for fut in sorted(finished, key=lambda f: running[f][0].id):
+                if len(finished) > 1:
+                    # Several finished in one wake-up: merged and checkpointed in start
+                    # order.
+                    finished.sort(key=lambda f: running[f][0].id)
+                for fut in finished:
                     task, ctx = running.pop(fut)
-                    error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+                    if type(fut) is MethodCall:
+                        error = fut.error
+                    elif fut.cancelled():
+                        error = asyncio.CancelledError()
+                    else:
+                        error = fut.exception()
                     retryable = True
                     if error is None and ctx.view is not None:
                         try:
@@ -230,7 +257,10 @@ class Runner:
                             wait_then_retry(task, delay)
                         continue
                     busy = bool(ready or running or waiting)
-                    ready.extend(await self._finished(task, fut.result(), busy))
+                    new, store = self._finished(task, fut.result(), busy)
+                    if store is not None:
+                        await store
+                    ready.extend(new)
         except BaseException:
             await _cancel(running)
             await _cancel(waiting)
@@ -250,13 +280,19 @@ class Runner:
             self.run.state = merged
             self.state_shared = False
 
-    async def _finished(self, task: Task, output: Any, busy: bool) -> list[Task]:
+    def _finished(
+        self, task: Task, output: Any, busy: bool
+    ) -> tuple[list[Task], Awaitable[Any] | None]:
+        """Record a call that returned (its output, the event, the scheduler's next
+        calls); return those calls and what must be awaited to store it: a checkpoint,
+        the run's status, or (a changed state id) the failure -- None when nothing is
+        stored, so a method without persistence costs no coroutine."""
         run = self.run
         try:
             self.flow._method_finished(task.method, output)
         except FlowUsageError as exc:
-            ctx = CallContext(self.flow, task.id, task.method, [])
-            await self._failed(task, ctx, exc, retryable=False)
+            ctx = CallContext(self.flow, task.id, task.method, _NO_ANSWERS)
+            return [], self._failed(task, ctx, exc, retryable=False)  # raises, awaited
         if self.flow._has_listeners():
             self.flow._emit(
                 MethodFinished,
@@ -265,17 +301,18 @@ class Runner:
                 state=self.flow._adapter.snapshot(run.state),
             )
         new = self.scheduler.complete(task.id, output)
-        run.answers.pop(task.id, None)
-        run.retries.pop(task.id, None)
+        if run.answers:
+            run.answers.pop(task.id, None)
+        if run.retries:
+            run.retries.pop(task.id, None)
         run.last = (task.method, output)
         final = not new and not busy and not self.interrupts
         if self.journal.wants(task.method):
-            await run.commit(task.method, "completed" if final else "running")
-        else:
-            run.committed_is_current = False
-            if final and self.journal.durable:
-                await self.journal.set_status("completed")
-        return new
+            return new, run.commit(task.method, "completed" if final else "running")
+        run.committed_is_current = False
+        if final and self.journal.durable:
+            return new, self.journal.set_status("completed")
+        return new, None
 
     async def _failed(
         self, task: Task, ctx: CallContext, exc: BaseException, *, retryable: bool = True
@@ -358,8 +395,8 @@ class Runner:
 
 
 async def _cancel(running: dict[_AnyFuture, Any]) -> None:
-    # Async methods are cancelled and awaited; a sync method already running in a
-    # thread cannot be stopped -- it finishes on its own and its result is dropped.
+    # Async methods are cancelled and awaited; a sync method running in a thread cannot
+    # be stopped: it finishes on its own and its result is dropped.
     tasks = [fut for fut in running if isinstance(fut, asyncio.Future)]
     for fut in running:
         fut.cancel()
@@ -369,47 +406,3 @@ async def _cancel(running: dict[_AnyFuture, Any]) -> None:
 
 
 _AnyFuture = Union["asyncio.Future[Any]", ThreadCall]
-
-
-class _Inbox:
-    """Where finished method futures are posted, from the loop or a worker thread.
-
-    One done-callback per future (``asyncio.wait`` would re-register on every pending
-    future at each completion: quadratic in a wide fan-out), and at most one pending
-    wake-up of the loop however many threads finish at once.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.items: deque[_AnyFuture] = deque()
-        self.lock = threading.Lock()
-        self.wake_pending = False
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put(self, fut: _AnyFuture) -> None:
-        with self.lock:
-            self.items.append(fut)
-            if self.wake_pending:
-                return
-            self.wake_pending = True
-        if isinstance(fut, asyncio.Future):
-            self._wake()  # done-callbacks of asyncio futures run on the loop already
-        else:
-            self.loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        with self.lock:
-            self.wake_pending = False
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def take(self) -> list[_AnyFuture]:
-        """Every future finished so far; waits for at least one."""
-        while True:
-            with self.lock:
-                if self.items:
-                    done = list(self.items)
-                    self.items.clear()
-                    return done
-            self.waiter = self.loop.create_future()
-            await self.waiter

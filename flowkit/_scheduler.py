@@ -58,17 +58,37 @@ def _compile(cond: Cond, path: str = "") -> _Node | str:
     return node
 
 
-_COMPILED: dict[int, tuple[FlowGraph, dict[str, _Node | str]]] = {}
+@dataclass(slots=True)
+class _Compiled:
+    """What the scheduler needs of a graph, worked out once per graph."""
+
+    graph: FlowGraph
+    #: listener -> its compiled condition (a plain method name stays a str)
+    conds: dict[str, _Node | str]
+    #: the or_ listeners
+    ors: frozenset[str]
+    #: a conditional start declares crewai_trigger_payload (the kickoff's is kept)
+    keeps_trigger_payload: bool
 
 
-def _compiled(graph: FlowGraph) -> dict[str, _Node | str]:
+_COMPILED: dict[int, _Compiled] = {}
+
+
+def _compiled(graph: FlowGraph) -> _Compiled:
     entry = _COMPILED.get(id(graph))
-    if entry is None or entry[0] is not graph:
+    if entry is None or entry.graph is not graph:
         conds = {
             n.name: _compile(n.condition) for n in graph.nodes.values() if n.condition is not None
         }
-        entry = _COMPILED[id(graph)] = (graph, conds)
-    return entry[1]
+        ors = frozenset(
+            name for name, c in conds.items() if isinstance(c, _Node) and c.kind == "or"
+        )
+        keeps = any(
+            node.is_start and node.takes_trigger_payload and name not in graph.initial
+            for name, node in graph.nodes.items()
+        )
+        entry = _COMPILED[id(graph)] = _Compiled(graph, conds, ors, keeps)
+    return entry
 
 
 @dataclass(slots=True)
@@ -101,7 +121,10 @@ class Scheduler:
 
     def __init__(self, graph: FlowGraph, *, max_method_calls: int = 100) -> None:
         self.graph = graph
-        self._conds = _compiled(graph)
+        compiled = _compiled(graph)
+        self._conds = compiled.conds
+        self._ors = compiled.ors
+        self._keeps_trigger_payload = compiled.keeps_trigger_payload
         self.max_method_calls = max_method_calls
         self.pending: dict[int, Task] = {}
         self.calls: Counter[str] = Counter()
@@ -118,10 +141,7 @@ class Scheduler:
     def begin(self, trigger_payload: Any = None) -> list[Task]:
         """The calls a kickoff starts with; each carries the kickoff's trigger payload
         (CrewAI's ``crewai_trigger_payload`` input), stored with the position."""
-        if any(
-            node.is_start and node.takes_trigger_payload and name not in self.graph.initial
-            for name, node in self.graph.nodes.items()
-        ):
+        if self._keeps_trigger_payload:
             # a conditional start declaring it gets it too, when its label arrives
             self.trigger_payload = trigger_payload
         tasks = []
@@ -167,7 +187,7 @@ class Scheduler:
             if listener == event == source.method:
                 continue  # a method's own completion never triggers it (its name = a label)
             cond = self._conds[listener]
-            is_or = not isinstance(cond, str) and cond.kind == "or"
+            is_or = listener in self._ors
             if is_or and listener in self._or_fired:
                 fired_wave = self._or_fired[listener]
                 if not (label and (fired_wave != wave or listener in chain)):
@@ -207,14 +227,15 @@ class Scheduler:
     def _schedule(
         self, method: str, trigger: str | None, payload: Any, wave: int, chain: tuple[str, ...]
     ) -> Task:
-        if self.calls[method]:
+        calls = self.calls.get(method, 0) + 1  # dict.get: Counter's [] of a new key is slow
+        if calls > 1:
             # Called again: the flow looped back, so the or_ listeners over this method
             # re-arm -- unless they fired in this very wave (a sibling already did).
             for listener in self.graph.index.get(method, ()):
                 if self._or_fired.get(listener, wave) != wave:
                     del self._or_fired[listener]
-        self.calls[method] += 1
-        if self.calls[method] > self.max_method_calls:
+        self.calls[method] = calls
+        if calls > self.max_method_calls:
             raise MethodCallLimitError(
                 f"{self.graph.flow_name}.{method} was called more than "
                 f"max_method_calls={self.max_method_calls} times in one kickoff; a router "

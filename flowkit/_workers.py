@@ -9,8 +9,11 @@ takes the next queued one. So short calls run back to back on the threads alread
 Calls that block (an HTTP request) must still all run at once. Whoever waits for the
 calls (the runner, on its event loop) calls :meth:`WorkerPool.unstick` every
 :data:`UNSTICK_EVERY` seconds while calls are queued: if no queued call was taken since
-the last look, every awake thread is blocked, and one thread per queued call is woken.
-A fan-out of blocking calls thus starts within about a millisecond.
+the last look and no woken thread is still on its way, every awake thread is blocked,
+and one thread per queued call is woken. A fan-out of blocking calls thus starts within
+about a millisecond. A thread woken but not yet running says the machine is busy, not
+that calls block: waking more threads then would only make them fight for the GIL (and
+for this pool's lock), so the look waits for it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._interrupt import current_call
+
+if TYPE_CHECKING:
+    from ._interrupt import CallContext
 
 __all__ = [
     "MAX_WORKER_THREADS",
     "UNSTICK_EVERY",
+    "Inbox",
+    "MethodCall",
     "ThreadCall",
     "WorkerPool",
     "keep_moving",
@@ -57,8 +67,13 @@ class WorkerPool:
 
     def submit(self, job: Callable[[], Any]) -> None:
         """Queue ``job`` (it must not raise: it reports its own outcome)."""
+        self.submit_all((job,))
+
+    def submit_all(self, jobs: Iterable[Callable[[], Any]]) -> None:
+        """Queue ``jobs`` at once (one lock, at most one thread woken: the others are
+        woken by :meth:`unstick` if the calls block)."""
         with self.cond:
-            self.jobs.append(job)
+            self.jobs.extend(jobs)
             if self.waking == 0 and self.busy == 0:
                 self._wake(1)
 
@@ -68,8 +83,8 @@ class WorkerPool:
         with self.cond:
             if not self.jobs:
                 return False
-            if self.taken == self.taken_seen:
-                self._wake(max(len(self.jobs) - self.waking, 1))
+            if self.taken == self.taken_seen and self.waking == 0:
+                self._wake(len(self.jobs))
             self.taken_seen = self.taken
             return True
 
@@ -111,7 +126,8 @@ class WorkerPool:
 
 class ThreadCall:
     """One sync call run by the pool: a minimal future (the runner reads ``exception()``
-    and ``result()`` once it is done; a thread cannot be cancelled)."""
+    and ``result()`` once it is done; a thread cannot be cancelled). Subclasses may
+    override ``__call__`` (run the call, set ``value`` or ``error``, then ``done(self)``)."""
 
     __slots__ = ("args", "done", "error", "func", "value")
 
@@ -146,6 +162,31 @@ class ThreadCall:
         return self.value
 
 
+class MethodCall(ThreadCall):
+    """A flow method run by the pool, inside its call context (for ``self.state`` and
+    ``self.interrupt()``)."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: CallContext, func: Any, args: tuple[Any, ...], done: Any) -> None:
+        self.ctx = ctx
+        self.func = func
+        self.args = args
+        self.done = done
+        self.value = None
+        self.error = None
+
+    def __call__(self) -> None:
+        token = current_call.set(self.ctx)
+        try:
+            self.value = self.func(*self.args)
+        except BaseException as exc:  # interrupts are BaseExceptions: reported, not lost
+            self.error = exc
+        finally:
+            current_call.reset(token)
+        self.done(self)
+
+
 _POOL: WorkerPool | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -170,3 +211,47 @@ def keep_moving(loop: asyncio.AbstractEventLoop) -> None:
             loop.call_later(UNSTICK_EVERY, look)
 
     loop.call_later(UNSTICK_EVERY, look)
+
+
+class Inbox:
+    """Where finished method futures are posted, from the loop or a worker thread.
+
+    One done-callback per future (``asyncio.wait`` would re-register on every pending
+    future at each completion: quadratic in a wide fan-out), and at most one pending
+    wake-up of the loop however many threads finish at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[Any] = deque()
+        self.lock = threading.Lock()
+        self.wake_pending = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, fut: Any) -> None:
+        with self.lock:
+            self.items.append(fut)
+            if self.wake_pending:
+                return
+            self.wake_pending = True
+        if isinstance(fut, asyncio.Future):
+            self._wake()  # done-callbacks of asyncio futures run on the loop already
+        else:
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self.lock:
+            self.wake_pending = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def take(self) -> list[Any]:
+        """Every future finished so far; waits for at least one."""
+        while True:
+            with self.lock:
+                if self.items:
+                    done = list(self.items)
+                    self.items.clear()
+                    return done
+            self.waiter = self.loop.create_future()
+            await self.waiter

@@ -97,7 +97,7 @@ class Count(FlowState):
 
 def test_kickoff_path_stays_short(tmp_path: Path) -> None:
     """A persisted two-step kickoff on SQLite, from Flow.kickoff to its committed
-    checkpoints, runs engine code in at most 14 flowkit modules (storage excluded) and
+    checkpoints, runs engine code in at most 11 flowkit modules (storage excluded) and
     on the calling thread only (docs/design/kickoff-path.md)."""
     from flowkit.persistence import SQLiteFlowPersistence
 
@@ -135,5 +135,5 @@ def test_kickoff_path_stays_short(tmp_path: Path) -> None:
         sys.setprofile(None)
         threading.setprofile(None)  # type: ignore[arg-type]
         store.close()
-    assert len(modules) <= 14, sorted(modules)
+    assert len(modules) <= 11, sorted(modules)
     assert threads == {threading.current_thread().name}
