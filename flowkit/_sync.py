@@ -106,6 +106,12 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:
+        # outside the except block: the flow's exceptions must not get this
+        # RuntimeError as their __context__
         return _run_on(_local.get(), coro)
     result: list[T] = []
     error: list[BaseException] = []
