@@ -32,6 +32,8 @@ from .exceptions import (
     RunNotFoundError,
     UnsupportedOperationError,
 )
+from .persistence._metadata import INFO_KEY as METADATA_KEY
+from .persistence._metadata import json_equal, metadata_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -341,9 +343,15 @@ async def prepare_kickoff(
         run_id = flow._adapter.state_id(state)
         if backend is not None and durable:
             if run is not None:
-                if run.fingerprint != flow._graph.fingerprint:
-                    info = RunInfo.from_json(run.info)
+                info = RunInfo.from_json(run.info)
+                had = metadata_of(info.other)
+                labels = {**had, **(metadata or {})}
+                # begin_run keeps an existing run's record: the labels are merged into
+                # it first, so no crash leaves the kickoff's checkpoint without them.
+                if run.fingerprint != flow._graph.fingerprint or not json_equal(labels, had):
                     info.definition = definition
+                    if labels:
+                        info.other[METADATA_KEY] = labels
                     await backend.aupdate_run(
                         run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
                     )
