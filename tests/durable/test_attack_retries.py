@@ -74,11 +74,13 @@ def _env(effects: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _effects(path: Path) -> list[tuple[str, str]]:
-    """(what, pid) per logged side effect."""
+def _effects(path: Path, run_id: str) -> list[tuple[str, str]]:
+    """(what, pid) per side effect logged for ``run_id`` (recover() also resumes the
+    flow's other unfinished runs in a shared database)."""
     if not path.exists():
         return []
-    return [(line.split()[1], line.split()[2]) for line in path.read_text().splitlines()]
+    lines = [line.split() for line in path.read_text().splitlines()]
+    return [(what, pid) for run, what, pid in lines if run == run_id]
 
 
 def _inspect(spec: str, run_id: str) -> dict[str, Any]:
@@ -186,7 +188,7 @@ def _phase(
             spec, run_id, action, effects, rng if landed < kills else None, **env
         )
         landed += killed
-        done = _effects(effects)
+        done = _effects(effects, run_id)
         logged.update(what for what, _ in done)
         for what in (w for w, _ in done if w.startswith("lap")):
             assert int(what[3:]) > len(seen["trail"]), (
@@ -275,7 +277,7 @@ def test_racing_recoverers_of_a_run_in_backoff_count_each_attempt_once(
         if first.poll() is None:
             first.kill()
             first.communicate()
-    before = Counter(what for what, _ in _effects(effects))
+    before = Counter(what for what, _ in _effects(effects, run_id))
     assert before["doomed-fail"] == 1, before
     go = tmp_path / "go"
     ready = [tmp_path / f"ready-{n}" for n in range(4)]
@@ -317,7 +319,7 @@ def test_racing_recoverers_of_a_run_in_backoff_count_each_attempt_once(
         ["failed", "skipped", "skipped"],
         ["failed", "skipped", "skipped", "skipped"],
     ), outcomes
-    after = Counter(what for what, _ in _effects(effects))
+    after = Counter(what for what, _ in _effects(effects, run_id))
     assert after["doomed-fail"] - before["doomed-fail"] == ATTEMPTS - 1, (
         outs,
         effects.read_text(),
