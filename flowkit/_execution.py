@@ -33,6 +33,8 @@ from .exceptions import (
     RunNotFoundError,
     UnsupportedOperationError,
 )
+from .persistence._metadata import INFO_KEY as METADATA_KEY
+from .persistence._metadata import metadata_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -342,9 +344,14 @@ async def prepare_kickoff(
         run_id = flow._adapter.state_id(state)
         if backend is not None and durable:
             if run is not None:
-                if run.fingerprint != flow._graph.fingerprint:
-                    info = RunInfo.from_json(run.info)
+                info = RunInfo.from_json(run.info)
+                labels = {**metadata_of(info.other), **(metadata or {})}
+                # begin_run keeps an existing run's record: the labels are merged into
+                # it first, so no crash leaves the kickoff's checkpoint without them.
+                if run.fingerprint != flow._graph.fingerprint or labels != metadata_of(info.other):
                     info.definition = definition
+                    if labels:
+                        info.other[METADATA_KEY] = labels
                     await backend.aupdate_run(
                         run_id, fingerprint=flow._graph.fingerprint, info=info.to_json()
                     )
