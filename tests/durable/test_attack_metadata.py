@@ -22,6 +22,7 @@ import pytest
 from conftest import mysql_up, postgres_up
 from flows import MYSQL_URL, PG_URL
 
+from flowkit import Flow, FlowState, start
 from flowkit.persistence import FlowPersistence, SQLAlchemyFlowPersistence, SQLiteFlowPersistence
 
 SCRIPT = """
@@ -117,5 +118,40 @@ def test_a_kill_never_leaves_a_rekicked_run_without_its_labels(
             assert [r.run_id for r in found] == [run_id]
         else:  # nothing of the kickoff stored: the run is as it was, labels kept
             assert after.metadata.get("user") == "u1", after.metadata
+    finally:
+        store.close()
+
+
+def test_new_labels_equal_in_python_but_not_in_json_replace_the_stored_ones(
+    where: tuple[str, str], run_id: str
+) -> None:
+    """Labels ``{"flag": 1, "n": 0}`` then ``resume(metadata={"flag": True, "n": False})``
+    and ``kickoff(metadata={"done": 1})`` after ``{"done": True}``: the new values are
+    stored (``True == 1`` in Python, but not as JSON labels: a filter on ``flag=true``
+    must find the run)."""
+    kind, url = where
+    store = _store(kind, url)
+
+    class Flaky(Flow[FlowState], name="attack-flaky-labels"):
+        fail = True
+
+        @start()
+        def only(self) -> None:
+            if self.fail:
+                raise RuntimeError("first time")
+
+    try:
+        with pytest.raises(RuntimeError):
+            Flaky(persistence=store).kickoff(inputs={"id": run_id}, metadata={"flag": 1, "n": 0})
+        Flaky.fail = False
+        Flaky(persistence=store).resume(run_id, metadata={"flag": True, "n": False})
+        run = store.get_run(run_id)
+        assert run is not None and run.status == "completed"
+        assert [(k, type(v)) for k, v in run.metadata.items()] == [("flag", bool), ("n", bool)]
+        assert [r.run_id for r in store.list_runs(metadata={"flag": True})] == [run_id]
+        Flaky(persistence=store).kickoff(inputs={"id": run_id}, metadata={"flag": 1})
+        run = store.get_run(run_id)
+        assert run is not None and type(run.metadata["flag"]) is int, run.metadata
+        assert [r.run_id for r in store.list_runs(metadata={"flag": 1})] == [run_id]
     finally:
         store.close()
