@@ -142,16 +142,20 @@ def test_new_labels_equal_in_python_but_not_in_json_replace_the_stored_ones(
 
     try:
         with pytest.raises(RuntimeError):
-            Flaky(persistence=store).kickoff(inputs={"id": run_id}, metadata={"flag": 1, "n": 0})
+            Flaky(persistence=store).kickoff(
+                inputs={"id": run_id}, metadata={"flag": 1, "n": 0, "case": run_id}
+            )
         Flaky.fail = False
         Flaky(persistence=store).resume(run_id, metadata={"flag": True, "n": False})
         run = store.get_run(run_id)
         assert run is not None and run.status == "completed"
-        assert [(k, type(v)) for k, v in run.metadata.items()] == [("flag", bool), ("n", bool)]
-        assert [r.run_id for r in store.list_runs(metadata={"flag": True})] == [run_id]
+        assert [type(run.metadata[k]) for k in ("flag", "n")] == [bool, bool], run.metadata
+        assert [r.run_id for r in store.list_runs(metadata={"flag": True, "case": run_id})] == [
+            run_id
+        ]
         Flaky(persistence=store).kickoff(inputs={"id": run_id}, metadata={"flag": 1})
         run = store.get_run(run_id)
         assert run is not None and type(run.metadata["flag"]) is int, run.metadata
-        assert [r.run_id for r in store.list_runs(metadata={"flag": 1})] == [run_id]
+        assert [r.run_id for r in store.list_runs(metadata={"flag": 1, "case": run_id})] == [run_id]
     finally:
         store.close()
