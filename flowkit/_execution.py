@@ -34,7 +34,7 @@ from .exceptions import (
     UnsupportedOperationError,
 )
 from .persistence._metadata import INFO_KEY as METADATA_KEY
-from .persistence._metadata import metadata_of
+from .persistence._metadata import json_equal, metadata_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -348,7 +348,8 @@ async def prepare_kickoff(
                 labels = {**metadata_of(info.other), **(metadata or {})}
                 # begin_run keeps an existing run's record: the labels are merged into
                 # it first, so no crash leaves the kickoff's checkpoint without them.
-                if run.fingerprint != flow._graph.fingerprint or labels != metadata_of(info.other):
+                stored = metadata_of(info.other)
+                if run.fingerprint != flow._graph.fingerprint or not json_equal(labels, stored):
                     info.definition = definition
                     if labels:
                         info.other[METADATA_KEY] = labels

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import FlowConfigurationError, UnsupportedOperationError
-from .persistence._metadata import INFO_KEY, check_metadata, metadata_of
+from .persistence._metadata import INFO_KEY, check_metadata, json_equal, metadata_of
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -67,7 +67,8 @@ async def _store(run: Run, wanted: dict[str, Any]) -> None:
     # writer has now); it writes it back whole if the run fails, so it gets the merge too.
     info = journal.run_info
     merged = {**metadata_of(info.other), **wanted}
-    if info.other.get(INFO_KEY) == merged:
-        return  # a new run: stored by the kickoff's own first write (begin_run)
+    # JSON equality, not ==: True == 1 in Python, but a label true is not a label 1
+    if json_equal(info.other.get(INFO_KEY), merged):
+        return  # already stored by the kickoff's own first write (begin_run)
     info.other[INFO_KEY] = merged
     await run.backend.aupdate_run(run.run_id, info=info.to_json())
