@@ -139,4 +139,6 @@ def test_damaged_labels_or_error_are_reported_never_replaced(
         out, err = capsys.readouterr()
         assert code == 3 and run_id in err and "Traceback" not in err, (code, out, err)
     finally:
+        # the PostgreSQL and MariaDB databases are shared: other tests list every run
+        store.delete_run(run_id)
         store.close()
