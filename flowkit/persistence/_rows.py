@@ -118,6 +118,11 @@ def run_from_mapping(data: Any, run_id: str) -> RunRecord:
 
 def _checked_run(run_id: str, row: Row, info: dict[str, Any]) -> RunRecord:
     try:
+        # read as "no labels" / "no error", damaged ones would be replaced by the next
+        # kickoff(metadata=...) or failure without anyone knowing
+        for key in ("metadata", "error"):
+            if type(info.get(key, {})) is not dict and (key, info[key]) != ("error", None):
+                raise _Bad(f"info.{key}", info[key], "a JSON object")
         status = _text(row[2], "status")
         if status not in RUN_STATUSES:
             raise _Bad("status", status, "one of " + ", ".join(sorted(RUN_STATUSES)))
