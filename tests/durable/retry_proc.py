@@ -15,7 +15,8 @@ really did even when they were SIGKILLed a moment later. Environment:
 - ``FLOWKIT_ATTACK_LAP_SECONDS``: how long each lap sleeps;
 - ``FLOWKIT_RETRY_ATTEMPTS`` / ``FLOWKIT_RETRY_DELAY``: the policy of ``doomed`` (read at
   import: a policy may change between processes, as the docs allow);
-- ``FLOWKIT_DOOMED``: ``pass`` makes ``doomed`` succeed, anything else makes it raise.
+- ``FLOWKIT_DOOMED``: ``pass`` makes ``doomed`` succeed, anything else makes it raise;
+- ``FLOWKIT_TEST_TTL``: the lease ttl (default 30 s).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def main() -> None:
             report = Doomed.recover(persistence=persistence)
             print(json.dumps({"outcomes": {r.run_id: r.outcome for r in report.runs}}))
             return
-        flow = Doomed(persistence=persistence)
+        ttl = float(os.environ.get("FLOWKIT_TEST_TTL", "30"))
+        flow = Doomed(persistence=persistence, lease_ttl=ttl)
         if action == "kickoff":
             result = flow.kickoff(inputs={"id": run_id})
         elif action == "resume":

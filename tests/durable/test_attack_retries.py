@@ -329,3 +329,77 @@ def test_racing_recoverers_of_a_run_in_backoff_count_each_attempt_once(
     failed = _inspect(spec, run_id)
     assert failed["status"] == "failed", failed
     assert (failed["error"]["attempt"], failed["error"]["attempts"]) == (ATTEMPTS, ATTEMPTS)
+
+
+@pytest.mark.slow
+def test_owner_stopped_in_a_backoff_and_thawed_after_a_takeover_writes_nothing(
+    spec: str, run_id: str, tmp_path: Path
+) -> None:
+    """The owner (lease ttl 2 s) is SIGSTOPped while ``doomed`` waits out a 3 s backoff
+    after its first failure; once its lease expired another process resumes the run and
+    exhausts the attempts (failed, attempt ATTEMPTS of ATTEMPTS). The old owner, thawed,
+    may run one more attempt but stores nothing: the history and the error stay the
+    new owner's, and the old owner does not report a result."""
+    effects = tmp_path / "effects.log"
+    owner = subprocess.Popen(
+        [sys.executable, str(RETRY_PROC), spec, "kickoff", run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(effects, FLOWKIT_RETRY_DELAY="3", FLOWKIT_TEST_TTL="2"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _latest(spec, run_id) != (1, LAPS):
+            assert owner.poll() is None, owner.communicate()
+            assert time.monotonic() < deadline, "the first failure never got stored"
+            time.sleep(0.02)
+        os.kill(owner.pid, signal.SIGSTOP)
+        p = backend(spec)
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # the stopped owner's lease expires (nothing renews it)
+                run = p.get_run(run_id)
+                assert run is not None and run.lease_expires_at is not None
+                if run.lease_expires_at.timestamp() < time.time() - 0.2:
+                    break
+                assert time.monotonic() < deadline, "the stopped owner's lease never expired"
+                time.sleep(0.05)
+        finally:
+            p.close()
+        taker = subprocess.run(
+            [sys.executable, str(RETRY_PROC), spec, "resume", run_id],
+            capture_output=True,
+            text=True,
+            env=_env(effects, FLOWKIT_RETRY_DELAY="0.01"),
+            timeout=120,
+        )
+        assert taker.returncode == 0, taker.stderr
+        assert "failed" in json.loads(taker.stdout.strip().splitlines()[-1]), taker.stdout
+        taken = _inspect(spec, run_id)
+        p = backend(spec)
+        try:
+            seqs = [c.seq for c in p.history(run_id)]
+        finally:
+            p.close()
+        assert taken["status"] == "failed", taken
+        assert (taken["error"]["attempt"], taken["error"]["attempts"]) == (ATTEMPTS, ATTEMPTS)
+        raised = Counter(w for w, _ in _effects(effects, run_id))["doomed-fail"]
+        assert raised == ATTEMPTS, raised  # 1 by the owner, the rest by the new owner
+        os.kill(owner.pid, signal.SIGCONT)
+        out, err = owner.communicate(timeout=120)
+    finally:
+        if owner.poll() is None:
+            os.kill(owner.pid, signal.SIGCONT)
+            owner.kill()
+            owner.communicate()
+    assert "result" not in json.loads(out.strip().splitlines()[-1]), (out, err)
+    after = _inspect(spec, run_id)
+    p = backend(spec)
+    try:
+        assert [c.seq for c in p.history(run_id)] == seqs  # the thawed owner stored nothing
+    finally:
+        p.close()
+    assert after == taken, (after, taken)
+    raised = Counter(w for w, _ in _effects(effects, run_id))["doomed-fail"]
+    assert raised <= ATTEMPTS + 1, raised  # at most the thawed owner's one extra attempt
