@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ SCRIPT = """
 import os
 import signal
 import sys
+import time
 
 from flowkit import Flow, FlowState, listen, start
 from flowkit.persistence import SQLAlchemyFlowPersistence, SQLiteFlowPersistence
@@ -54,8 +56,15 @@ class Labelled(Flow[FlowState], name="attack-labelled"):
 
 
 store = DiesWhenLabelled(sys.argv[2])
-labels = {"ticket": 7} if sys.argv[4] == "die" else {"user": "u1"}
-print(Labelled(persistence=store).kickoff(inputs={"id": sys.argv[3]}, metadata=labels))
+mode = sys.argv[4]
+labels = {"ticket": 7} if mode == "die" else {"user": "u1"} if mode == "live" else {mode: 1}
+if len(sys.argv) > 5:  # race: start with the others
+    ready, go = sys.argv[5:7]
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.005)
+flow = Labelled(persistence=store, lease_wait=60)
+print(flow.kickoff(inputs={"id": sys.argv[3]}, metadata=labels))
 """
 
 
@@ -157,5 +166,53 @@ def test_new_labels_equal_in_python_but_not_in_json_replace_the_stored_ones(
         run = store.get_run(run_id)
         assert run is not None and type(run.metadata["flag"]) is int, run.metadata
         assert [r.run_id for r in store.list_runs(metadata={"flag": 1, "case": run_id})] == [run_id]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_racing_kickoffs_with_different_labels_keep_every_label(
+    where: tuple[str, str], run_id: str, tmp_path: Path
+) -> None:
+    """Four processes kick off the same new run id at the same moment, each with its own
+    label (lease_wait: they take turns): each kickoff completes, and the run ends up with
+    all four labels -- no kickoff's merge drops a label an earlier one stored."""
+    kind, url = where
+    script = tmp_path / "labelled.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{n}" for n in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), kind, url, run_id, f"k{n}", str(ready[n]), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        for n in range(4)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(r.exists() for r in ready):
+            assert all(pr.poll() is None for pr in procs), [pr.communicate() for pr in procs]
+            assert time.monotonic() < deadline, "the racers never got ready"
+            time.sleep(0.01)
+        go.write_text("go")
+        outs = [pr.communicate(timeout=120) for pr in procs]
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.kill()
+                pr.communicate()
+    for pr, (out, err) in zip(procs, outs, strict=True):
+        assert pr.returncode == 0 and out.strip() == "done", (out, err)
+    store = _store(kind, url)
+    try:
+        run = store.get_run(run_id)
+        assert run is not None and run.status == "completed"
+        assert run.metadata == {f"k{n}": 1 for n in range(4)}, run.metadata
+        kickoffs = [c for c in store.history(run_id) if c.method_name == "kickoff"]
+        assert len(kickoffs) == 4, kickoffs
     finally:
         store.close()
