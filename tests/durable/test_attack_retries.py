@@ -220,6 +220,21 @@ def test_random_sigkills_during_retries_never_reset_the_count(
     at most one extra attempt per kill; resumed with the cause fixed (and killed again),
     it completes as an uncrashed run does, each committed lap executed once."""
     rng = random.Random(run_id)
+    total = runs = 0
+    raised_per_run = []
+    while total < KILLS:  # one run after another until KILLS kills landed
+        runs += 1
+        assert runs <= 10 * max(KILLS, 1), "kills never land"
+        kills, raised = _killed_run(spec, f"{run_id}-{runs}", tmp_path / str(runs), rng)
+        total += kills
+        raised_per_run.append(raised)
+    print(f"{spec.split(':')[0]}: {total} kills over {runs} runs; doomed raised {raised_per_run}")
+
+
+def _killed_run(spec: str, run_id: str, tmp_path: Path, rng: random.Random) -> tuple[int, int]:
+    """One run through both phases (failed, then completed with the cause fixed), with
+    up to KILLS kills in each; (kills that landed, times doomed raised)."""
+    tmp_path.mkdir()
     kills, logged, failed = _phase(spec, run_id, tmp_path, rng, "failed", KILLS)
     error = failed["error"]
     assert error["method"] == "doomed" and error["type"] == "DoomedError", error
@@ -243,7 +258,7 @@ def test_random_sigkills_during_retries_never_reset_the_count(
         assert run is not None and run.status == "completed"
     finally:
         p.close()
-    print(f"{spec.split(':')[0]}: {kills + more} kills, doomed raised {raised} times")
+    return kills + more, raised
 
 
 @pytest.mark.slow
