@@ -345,11 +345,11 @@ async def prepare_kickoff(
         if backend is not None and durable:
             if run is not None:
                 info = RunInfo.from_json(run.info)
-                labels = {**metadata_of(info.other), **(metadata or {})}
+                had = metadata_of(info.other)
+                labels = {**had, **(metadata or {})}
                 # begin_run keeps an existing run's record: the labels are merged into
                 # it first, so no crash leaves the kickoff's checkpoint without them.
-                stored = metadata_of(info.other)
-                if run.fingerprint != flow._graph.fingerprint or not json_equal(labels, stored):
+                if run.fingerprint != flow._graph.fingerprint or not json_equal(labels, had):
                     info.definition = definition
                     if labels:
                         info.other[METADATA_KEY] = labels
