@@ -46,7 +46,9 @@ KILLS = int(os.environ.get("FLOWKIT_ATTACK_KILLS", "2"))
 @pytest.fixture(
     params=[
         "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
+        # the retry logic is the engine's, the same on every backend; PostgreSQL's
+        # leases and liveness have their own attack tests: its run here is a soak variant
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.soak]),
         pytest.param("mysql", marks=pytest.mark.mysql),
     ]
 )
