@@ -17,7 +17,7 @@ durability promise, for retries:
 - a failed attempt's changes are never stored;
 - resumed after the cause is fixed, the run ends exactly as an uncrashed run does.
 
-``FLOWKIT_ATTACK_KILLS`` sets the kills per backend (default 3).
+``FLOWKIT_ATTACK_KILLS`` sets the kills per backend (default 2; 40 pass).
 """
 
 from __future__ import annotations
@@ -38,15 +38,17 @@ from conftest import HERE, mysql_up, postgres_up
 from flows import backend
 
 RETRY_PROC = HERE / "retry_proc.py"
-LAPS = 30
+LAPS = 20
 ATTEMPTS = 5
-KILLS = int(os.environ.get("FLOWKIT_ATTACK_KILLS", "3"))
+KILLS = int(os.environ.get("FLOWKIT_ATTACK_KILLS", "2"))
 
 
 @pytest.fixture(
     params=[
         "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
+        # the retry logic is the engine's, the same on every backend; PostgreSQL's
+        # leases and liveness have their own attack tests: its run here is a soak variant
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.soak]),
         pytest.param("mysql", marks=pytest.mark.mysql),
     ]
 )
@@ -204,6 +206,16 @@ def _phase(
                 f"-> {now['count']}"
             )
         assert now["count"] < ATTEMPTS, now
+        if until == "failed":
+            # every attempt this process saw fail is counted, except one cut off by the
+            # kill between its failure and its checkpoint
+            counted = (ATTEMPTS if now["status"] == "failed" else now["count"]) - seen["count"]
+            mine = sum(1 for w, _ in done if w == "doomed-fail")
+            assert mine - counted in ((0, 1) if killed else (0,)), (
+                f"process {tries} (killed: {killed}) saw doomed fail {mine} times; "
+                f"the stored count went from {seen['count']} to {now['count']} "
+                f"({now['status']})"
+            )
         # (None: a kickoff killed before it created the run)
         assert now["status"] in ("running", "failed", "completed") or seen["status"] is None, now
         if answer is not None and "failed" in answer:
@@ -400,8 +412,10 @@ def test_owner_stopped_in_a_backoff_and_thawed_after_a_takeover_writes_nothing(
             p.close()
         assert taken["status"] == "failed", taken
         assert (taken["error"]["attempt"], taken["error"]["attempts"]) == (ATTEMPTS, ATTEMPTS)
-        raised = Counter(w for w, _ in _effects(effects, run_id))["doomed-fail"]
-        assert raised == ATTEMPTS, raised  # 1 by the owner, the rest by the new owner
+        before_thaw = Counter(w for w, _ in _effects(effects, run_id))["doomed-fail"]
+        # the owner's failures, then the new owner's; one more if the owner was stopped
+        # between an attempt's failure and its checkpoint (not counted, as for a kill)
+        assert ATTEMPTS <= before_thaw <= ATTEMPTS + 1, before_thaw
         os.kill(owner.pid, signal.SIGCONT)
         out, err = owner.communicate(timeout=120)
     finally:
@@ -418,4 +432,4 @@ def test_owner_stopped_in_a_backoff_and_thawed_after_a_takeover_writes_nothing(
         p.close()
     assert after == taken, (after, taken)
     raised = Counter(w for w, _ in _effects(effects, run_id))["doomed-fail"]
-    assert raised <= ATTEMPTS + 1, raised  # at most the thawed owner's one extra attempt
+    assert raised <= before_thaw + 1, raised  # at most the thawed owner's one extra attempt
