@@ -273,28 +273,6 @@ class Database:
 
     # -- from any thread -----------------------------------------------------------
 
-    def call(
-        self,
-        op: Op[T],
-        *,
-        write: bool,
-        what: str,
-        takes: LeaseRef | None = None,
-        gives: LeaseRef | None = None,
-        empty: Any = None,
-        fast: Op[Any] | None = None,
-    ) -> T:
-        try:
-            return self.portal.run(
-                self.execute(op, write=write, takes=takes, gives=gives, empty=empty, fast=fast)
-            )
-        except PortalStopped:
-            if self.closed and self.dialect == "sqlite":
-                raise DatabaseClosed from None
-            raise
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            raise self._failure(what, exc) from exc
-
     async def acall(
         self,
         op: Op[T],
