@@ -300,7 +300,9 @@ class Database:
                         fast.close()
                     return empty  # type: ignore[no-any-return]
                 if self._started_here():
-                    done = await completing(self._run_sqlite(op, write=write, fast=fast))
+                    # Awaited in the caller's task: cancelled half way (Ctrl-C), the
+                    # transaction is rolled back; the loop outlives any reply.
+                    done = await self._run_sqlite(op, write=write, fast=fast)
                     if done is _CLOSED:
                         raise DatabaseClosed
                     return done  # type: ignore[no-any-return]
