@@ -1,17 +1,23 @@
 """The interface between the flow engine and storage: :class:`FlowPersistence`.
 
-Every operation exists twice, ``op(...)`` and ``await aop(...)``. A backend overrides the
-flavour that suits it and this module derives the other one, in one place
-(:meth:`FlowPersistence._derived_sync` / :meth:`FlowPersistence._derived_async`).
+Each operation is written once, as a coroutine method whose docstring is the contract
+(``await persistence.asave_state(...)``). Its plain form (``persistence.save_state(...)``)
+is derived in one line, ``save_state = blocking(asave_state)``. A backend implements each
+operation once, in whichever form suits it: an async form is used as it is and its plain
+form waits for it; a plain form (a CrewAI-style class with sync ``save_state`` /
+``load_state``) is used as it is and its async form runs it in a worker thread
+(:meth:`FlowPersistence._fallback`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
 from flowkit._concurrency import in_thread, wait_for
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
@@ -43,6 +49,48 @@ ALL_OPS = (
     + COMPOSITE_OPS
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
+S = TypeVar("S", bound="FlowPersistence")
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def operation(contract: F) -> F:
+    """Declare an operation by its async form: ``contract`` gives its signature and its
+    docstring (the contract); its body is never run. A backend that does not define the
+    async form gets :meth:`FlowPersistence._fallback` (its plain form in a worker
+    thread, a composition, a no-op, or UnsupportedOperationError)."""
+    op = contract.__name__.removeprefix("a")
+    signature = inspect.signature(contract)
+
+    @functools.wraps(contract)
+    async def default(self: FlowPersistence, *args: Any, **kwargs: Any) -> Any:
+        call = signature.bind(self, *args, **kwargs)  # the contract's defaults filled in
+        call.apply_defaults()
+        return await self._fallback(op, *call.args[1:], **call.kwargs)
+
+    return cast(F, default)
+
+
+def blocking(
+    contract: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[S, P], T]:
+    """The plain (blocking) form of the async operation ``contract``: it runs the
+    backend's async form and waits for it, from any thread, with or without a running
+    event loop (:func:`flowkit._concurrency.wait_for`)."""
+    name = contract.__name__
+    op = name.removeprefix("a")
+
+    def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
+            return cast(T, None)  # nothing to do: no loop, no thread
+        result: T = wait_for(getattr(self, name)(*args, **kwargs))
+        return result
+
+    plain.__name__ = plain.__qualname__ = op
+    plain.__doc__ = f"Blocking form of :meth:`{name}` (same arguments, result and errors)."
+    return plain
+
 
 class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subclass__)
     """Where flows keep their checkpoints and runs.
@@ -61,15 +109,19 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             def load_state(self, flow_uuid):
                 return self.states.get(flow_uuid)
 
-    Subclasses must define at least one flavour of each required operation, and every
-    operation of each capability whose flag they set; otherwise the class statement raises
+    Every operation is declared once below, async, its docstring being the contract; the
+    plain form is derived (``save_state = blocking(asave_state)``). A backend defines each
+    operation once, async (``async def asave_state``) or plain (``def save_state``):
+
+    - defined async: the plain form runs it on a private background event loop and
+      waits, which works with or without a running loop in the calling thread and never
+      nests loops;
+    - defined plain: the async form runs it in a worker thread.
+
+    Subclasses must define one form of each required operation, and every operation of
+    each capability whose flag they set; otherwise the class statement raises
     :class:`~flowkit.exceptions.FlowConfigurationError`. Calling an optional operation the
     backend lacks raises :class:`~flowkit.exceptions.UnsupportedOperationError`.
-
-    Derivation: a missing async flavour runs the sync one in a worker thread
-    (``asyncio.to_thread``); a missing sync flavour runs the coroutine on a private
-    background event loop and waits, which works with or without a running loop in the
-    calling thread and never nests loops.
     """
 
     supports_history: ClassVar[bool] = False
@@ -119,14 +171,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             "built-in backend such as SQLiteFlowPersistence."
         )
 
-    def _derived_sync(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        if "a" + op in self._native_ops:
-            return wait_for(getattr(self, "a" + op)(*args, **kwargs))
-        if op in COMPOSITE_OPS:
-            return wait_for(getattr(self, "_composed_" + op)(*args, **kwargs))
-        return self._unsupported(op)
-
-    async def _derived_async(self, op: str, *args: Any, **kwargs: Any) -> Any:
+    async def _fallback(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """The async form of ``op`` for a backend that does not define it: its plain
+        form in a worker thread if it defines that, else the composition of other
+        operations (``begin_run``, ``end_run``, ``claim_run``), a no-op (``init_db``,
+        ``close``) or UnsupportedOperationError."""
+        if op == "list_runs" and kwargs.get("metadata") is None:
+            # only when given: a backend written before the filter existed still lists
+            kwargs.pop("metadata", None)
         if op in self._native_ops:
             return await in_thread(getattr(self, op), *args, **kwargs)
         if op in COMPOSITE_OPS:
@@ -212,7 +264,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- required (CrewAI-compatible) --------------------------------------------------
 
-    def save_state(self, flow_uuid: str, method_name: str, state_data: dict[str, Any]) -> None:
+    @operation
+    async def asave_state(
+        self, flow_uuid: str, method_name: str, state_data: dict[str, Any]
+    ) -> None:
         """Append a checkpoint to run ``flow_uuid`` (creating the run if needed).
 
         Args:
@@ -224,15 +279,12 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state_data`` is not JSON-ready (built-in backends).
             PersistenceError: The storage failed.
         """
-        return self._derived_sync("save_state", flow_uuid, method_name, state_data)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def asave_state(
-        self, flow_uuid: str, method_name: str, state_data: dict[str, Any]
-    ) -> None:
-        """Awaitable :meth:`save_state`."""
-        return await self._derived_async("save_state", flow_uuid, method_name, state_data)  # type: ignore[no-any-return]
+    save_state = blocking(asave_state)
 
-    def load_state(self, flow_uuid: str) -> dict[str, Any] | None:
+    @operation
+    async def aload_state(self, flow_uuid: str) -> dict[str, Any] | None:
         """Return the state of the run's latest checkpoint, or None for an unknown run.
 
         Args:
@@ -244,33 +296,29 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             CorruptCheckpointError: The latest checkpoint cannot be read back.
         """
-        return self._derived_sync("load_state", flow_uuid)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def aload_state(self, flow_uuid: str) -> dict[str, Any] | None:
-        """Awaitable :meth:`load_state`."""
-        return await self._derived_async("load_state", flow_uuid)  # type: ignore[no-any-return]
+    load_state = blocking(aload_state)
 
-    def init_db(self) -> None:
+    @operation
+    async def ainit_db(self) -> None:
         """Prepare the storage (create tables, folders). Optional; idempotent.
 
         Built-in backends call it lazily on first use, so calling it is never required.
         """
-        return self._derived_sync("init_db")  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def ainit_db(self) -> None:
-        """Awaitable :meth:`init_db`."""
-        return await self._derived_async("init_db")  # type: ignore[no-any-return]
+    init_db = blocking(ainit_db)
 
-    def close(self) -> None:
+    @operation
+    async def aclose(self) -> None:
         """Release connections, threads and file handles. Optional; idempotent.
 
         The backend may be used again afterwards (it reconnects on demand).
         """
-        return self._derived_sync("close")  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def aclose(self) -> None:
-        """Awaitable :meth:`close`."""
-        return await self._derived_async("close")  # type: ignore[no-any-return]
+    close = blocking(aclose)
 
     def __enter__(self) -> FlowPersistence:
         return self
@@ -291,20 +339,20 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- history (supports_history) ----------------------------------------------------
 
-    def history(self, run_id: str) -> list[Checkpoint]:
+    @operation
+    async def ahistory(self, run_id: str) -> list[Checkpoint]:
         """Return the run's checkpoints in ascending ``seq`` order ([] for an unknown run).
 
         Raises:
             CorruptCheckpointError: A checkpoint cannot be read back (names its seq).
             UnsupportedOperationError: The backend has no history capability.
         """
-        return self._derived_sync("history", run_id)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def ahistory(self, run_id: str) -> list[Checkpoint]:
-        """Awaitable :meth:`history`."""
-        return await self._derived_async("history", run_id)  # type: ignore[no-any-return]
+    history = blocking(ahistory)
 
-    def load_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
+    @operation
+    async def aload_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
         """Return checkpoint ``seq`` of the run (the latest when ``seq`` is None).
 
         Returns:
@@ -315,15 +363,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             CorruptCheckpointError: The checkpoint cannot be read back.
             UnsupportedOperationError: The backend has no history capability.
         """
-        return self._derived_sync("load_checkpoint", run_id, seq)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def aload_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
-        """Awaitable :meth:`load_checkpoint`."""
-        return await self._derived_async("load_checkpoint", run_id, seq)  # type: ignore[no-any-return]
+    load_checkpoint = blocking(aload_checkpoint)
 
     # -- runs (supports_runs) ----------------------------------------------------------
 
-    def create_run(
+    @operation
+    async def acreate_run(
         self,
         run_id: str,
         flow_name: str,
@@ -345,49 +392,19 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             RunExistsError: The id is taken and ``exist_ok`` is False.
         """
-        return self._derived_sync(  # type: ignore[no-any-return]
-            "create_run",
-            run_id,
-            flow_name,
-            parent_run_id=parent_run_id,
-            parent_seq=parent_seq,
-            fingerprint=fingerprint,
-            info=info,
-            exist_ok=exist_ok,
-        )
+        raise NotImplementedError  # replaced by @operation
 
-    async def acreate_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        parent_run_id: str | None = None,
-        parent_seq: int | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        exist_ok: bool = False,
-    ) -> RunRecord:
-        """Awaitable :meth:`create_run`."""
-        return await self._derived_async(  # type: ignore[no-any-return]
-            "create_run",
-            run_id,
-            flow_name,
-            parent_run_id=parent_run_id,
-            parent_seq=parent_seq,
-            fingerprint=fingerprint,
-            info=info,
-            exist_ok=exist_ok,
-        )
+    create_run = blocking(acreate_run)
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """Return the run's record, or None if unknown."""
-        return self._derived_sync("get_run", run_id)  # type: ignore[no-any-return]
-
+    @operation
     async def aget_run(self, run_id: str) -> RunRecord | None:
-        """Awaitable :meth:`get_run`."""
-        return await self._derived_async("get_run", run_id)  # type: ignore[no-any-return]
+        """Return the run's record, or None if unknown."""
+        raise NotImplementedError  # replaced by @operation
 
-    def update_run(
+    get_run = blocking(aget_run)
+
+    @operation
+    async def aupdate_run(
         self,
         run_id: str,
         *,
@@ -401,24 +418,12 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             RunNotFoundError: No run with that id.
             FlowConfigurationError: ``status`` is not a known status.
         """
-        return self._derived_sync(  # type: ignore[no-any-return]
-            "update_run", run_id, status=status, fingerprint=fingerprint, info=info
-        )
+        raise NotImplementedError  # replaced by @operation
 
-    async def aupdate_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Awaitable :meth:`update_run`."""
-        return await self._derived_async(  # type: ignore[no-any-return]
-            "update_run", run_id, status=status, fingerprint=fingerprint, info=info
-        )
+    update_run = blocking(aupdate_run)
 
-    def list_runs(
+    @operation
+    async def alist_runs(
         self,
         *,
         flow_name: str | None = None,
@@ -434,50 +439,22 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         has every given key with an equal JSON value (numbers by value, ``true`` never
         ``1``); ``limit`` and ``offset`` count matching runs.
         """
-        return self._derived_sync(  # type: ignore[no-any-return]
-            "list_runs",
-            flow_name=flow_name,
-            status=status,
-            parent_run_id=parent_run_id,
-            limit=limit,
-            offset=offset,
-            # only when given: a backend written before the filter existed still lists
-            **({} if metadata is None else {"metadata": metadata}),
-        )
+        raise NotImplementedError  # replaced by @operation
 
-    async def alist_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        status: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunRecord]:
-        """Awaitable :meth:`list_runs`."""
-        return await self._derived_async(  # type: ignore[no-any-return]
-            "list_runs",
-            flow_name=flow_name,
-            status=status,
-            parent_run_id=parent_run_id,
-            limit=limit,
-            offset=offset,
-            **({} if metadata is None else {"metadata": metadata}),
-        )
+    list_runs = blocking(alist_runs)
 
-    def delete_run(self, run_id: str) -> bool:
+    @operation
+    async def adelete_run(self, run_id: str) -> bool:
         """Delete the run with its checkpoints and blobs; True if it existed.
 
         Runs forked from it keep their lineage fields and their own checkpoints.
         """
-        return self._derived_sync("delete_run", run_id)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def adelete_run(self, run_id: str) -> bool:
-        """Awaitable :meth:`delete_run`."""
-        return await self._derived_async("delete_run", run_id)  # type: ignore[no-any-return]
+    delete_run = blocking(adelete_run)
 
-    def prune(self, run_id: str, *, keep_last: int) -> int:
+    @operation
+    async def aprune(self, run_id: str, *, keep_last: int) -> int:
         """Delete all but the newest ``keep_last`` checkpoints; return how many went.
 
         ``last_seq`` and the run record (lineage included) are unchanged; an unknown run
@@ -486,15 +463,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             FlowConfigurationError: ``keep_last`` < 1.
         """
-        return self._derived_sync("prune", run_id, keep_last=keep_last)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def aprune(self, run_id: str, *, keep_last: int) -> int:
-        """Awaitable :meth:`prune`."""
-        return await self._derived_async("prune", run_id, keep_last=keep_last)  # type: ignore[no-any-return]
+    prune = blocking(aprune)
 
     # -- compare-and-set (supports_cas) ------------------------------------------------
 
-    def save_checkpoint(
+    @operation
+    async def asave_checkpoint(
         self,
         run_id: str,
         method_name: str,
@@ -532,46 +508,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state`` or ``meta`` is not JSON-ready.
                 (Nothing is written when any of these is raised.)
         """
-        return self._derived_sync(  # type: ignore[no-any-return]
-            "save_checkpoint",
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=flow_name,
-            lease_owner=lease_owner,
-        )
+        raise NotImplementedError  # replaced by @operation
 
-    async def asave_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        """Awaitable :meth:`save_checkpoint`."""
-        return await self._derived_async(  # type: ignore[no-any-return]
-            "save_checkpoint",
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=flow_name,
-            lease_owner=lease_owner,
-        )
+    save_checkpoint = blocking(asave_checkpoint)
 
     # -- leases (supports_leases) ------------------------------------------------------
 
-    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
+    @operation
+    async def aacquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
         """Take (or extend) the run's lease for ``ttl`` seconds.
 
         Succeeds when the lease is free, expired, already held by ``owner``, or held by
@@ -584,35 +528,32 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             RunNotFoundError: No run with that id.
             RunLockedError: A live owner holds an unexpired lease (names holder, expiry).
         """
-        return self._derived_sync("acquire_lease", run_id, owner, ttl)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def aacquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
-        """Awaitable :meth:`acquire_lease`."""
-        return await self._derived_async("acquire_lease", run_id, owner, ttl)  # type: ignore[no-any-return]
+    acquire_lease = blocking(aacquire_lease)
 
-    def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
+    @operation
+    async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         """Push our lease's expiry to now + ``ttl``.
 
         Raises:
             LeaseLostError: ``owner`` does not hold the lease any more.
         """
-        return self._derived_sync("renew_lease", run_id, owner, ttl)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
-        """Awaitable :meth:`renew_lease`."""
-        return await self._derived_async("renew_lease", run_id, owner, ttl)  # type: ignore[no-any-return]
+    renew_lease = blocking(arenew_lease)
 
-    def release_lease(self, run_id: str, owner: str) -> None:
-        """Give the lease up; does nothing unless ``owner`` holds it."""
-        return self._derived_sync("release_lease", run_id, owner)  # type: ignore[no-any-return]
-
+    @operation
     async def arelease_lease(self, run_id: str, owner: str) -> None:
-        """Awaitable :meth:`release_lease`."""
-        return await self._derived_async("release_lease", run_id, owner)  # type: ignore[no-any-return]
+        """Give the lease up; does nothing unless ``owner`` holds it."""
+        raise NotImplementedError  # replaced by @operation
+
+    release_lease = blocking(arelease_lease)
 
     # -- one transaction per kickoff boundary (composed from the above by default) -------
 
-    def begin_run(
+    @operation
+    async def abegin_run(
         self,
         run_id: str,
         flow_name: str,
@@ -655,50 +596,12 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state``, ``meta`` or ``info`` is not JSON-ready.
                 (Built-in backends write nothing when any of these is raised.)
         """
-        return self._derived_sync(  # type: ignore[no-any-return]
-            "begin_run",
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info=info,
-            method_name=method_name,
-            state=state,
-            meta=meta,
-            expected_seq=expected_seq,
-        )
+        raise NotImplementedError  # replaced by @operation
 
-    async def abegin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        """Awaitable :meth:`begin_run`."""
-        return await self._derived_async(  # type: ignore[no-any-return]
-            "begin_run",
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info=info,
-            method_name=method_name,
-            state=state,
-            meta=meta,
-            expected_seq=expected_seq,
-        )
+    begin_run = blocking(abegin_run)
 
-    def end_run(
+    @operation
+    async def aend_run(
         self,
         run_id: str,
         method_name: str,
@@ -718,41 +621,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             The errors of :meth:`save_checkpoint` (nothing written, lease kept).
         """
-        return self._derived_sync(  # type: ignore[no-any-return]
-            "end_run",
-            run_id,
-            method_name,
-            state,
-            owner=owner,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-        )
+        raise NotImplementedError  # replaced by @operation
 
-    async def aend_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        """Awaitable :meth:`end_run`."""
-        return await self._derived_async(  # type: ignore[no-any-return]
-            "end_run",
-            run_id,
-            method_name,
-            state,
-            owner=owner,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-        )
+    end_run = blocking(aend_run)
 
-    def claim_run(self, run_id: str, owner: str, ttl: float) -> tuple[RunRecord, Checkpoint | None]:
+    @operation
+    async def aclaim_run(
+        self, run_id: str, owner: str, ttl: float
+    ) -> tuple[RunRecord, Checkpoint | None]:
         """Take the run for executing it: its lease, its record and its latest checkpoint.
 
         In one transaction (built-in backends): take the run's lease for ``owner`` for
@@ -792,10 +668,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
                 the expiry, and says what to do).
             FlowConfigurationError: ``ttl`` is not positive.
         """
-        return self._derived_sync("claim_run", run_id, owner, ttl)  # type: ignore[no-any-return]
+        raise NotImplementedError  # replaced by @operation
 
-    async def aclaim_run(
-        self, run_id: str, owner: str, ttl: float
-    ) -> tuple[RunRecord, Checkpoint | None]:
-        """Awaitable :meth:`claim_run`."""
-        return await self._derived_async("claim_run", run_id, owner, ttl)  # type: ignore[no-any-return]
+    claim_run = blocking(aclaim_run)

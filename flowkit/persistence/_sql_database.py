@@ -282,28 +282,6 @@ class Database:
 
     # -- from any thread -----------------------------------------------------------
 
-    def call(
-        self,
-        op: Op[T],
-        *,
-        write: bool,
-        what: str,
-        takes: LeaseRef | None = None,
-        gives: LeaseRef | None = None,
-        empty: Any = None,
-        fast: Op[Any] | None = None,
-    ) -> T:
-        try:
-            return self.portal.run(
-                self.execute(op, write=write, takes=takes, gives=gives, empty=empty, fast=fast)
-            )
-        except PortalStopped:
-            if self.closed and self.dialect == "sqlite":
-                raise DatabaseClosed from None
-            raise
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            raise self._failure(what, exc) from exc
-
     async def acall(
         self,
         op: Op[T],
@@ -331,7 +309,9 @@ class Database:
                         fast.close()
                     return empty  # type: ignore[no-any-return]
                 if self._started_here():
-                    done = await completing(self._run_sqlite(op, write=write, fast=fast))
+                    # Awaited in the caller's task: cancelled half way (Ctrl-C), the
+                    # transaction is rolled back; the loop outlives any reply.
+                    done = await self._run_sqlite(op, write=write, fast=fast)
                     if done is _CLOSED:
                         raise DatabaseClosed
                     return done  # type: ignore[no-any-return]

@@ -35,17 +35,6 @@ class CheckpointWrites:
 
         def _database(self) -> Database: ...
 
-        def _call(
-            self,
-            op: Op[T],
-            *,
-            write: bool,
-            what: str,
-            takes: LeaseRef | None = None,
-            gives: LeaseRef | None = None,
-            fast: Op[Any] | None = None,
-        ) -> T: ...
-
         async def _acall(
             self,
             op: Op[T],
@@ -78,36 +67,22 @@ class CheckpointWrites:
         encoded = encode_state(state)
         meta_text = dumps(meta or {}, what="meta")
         database = self._database()
-        at = _rules.now()
-        stored_blobs = database.stored_blobs.get(run_id)
-        mysql = database.dialect == "mysql"
-        op = (_sql_mysql.save_checkpoint if mysql else _sql_ops.save_checkpoint)(
-            run_id,
-            method_name,
-            encoded,
-            meta_text,
-            status=status,
-            flow_name=flow_name,
-            expected_seq=expected_seq,
-            lease_owner=lease_owner,
-            at=at,
-            stored_blobs=stored_blobs,
-            release=release,
+        args = (run_id, method_name, encoded, meta_text)
+        given: dict[str, Any] = {
+            "status": status,
+            "flow_name": flow_name,
+            "expected_seq": expected_seq,
+            "lease_owner": lease_owner,
+            "at": _rules.now(),
+            "stored_blobs": database.stored_blobs.get(run_id),
+        }
+        save = (
+            _sql_mysql.save_checkpoint if database.dialect == "mysql" else _sql_ops.save_checkpoint
         )
+        op = save(*args, **given, release=release)
         fast = None
         if database.dialect == "sqlite" and not release:
-            fast = _sql_ops.save_checkpoint_statement(
-                run_id,
-                method_name,
-                encoded,
-                meta_text,
-                status=status,
-                flow_name=flow_name,
-                expected_seq=expected_seq,
-                lease_owner=lease_owner,
-                at=at,
-                stored_blobs=stored_blobs,
-            )
+            fast = _sql_ops.save_checkpoint_statement(*args, **given)
         return op, fast, self._finisher(database, run_id, method_name, encoded, meta_text)
 
     @staticmethod
@@ -141,31 +116,6 @@ class CheckpointWrites:
             )
 
         return finish
-
-    def save_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        op, fast, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=flow_name,
-            lease_owner=lease_owner,
-        )
-        what = f"save_checkpoint({run_id!r})"
-        return finish(self._call(op, write=True, what=what, fast=fast))
 
     async def asave_checkpoint(
         self,
@@ -241,35 +191,6 @@ class CheckpointWrites:
 
         return op, finish
 
-    def begin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        op, finish = self._begin_op(
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info=info,
-            method_name=method_name,
-            state=state,
-            meta=meta,
-            expected_seq=expected_seq,
-        )
-        lease = None if owner is None else (owner, run_id)
-        return finish(self._call(op, write=True, what=f"begin_run({run_id!r})", takes=lease))
-
     async def abegin_run(
         self,
         run_id: str,
@@ -299,31 +220,6 @@ class CheckpointWrites:
         lease = None if owner is None else (owner, run_id)
         what = f"begin_run({run_id!r})"
         return finish(await self._acall(op, write=True, what=what, takes=lease))
-
-    def end_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        op, _, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=None,
-            lease_owner=owner,
-            release=True,
-        )
-        lease = None if owner is None else (owner, run_id)
-        return finish(self._call(op, write=True, what=f"end_run({run_id!r})", gives=lease))
 
     async def aend_run(
         self,

@@ -8,7 +8,6 @@ The backends are thin: each method checks its arguments, builds an operation fro
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import Mapping
@@ -93,27 +92,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
                 handle = self._database_handle
         return handle
 
-    def _call(
-        self,
-        op: Op[T],
-        *,
-        write: bool,
-        what: str,
-        takes: LeaseRef | None = None,
-        gives: LeaseRef | None = None,
-        empty: Any = None,
-        fast: Op[Any] | None = None,
-    ) -> T:
-        """Run ``op``; a read (``write=False``) never writes, and answers ``empty`` when
-        the database has no flowkit tables (or, for SQLite, the file does not exist)."""
-        while True:
-            try:
-                return self._database().call(
-                    op, write=write, what=what, takes=takes, gives=gives, empty=empty, fast=fast
-                )
-            except DatabaseClosed:  # closed under the call, before it ran: reopen
-                self._forget(closed=True)
-
     async def _acall(
         self,
         op: Op[T],
@@ -135,9 +113,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def init_db(self) -> None:
-        self._call(_noop(), write=True, what="init_db")
-
     async def ainit_db(self) -> None:
         await self._acall(_noop(), write=True, what="init_db")
 
@@ -154,22 +129,12 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         if not closed:
             release_database(handle)
 
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
-
     # -- required ------------------------------------------------------------------
-
-    def save_state(self, flow_uuid: str, method_name: str, state_data: dict[str, Any]) -> None:
-        self.save_checkpoint(flow_uuid, method_name, state_data, expected_seq=None)
 
     async def asave_state(
         self, flow_uuid: str, method_name: str, state_data: dict[str, Any]
     ) -> None:
         await self.asave_checkpoint(flow_uuid, method_name, state_data, expected_seq=None)
-
-    def load_state(self, flow_uuid: str) -> dict[str, Any] | None:
-        checkpoint = self.load_checkpoint(flow_uuid)
-        return None if checkpoint is None else checkpoint.state
 
     async def aload_state(self, flow_uuid: str) -> dict[str, Any] | None:
         checkpoint = await self.aload_checkpoint(flow_uuid)
@@ -177,19 +142,10 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
 
     # -- history -------------------------------------------------------------------
 
-    def history(self, run_id: str) -> list[Checkpoint]:
-        return self._call(
-            _sql_ops.history(run_id), write=False, what=f"history({run_id!r})", empty=[]
-        )
-
     async def ahistory(self, run_id: str) -> list[Checkpoint]:
         return await self._acall(
             _sql_ops.history(run_id), write=False, what=f"history({run_id!r})", empty=[]
         )
-
-    def load_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
-        op = _sql_ops.load_checkpoint(self._dialect(), run_id, seq)
-        return self._call(op, write=False, what=f"load_checkpoint({run_id!r}, {seq!r})")
 
     async def aload_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
         op = _sql_ops.load_checkpoint(self._dialect(), run_id, seq)
@@ -219,22 +175,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
             at=_rules.now(),
         )
 
-    def create_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        parent_run_id: str | None = None,
-        parent_seq: int | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        exist_ok: bool = False,
-    ) -> RunRecord:
-        op = self._create_op(
-            run_id, flow_name, parent_run_id, parent_seq, fingerprint, info, exist_ok
-        )
-        return self._call(op, write=True, what=f"create_run({run_id!r})")
-
     async def acreate_run(
         self,
         run_id: str,
@@ -250,9 +190,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
             run_id, flow_name, parent_run_id, parent_seq, fingerprint, info, exist_ok
         )
         return await self._acall(op, write=True, what=f"create_run({run_id!r})")
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        return self._call(_sql_ops.get_run(run_id), write=False, what=f"get_run({run_id!r})")
 
     async def aget_run(self, run_id: str) -> RunRecord | None:
         return await self._acall(_sql_ops.get_run(run_id), write=False, what=f"get_run({run_id!r})")
@@ -272,17 +209,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
             info_text=None if info is None else dumps(info, what="info"),
             at=_rules.now(),
         )
-
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        op = self._update_op(run_id, status, fingerprint, info)
-        return self._call(op, write=True, what=f"update_run({run_id!r})")
 
     async def aupdate_run(
         self,
@@ -314,19 +240,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
             metadata=wanted,
         )
 
-    def list_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        status: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
-        return self._call(op, write=False, what="list_runs", empty=[])
-
     async def alist_runs(
         self,
         *,
@@ -344,10 +257,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         self._database().stored_blobs.pop(run_id, None)
         return (_sql_mysql.delete_run if self._mysql() else _sql_ops.delete_run)(run_id)
 
-    def delete_run(self, run_id: str) -> bool:
-        op = self._delete_op(run_id)
-        return self._call(op, write=True, what=f"delete_run({run_id!r})")
-
     async def adelete_run(self, run_id: str) -> bool:
         op = self._delete_op(run_id)
         return await self._acall(op, write=True, what=f"delete_run({run_id!r})")
@@ -356,10 +265,6 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         _rules.check_keep_last(keep_last)
         prune = _sql_mysql.prune if self._mysql() else _sql_ops.prune
         return prune(self._dialect(), run_id, keep_last)
-
-    def prune(self, run_id: str, *, keep_last: int) -> int:
-        op = self._prune_op(run_id, keep_last)
-        return self._call(op, write=True, what=f"prune({run_id!r})")
 
     async def aprune(self, run_id: str, *, keep_last: int) -> int:
         op = self._prune_op(run_id, keep_last)
@@ -381,19 +286,10 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         renew = _sql_mysql.renew_lease if self._mysql() else _sql_ops.renew_lease
         return renew(run_id, owner, ttl, _rules.now())
 
-    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
-        op = self._acquire_op(run_id, owner, ttl)
-        what = f"acquire_lease({run_id!r})"
-        return self._call(op, write=True, what=what, takes=(owner, run_id))
-
     async def aacquire_lease(self, run_id: str, owner: str, ttl: float) -> RunRecord:
         op = self._acquire_op(run_id, owner, ttl)
         what = f"acquire_lease({run_id!r})"
         return await self._acall(op, write=True, what=what, takes=(owner, run_id))
-
-    def claim_run(self, run_id: str, owner: str, ttl: float) -> tuple[RunRecord, Checkpoint | None]:
-        op = self._claim_op(run_id, owner, ttl)
-        return self._call(op, write=True, what=f"claim_run({run_id!r})", takes=(owner, run_id))
 
     async def aclaim_run(
         self, run_id: str, owner: str, ttl: float
@@ -402,19 +298,10 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         what = f"claim_run({run_id!r})"
         return await self._acall(op, write=True, what=what, takes=(owner, run_id))
 
-    def renew_lease(self, run_id: str, owner: str, ttl: float) -> None:
-        op = self._renew_op(run_id, owner, ttl)
-        # takes: a renewal also re-backs the lease if the liveness session was lost
-        self._call(op, write=True, what=f"renew_lease({run_id!r})", takes=(owner, run_id))
-
     async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         op = self._renew_op(run_id, owner, ttl)
         what = f"renew_lease({run_id!r})"
         await self._acall(op, write=True, what=what, takes=(owner, run_id))
-
-    def release_lease(self, run_id: str, owner: str) -> None:
-        op = _sql_ops.release_lease(run_id, owner)
-        self._call(op, write=True, what=f"release_lease({run_id!r})", gives=(owner, run_id))
 
     async def arelease_lease(self, run_id: str, owner: str) -> None:
         op = _sql_ops.release_lease(run_id, owner)
