@@ -379,7 +379,7 @@ async def prepare_kickoff(
                 flow_name=flow._graph.flow_name,
                 fingerprint=flow._graph.fingerprint,
                 info=RunInfo(
-                    definition=definition, other={"metadata": metadata} if metadata else {}
+                    definition=definition, other={METADATA_KEY: metadata} if metadata else {}
                 ).to_json(),
                 ttl=flow.lease_ttl,
             )

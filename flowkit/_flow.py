@@ -460,11 +460,11 @@ class Flow(FlowTools, Generic[T]):
         """Awaitable form of :meth:`kickoff`."""
         from ._execution import prepare_kickoff
 
-        with_metadata = None  # checked now, before anything is stored; no wrapper without
+        labels = None  # checked now, before anything is stored
         if metadata is not None:
-            from ._run_metadata import metadata_step
+            from ._run_metadata import checked_metadata
 
-            with_metadata = metadata_step(self, metadata, "kickoff")
+            labels = checked_metadata(self, metadata, "kickoff")
 
         if restore_from_state_id is not None:
             from ._restore import restore_from
@@ -480,12 +480,8 @@ class Flow(FlowTools, Generic[T]):
         given = dict(inputs or {})
         # CrewAI's FlowStartedEvent shows None when no inputs were given
         shown = None if inputs is None else given
-        labels = None if metadata is None else dict(metadata)
-
-        def prepare() -> Awaitable[Run]:
-            return prepare_kickoff(self, given, shown, labels)
-
-        return await self._execute(prepare if with_metadata is None else with_metadata(prepare))
+        # the labels go into the kickoff's own writes (prepare_kickoff), never a later one
+        return await self._execute(lambda: prepare_kickoff(self, given, shown, labels))
 
     akickoff = kickoff_async
 

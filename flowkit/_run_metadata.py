@@ -1,6 +1,7 @@
 """``kickoff(metadata=...)`` / ``resume(metadata=...)``: the caller's JSON labels for a run,
-merged into the run's stored ``info["metadata"]`` once the run is claimed, before its
-first method runs."""
+merged (shallow, the new keys win) into the run's stored ``info["metadata"]`` before its
+first method runs: by the kickoff's own writes (``prepare_kickoff``), or, for a resume,
+once the run is claimed."""
 
 from __future__ import annotations
 
@@ -25,6 +26,30 @@ def metadata_step(
     into what the run already has. The identity when ``metadata`` is None."""
     if metadata is None:
         return lambda prepare: prepare
+    wanted = checked_metadata(flow, metadata, operation)
+
+    def wrap(prepare: Prepare) -> Prepare:
+        async def prepare_and_store() -> Run:
+            run = await prepare()
+            try:
+                await _store(run, wanted)
+            except BaseException:
+                await run.journal.close()  # gives the claimed lease back
+                raise
+            return run
+
+        return prepare_and_store
+
+    return wrap
+
+
+def checked_metadata(
+    flow: Flow[Any], metadata: Mapping[str, Any], operation: str
+) -> dict[str, Any]:
+    """``metadata`` as a plain JSON copy, checked before anything is stored: its values,
+    and that ``flow`` has persistence that keeps run records. A kickoff hands the result
+    to the write that creates (or re-kicks) the run; a resume merges it with
+    :func:`metadata_step`."""
     from ._execution import _is_durable
 
     call = f"{type(flow).__qualname__}.{operation}(metadata=...)"
@@ -42,20 +67,7 @@ def metadata_step(
             f"{type(backend).__name__} does not keep (it needs runs, history and "
             "compare-and-set); use a built-in backend, or leave metadata out."
         )
-
-    def wrap(prepare: Prepare) -> Prepare:
-        async def prepare_and_store() -> Run:
-            run = await prepare()
-            try:
-                await _store(run, wanted)
-            except BaseException:
-                await run.journal.close()  # gives the claimed lease back
-                raise
-            return run
-
-        return prepare_and_store
-
-    return wrap
+    return wanted
 
 
 async def _store(run: Run, wanted: dict[str, Any]) -> None:
