@@ -204,7 +204,10 @@ def error_line(error: dict[str, Any]) -> str:
     attempt part only when the method had a retry policy)."""
     attempt, attempts = error.get("attempt"), error.get("attempts")
     where = str(error.get("method"))
-    if isinstance(attempts, int) and attempts > 1:
+    if isinstance(attempts, int) and isinstance(attempt, int) and attempt > attempts:
+        # the retry policy was lowered after earlier attempts were counted
+        where += f" (attempt {attempt}; the retry policy allows {attempts})"
+    elif isinstance(attempts, int) and attempts > 1:
         where += f" (attempt {attempt} of {attempts})"
     return f"{where}: {error.get('type')}: {_one_line(error.get('message'))}"
 

@@ -214,13 +214,20 @@ def _message(error: BaseException) -> str:
 
 def cap_traceback(text: str, limit: int = TRACEBACK_LIMIT) -> str:
     """``text`` if it fits in ``limit`` characters; else its first 2,000 and its last
-    characters, with a line saying how many were cut in between."""
+    characters, with a line saying how many were cut in between, ``limit`` characters
+    at most in all (the line included)."""
     if len(text) <= limit:
         return text
-    head = text[:_HEAD]
-    tail_size = limit - _HEAD
+    # The marker's length depends on the number it shows; the whole text's length is
+    # an upper bound for that number, so the tail is sized for the longest marker.
+    longest_marker = len(_cut_marker(len(text)))
+    tail_size = limit - _HEAD - longest_marker
     cut = len(text) - _HEAD - tail_size
-    return f"{head}\n... [{cut} characters cut] ...\n{text[-tail_size:]}"
+    return f"{text[:_HEAD]}{_cut_marker(cut)}{text[-tail_size:]}"
+
+
+def _cut_marker(cut: int) -> str:
+    return f"\n... [{cut} characters cut] ...\n"
 
 
 def _traceback_text(error: BaseException) -> str:

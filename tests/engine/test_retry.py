@@ -539,9 +539,68 @@ def test_long_tracebacks_are_cut_in_the_middle(store: FlowPersistence) -> None:
     trace = error["traceback"]
     marker = [line for line in trace.splitlines() if "characters cut" in line]
     assert len(marker) == 1
-    assert len(trace) <= 8000 + len(marker[0]) + 2
+    assert len(trace) <= 8000
     assert trace.startswith("Traceback (most recent call last):")
     assert trace.endswith("RecursionError: " + "x" * 5000 + "\n")
+
+
+def test_a_cut_traceback_fits_its_limit_marker_included() -> None:
+    """The stored traceback, cut line included, is never longer than the limit, whatever
+    the length of the number on the cut line."""
+    from flowkit._retry import TRACEBACK_LIMIT, cap_traceback
+
+    for size in (TRACEBACK_LIMIT + 1, TRACEBACK_LIMIT + 50, 99_999, 1_234_567):
+        text = "".join(chr(ord("a") + i % 26) for i in range(size))
+        capped = cap_traceback(text)
+        assert len(capped) <= TRACEBACK_LIMIT, size
+        assert capped.startswith(text[:2000])
+        head, cut_line, tail = capped.split("\n", 2)
+        cut = int(cut_line.split("[")[1].split()[0])
+        assert text.endswith(tail) and len(head) + cut + len(tail) == size
+    assert cap_traceback("short") == "short"
+
+
+def test_cli_names_a_count_over_a_lowered_policy(
+    tmp_path: Path, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three attempts were counted under Retry(attempts=5), then the code lowered the
+    policy to 2: resume makes one more attempt and fails; show says attempt 4 and what
+    the policy now allows, never "attempt 4 of 2"."""
+    calls: list[int] = []
+
+    class Lowered(Flow[Fetched]):
+        @start(retry=Retry(attempts=5, delay=0))
+        def fetch(self) -> None:
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt  # the process stops during attempt 4
+            raise TimeoutError(f"call {len(calls)}")
+
+    db = tmp_path / "runs.db"
+    store = backend(f"sqlite:{db}")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Lowered(persistence=store).kickoff(inputs={"id": run_id})
+
+        class Lowered(Flow[Fetched]):  # type: ignore[no-redef]
+            @start(retry=Retry(attempts=2, delay=0))
+            def fetch(self) -> None:
+                calls.append(1)
+                raise TimeoutError(f"call {len(calls)}")
+
+        with pytest.raises(TimeoutError, match="call 5"):
+            Lowered(persistence=store).resume(run_id)
+        run = store.get_run(run_id)
+        assert run is not None
+        assert (run.info["error"]["attempt"], run.info["error"]["attempts"]) == (4, 2)
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert cli_main(["--db", str(db), "show", run_id]) == 0
+    out = capsys.readouterr().out
+    shown = "Error in method fetch (attempt 4; the retry policy allows 2): TimeoutError: call 5"
+    assert shown in out
+    assert "of 2)" not in out
 
 
 def test_resume_after_exhaustion_starts_a_fresh_count(
