@@ -137,8 +137,16 @@ def check_run(flow: Flow[Any], run: Any, run_id: str, operation: str) -> None:
         )
 
 
-async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
-    """Start a new run from checkpoint ``seq`` of ``run_id`` (see :meth:`Flow.fork`)."""
+async def fork(
+    flow: Flow[Any],
+    run_id: str,
+    seq: int,
+    *,
+    new_run_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """Start a new run from checkpoint ``seq`` of ``run_id`` (see :meth:`Flow.fork`);
+    ``metadata`` is already checked (``checked_metadata``)."""
     backend = durable_backend(flow, "fork")
     run = await backend.aget_run(run_id)
     if run is None:
@@ -175,13 +183,19 @@ async def fork(flow: Flow[Any], run_id: str, seq: int, *, new_run_id: str | None
         status = "interrupted"
     else:
         status = "running" if summary.pending else "completed"
+    info = RunInfo(definition=RunInfo.from_json(run.info).definition).to_json()
+    # The fork keeps the parent's labels (a tenant's run forks into the tenant's run);
+    # the caller's metadata is merged over them, its keys winning.
+    labels = {**run.metadata, **(metadata or {})}
+    if labels:
+        info["metadata"] = labels
     await backend.acreate_run(
         child,
         flow._graph.flow_name,
         parent_run_id=run_id,
         parent_seq=seq,
         fingerprint=run.fingerprint,
-        info=RunInfo(definition=RunInfo.from_json(run.info).definition).to_json(),
+        info=info,
     )
     if not backend.supports_leases:
         await backend.asave_checkpoint(

@@ -577,18 +577,38 @@ class Flow(FlowTools, Generic[T]):
 
         return await recover(cls, persistence, options)
 
-    def fork(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
+    def fork(
+        self,
+        run_id: str,
+        seq: int,
+        *,
+        new_run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
         """Start a new run from checkpoint ``seq`` of ``run_id``; return its id.
 
         The new run records its parent (run and seq); ``resume(new_id)`` continues it
-        from that point. The original run is unchanged.
+        from that point. The original run is unchanged. The new run keeps the parent's
+        metadata, with ``metadata`` (if given) merged over it, its keys winning.
         """
         from ._concurrency import run_sync
 
-        return run_sync(self.fork_async(run_id, seq, new_run_id=new_run_id))
+        return run_sync(self.fork_async(run_id, seq, new_run_id=new_run_id, metadata=metadata))
 
-    async def fork_async(self, run_id: str, seq: int, *, new_run_id: str | None = None) -> str:
+    async def fork_async(
+        self,
+        run_id: str,
+        seq: int,
+        *,
+        new_run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
         """Awaitable form of :meth:`fork`."""
         from ._execution import fork
 
-        return await fork(self, run_id, seq, new_run_id=new_run_id)
+        labels = None
+        if metadata is not None:
+            from ._run_metadata import checked_metadata
+
+            labels = checked_metadata(self, metadata, "fork")
+        return await fork(self, run_id, seq, new_run_id=new_run_id, metadata=labels)

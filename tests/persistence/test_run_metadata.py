@@ -125,6 +125,49 @@ def test_later_kickoffs_and_resumes_merge_metadata(persistence: FlowPersistence)
     }
 
 
+def test_a_fork_keeps_the_parents_metadata_and_merges_its_own(
+    persistence: FlowPersistence,
+) -> None:
+    """A fork carries its parent's metadata (found by the same filter), with the fork's
+    own metadata merged over it; the parent's record is unchanged; the fork resumes."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    parent = _id()
+    AskFirst(persistence=persistence).kickoff(
+        inputs={"id": parent}, metadata={"user": user, "ticket": 1}
+    )
+    waiting = persistence.get_run(parent).last_seq  # the interrupted checkpoint
+    plain = AskFirst(persistence=persistence).fork(parent, waiting)
+    labelled = AskFirst(persistence=persistence).fork(
+        parent, waiting, metadata={"ticket": 2, "why": "what-if"}
+    )
+    assert persistence.get_run(plain).metadata == {"user": user, "ticket": 1}
+    assert persistence.get_run(labelled).metadata == {
+        "user": user,
+        "ticket": 2,
+        "why": "what-if",
+    }
+    assert persistence.get_run(parent).metadata == {"user": user, "ticket": 1}
+    found = {r.run_id for r in persistence.list_runs(metadata={"user": user}, limit=1000)}
+    assert found == {parent, plain, labelled}
+    AskFirst(persistence=persistence).resume(labelled, "yes")
+    run = persistence.get_run(labelled)
+    assert run.status == "completed" and run.metadata["why"] == "what-if"
+
+
+def test_bad_fork_metadata_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    """fork(metadata=) with a value that is not JSON is refused, naming the key, and no
+    run is created."""
+    store = SQLiteFlowPersistence(tmp_path / "runs.db")
+    try:
+        parent = _id()
+        AskFirst(persistence=store).kickoff(inputs={"id": parent})
+        with pytest.raises(FlowConfigurationError, match=r"fork\(metadata=\.\.\.\)\['when'\]"):
+            AskFirst(persistence=store).fork(parent, 1, metadata={"when": object()})
+        assert [r.run_id for r in store.list_runs()] == [parent]
+    finally:
+        store.close()
+
+
 async def test_async_kickoff_and_resume_take_metadata(tmp_path: Path) -> None:
     """akickoff / kickoff_async / resume_async store and merge metadata like the sync
     forms."""
