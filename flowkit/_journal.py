@@ -97,7 +97,9 @@ class BasicJournal(Journal):
         return self.adapter.load(data, version=self.adapter.version, run_id=self.run_id, seq=None)
 
     def encode_state(self, state: Any) -> dict[str, Any]:
-        data: dict[str, Any] = encode(self.adapter.dump(state), path="state", cipher=self.cipher)
+        data: dict[str, Any] = encode(
+            self.adapter.dump_for_codec(state), path="state", cipher=self.cipher
+        )
         return data
 
     async def checkpoint(self, method: str, state: Any, position: Position, status: str) -> None:

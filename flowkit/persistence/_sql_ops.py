@@ -216,6 +216,7 @@ def end_run_statement(
     meta_text: str,
     *,
     status: str,
+    flow_name: str | None,
     expected_seq: int | None,
     lease_owner: str | None,
     at: float,
@@ -223,9 +224,9 @@ def end_run_statement(
 ) -> Op[SavedCheckpoint] | None:
     """SQLite: ``end_run`` (the last checkpoint, the run's new status and the lease
     given back) as one fenced statement in autocommit, or None when it is not fenced by
-    both a seq and an owner (the transaction does it). The operation answers None,
-    having written nothing, when the guard refuses."""
-    if expected_seq is None or lease_owner is None:
+    both a seq and an owner, or names a flow (the transaction does it). The operation
+    answers None, having written nothing, when the guard refuses."""
+    if expected_seq is None or lease_owner is None or flow_name is not None:
         return None
     return _write_in_one_statement(
         "end",
@@ -246,7 +247,7 @@ def start_run_statement(
     flow_name: str,
     *,
     owner: str | None,
-    ttl: float | None,
+    expires: float | None,
     fingerprint: str | None,
     info_text: str,
     method_name: str,
@@ -261,7 +262,6 @@ def start_run_statement(
     writes nothing (the driver answers None); the transaction then does ``begin_run``."""
     if expected_seq not in (None, 0):
         return None
-    expires = None if owner is None else at + _rules.lease_ttl(ttl)
     fields = {
         "flow_name": flow_name,
         "fingerprint": fingerprint,

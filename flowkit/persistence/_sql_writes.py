@@ -81,12 +81,9 @@ class CheckpointWrites:
         )
         op = save(*args, **given, release=release)
         fast: Op[_sql_ops.SavedCheckpoint | None] | None = None
-        if database.dialect != "sqlite":
-            pass
-        elif not release:
+        if database.dialect == "sqlite" and not release:
             fast = _sql_ops.save_checkpoint_statement(*args, **given)
-        else:
-            del given["flow_name"]
+        elif database.dialect == "sqlite":
             fast = _sql_ops.end_run_statement(*args, **given)
         return op, fast, self._finisher(database, run_id, method_name, encoded, meta_text)
 
@@ -162,7 +159,7 @@ class CheckpointWrites:
         expected_seq: int | None,
     ) -> tuple[
         Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
-        Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]] | None,
+        Op[tuple[RunRecord, _sql_ops.SavedCheckpoint] | None] | None,
         Callable[[tuple[RunRecord, _sql_ops.SavedCheckpoint]], tuple[RunRecord, Checkpoint]],
     ]:
         encoded = encode_state(state)
@@ -171,27 +168,37 @@ class CheckpointWrites:
         if owner is not None:
             _rules.lease_ttl(ttl)
         database = self._database()
-        given: dict[str, Any] = {
-            "owner": owner,
-            "ttl": ttl,
-            "fingerprint": fingerprint,
-            "info_text": info_text,
-            "method_name": method_name,
-            "encoded": encoded,
-            "meta_text": meta_text,
-            "expected_seq": expected_seq,
-            "at": _rules.now(),
-        }
+        at = _rules.now()
         op = (_sql_mysql.begin_run if database.dialect == "mysql" else _sql_ops.begin_run)(
             database.dialect,
             run_id,
             flow_name,
-            **given,
+            owner=owner,
+            ttl=ttl,
+            fingerprint=fingerprint,
+            info_text=info_text,
+            method_name=method_name,
+            encoded=encoded,
+            meta_text=meta_text,
+            expected_seq=expected_seq,
+            at=at,
             stored_blobs=database.stored_blobs.get(run_id),
         )
         fast = None
         if database.dialect == "sqlite":
-            fast = _sql_ops.start_run_statement(run_id, flow_name, **given)
+            fast = _sql_ops.start_run_statement(
+                run_id,
+                flow_name,
+                owner=owner,
+                expires=None if owner is None else at + _rules.lease_ttl(ttl),
+                fingerprint=fingerprint,
+                info_text=info_text,
+                method_name=method_name,
+                encoded=encoded,
+                meta_text=meta_text,
+                expected_seq=expected_seq,
+                at=at,
+            )
 
         finish_save = self._finisher(database, run_id, method_name, encoded, meta_text)
 
