@@ -178,10 +178,11 @@ def save_checkpoint_statement(
     stored_blobs: tuple[int, frozenset[str]] | None,
 ) -> Op[SavedCheckpoint | None] | None:
     """SQLite: :func:`save_checkpoint` as one guarded statement in autocommit (schema
-    3's trigger advances the run row), or None when the save must write blobs. The
-    operation answers None, having written nothing, when the run does not admit the save
-    as it is (a guard, a missing run, a status or flow name to change): the full
-    operation then runs in a transaction and decides."""
+    3's trigger advances the run row; with blobs the run may lack, an INSERT into
+    ``flowkit_writes``), or None when it must write blobs and is not fenced by both a
+    seq and an owner. The operation answers None, having written nothing, when the run
+    does not admit the save as it is (a guard, a missing run, a status or flow name to
+    change): the full operation then runs in a transaction and decides."""
     refs = frozenset(encoded.blobs)
     if refs and not (
         expected_seq is not None
