@@ -97,7 +97,9 @@ class BasicJournal(Journal):
         return self.adapter.load(data, version=self.adapter.version, run_id=self.run_id, seq=None)
 
     def encode_state(self, state: Any) -> dict[str, Any]:
-        data: dict[str, Any] = encode(self.adapter.dump(state), path="state", cipher=self.cipher)
+        data: dict[str, Any] = encode(
+            self.adapter.dump_for_codec(state), path="state", cipher=self.cipher
+        )
         return data
 
     async def checkpoint(self, method: str, state: Any, position: Position, status: str) -> None:
@@ -229,11 +231,17 @@ class DurableJournal(BasicJournal):
             self.run_info.error = error
             info = self.run_info.to_json()
         if self.owner is not None and not self.released:
-            # update_run is not fenced by the lease: an owner thawed after a takeover
-            # would mark the new owner's run failed. Renewing first raises LeaseLostError
-            # (or RunLockedError) when the lease is no longer ours, and pushes its
-            # expiry a whole ttl ahead, so no live claimant can take the run before
-            # the update below lands.
+            if self.backend.fenced_update_run:
+                # Fenced in the update itself: an owner thawed after a takeover gets
+                # LeaseLostError (or RunLockedError) and changes nothing.
+                await self.backend.aupdate_run(
+                    self.run_id, status=status, info=info, lease_owner=self.owner
+                )
+                return
+            # A backend whose update_run is not fenced: renewing first raises
+            # LeaseLostError (or RunLockedError) when the lease is no longer ours, and
+            # pushes its expiry a whole ttl ahead, so no live claimant can take the run
+            # before the update below lands.
             await self.backend.arenew_lease(self.run_id, self.owner, self.ttl)
         await self.backend.aupdate_run(self.run_id, status=status, info=info)
 

@@ -6,7 +6,7 @@ import copy
 import uuid
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -222,6 +222,28 @@ class StateAdapter:
             return state
         return state.model_dump(mode="python")
 
+    def dump_for_codec(self, state: Any) -> Any:
+        """:meth:`dump` for data handed straight to the codec, which builds new
+        containers for everything it encodes (so nothing it returns is the state's own):
+        a field declared as a list or dict of plain values (``list[str]``,
+        ``dict[str, int]``, ...) is given as it is, not copied item by item by pydantic
+        first (38 us for 2,000 strings at every checkpoint, against about 1 us). The
+        result may share those containers with ``state``: never change it."""
+        if self.model is None:
+            return state
+        plain = _plain_fields(self.model)
+        if plain:
+            for name, kind in plain.items():
+                if type(getattr(state, name)) is not kind:
+                    break
+            else:
+                data = state.model_dump(mode="python", exclude=plain.keys())
+                return {
+                    name: getattr(state, name) if name in plain else data[name]
+                    for name in self.model.model_fields
+                }
+        return state.model_dump(mode="python")
+
     def load(self, data: Any, *, version: int | None, run_id: str, seq: int | None) -> Any:
         """State from decoded stored data, migrated to the current version."""
         if not isinstance(data, dict):
@@ -290,4 +312,36 @@ def _collect_migrations(
             version = getattr(func, _MIGRATES_FROM, None)
             if isinstance(version, int):
                 found[version] = cast(Callable[[dict[str, Any]], dict[str, Any]], func)
+    return found
+
+
+_PLAIN_ITEMS = (str, int, float, bool)
+
+
+@cache
+def _plain_fields(model: type[BaseModel]) -> dict[str, type]:
+    """Fields of ``model`` whose python-mode dump is a plain copy of the container
+    (declared ``list[X]`` or ``dict[str, X]`` with X a str, int, float or bool, no
+    serializer or other metadata), by name, with the container type; {} when the model
+    has serializers, computed fields or extra fields (their dump is not a field-by-field
+    copy)."""
+    decorators = model.__pydantic_decorators__
+    if (
+        decorators.model_serializers
+        or model.model_computed_fields
+        or model.model_config.get("extra") == "allow"
+    ):
+        return {}
+    serialized = {
+        name for info in decorators.field_serializers.values() for name in info.info.fields
+    }
+    found: dict[str, type] = {}
+    for name, field in model.model_fields.items():
+        if name in serialized or field.metadata or field.exclude:
+            continue
+        origin, args = get_origin(field.annotation), get_args(field.annotation)
+        if origin is list and len(args) == 1 and args[0] in _PLAIN_ITEMS:
+            found[name] = list
+        elif origin is dict and len(args) == 2 and args[0] is str and args[1] in _PLAIN_ITEMS:
+            found[name] = dict
     return found

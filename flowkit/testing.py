@@ -1106,6 +1106,31 @@ class PersistenceContract:
                 )
         assert [c.seq for c in await ops.history(run_id)] == [1, 2]
 
+    async def test_update_run_fenced_by_lease_owner(
+        self, ops: Flavoured, run_id: str, flow_name: str
+    ) -> None:
+        """update_run(lease_owner=...) changes the run only while that owner holds the
+        lease: another live owner's lease gives RunLockedError, a lease taken over (then
+        given back) LeaseLostError, and nothing changes either way."""
+        _require(ops.persistence, "supports_runs", "supports_leases")
+        if not ops.persistence.fenced_update_run:
+            pytest.skip("this backend's update_run takes no lease_owner")
+        await ops.create_run(run_id, flow_name)
+        await ops.acquire_lease(run_id, "former", 0.05)
+        updated = await ops.update_run(run_id, info={"by": "former"}, lease_owner="former")
+        assert updated.info == {"by": "former"}
+        await asyncio.sleep(0.1)
+        await ops.acquire_lease(run_id, "successor", 30)
+        with pytest.raises(RunLockedError, match=run_id):
+            await ops.update_run(run_id, status="failed", lease_owner="former")
+        await ops.release_lease(run_id, "successor")
+        with pytest.raises(LeaseLostError, match="former"):
+            await ops.update_run(run_id, status="failed", info={}, lease_owner="former")
+        run = await ops.get_run(run_id)
+        assert (run.status, run.info) == ("running", {"by": "former"})
+        with pytest.raises(RunNotFoundError):
+            await ops.update_run(self._new_id(), status="failed", lease_owner="former")
+
 
 def _dummy_call(op: str, run_id: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Arguments that are valid for ``op`` on a backend that has it."""

@@ -92,6 +92,15 @@ def blocking(
     return plain
 
 
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` accepts the keyword argument ``name``."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subclass__)
     """Where flows keep their checkpoints and runs.
 
@@ -132,6 +141,11 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     secret_key: str | bytes | None = None
     """Key the engine uses to encrypt secret state fields; backends only carry it."""
 
+    fenced_update_run: ClassVar[bool] = False
+    """True when the backend's ``update_run`` takes ``lease_owner`` (worked out from its
+    signature when the class is created, unless the class sets it): the engine then
+    fences its status updates in the update itself."""
+
     _native_ops: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -143,6 +157,9 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             if getattr(cls, name) is not getattr(FlowPersistence, name)
         }
         cls._native_ops = frozenset(native)
+        if "fenced_update_run" not in cls.__dict__:
+            form = next((n for n in ("aupdate_run", "update_run") if n in native), None)
+            cls.fenced_update_run = form is not None and _takes(getattr(cls, form), "lease_owner")
         missing = [op for op in REQUIRED_OPS if op not in native and "a" + op not in native]
         if missing:
             wanted = " and ".join(f"{op}() or a{op}()" for op in missing)
@@ -179,6 +196,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         if op == "list_runs" and kwargs.get("metadata") is None:
             # only when given: a backend written before the filter existed still lists
             kwargs.pop("metadata", None)
+        if op == "update_run" and kwargs.get("lease_owner") is None:
+            kwargs.pop("lease_owner", None)  # the same for an update_run without fencing
         if op in self._native_ops:
             return await in_thread(getattr(self, op), *args, **kwargs)
         if op in COMPOSITE_OPS:
@@ -411,11 +430,26 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         status: str | None = None,
         fingerprint: str | None = None,
         info: dict[str, Any] | None = None,
+        lease_owner: str | None = None,
     ) -> RunRecord:
         """Change the given fields (``info`` replaces the stored dict); bumps ``updated_at``.
 
+        With ``lease_owner`` the update is fenced like :meth:`save_checkpoint`: it is
+        made only while the run's lease names that owner (an expired lease nobody took
+        is still its own), checked by the storage in the same statement or transaction
+        as the write. The engine's status updates (a run that failed) pass their owner,
+        so a writer that lost its lease can never change the run.
+
+        A backend written before ``lease_owner`` existed keeps working: when the
+        keyword is not given it is not passed on (and the engine then renews the lease
+        before an unfenced update, see ``FlowPersistence.fenced_update_run``).
+
         Raises:
             RunNotFoundError: No run with that id.
+            RunLockedError: ``lease_owner`` given, and another owner holds an unexpired
+                lease (nothing written).
+            LeaseLostError: ``lease_owner`` given, and the lease is free or another
+                owner's expired one (nothing written).
             FlowConfigurationError: ``status`` is not a known status.
         """
         raise NotImplementedError  # replaced by @operation

@@ -122,6 +122,16 @@ def check_save(
         raise concurrent_update(run_id, expected_seq, stored)
 
 
+def check_owner(run_id: str, run: RunRecord, owner: str, at: float) -> None:
+    """Raise what a write fenced by ``owner`` (``update_run(lease_owner=...)``) must
+    raise when the run's lease does not name it: RunLockedError while another owner's
+    lease is unexpired, LeaseLostError when it is free or another's and expired."""
+    if lease_blocks(run, owner, at):
+        raise run_locked(run_id, run.lease_owner, run.lease_expires_at)
+    if run.lease_owner != owner:
+        raise lease_lost(run_id, owner, run)
+
+
 def concurrent_update(run_id: str, expected_seq: int, stored_seq: int) -> ConcurrentUpdateError:
     return ConcurrentUpdateError(
         f"Run {run_id!r} was written by someone else: expected its last checkpoint to be "

@@ -340,7 +340,8 @@ SET_RUN_STATUS = (
 )
 
 
-def update_run_sql(*, status: bool, fingerprint: bool, info: bool) -> str:
+def update_run_sql(*, status: bool, fingerprint: bool, info: bool, fenced: bool = False) -> str:
+    """``fenced``: only while the run's lease names ``:lease_owner`` (no row otherwise)."""
     assignments = ["updated_at = :now"]
     if status:
         assignments.append("status = :status")
@@ -348,8 +349,9 @@ def update_run_sql(*, status: bool, fingerprint: bool, info: bool) -> str:
         assignments.append("fingerprint = :fingerprint")
     if info:
         assignments.append("info = :info")
+    guard = " AND lease_owner = :lease_owner" if fenced else ""
     return (
-        f"UPDATE flowkit_runs SET {', '.join(assignments)} WHERE run_id = :run_id "
+        f"UPDATE flowkit_runs SET {', '.join(assignments)} WHERE run_id = :run_id{guard} "
         f"RETURNING {RUN_COLUMNS}"
     )
 
@@ -376,4 +378,101 @@ def list_runs_sql(
     return (
         f"SELECT {RUN_COLUMNS} FROM flowkit_runs{where} "
         "ORDER BY updated_at DESC, run_id DESC LIMIT :limit OFFSET :offset"
+    )
+
+
+# SQLite, per connection (TEMP objects: not part of the stored schema, nothing to
+# migrate): ``flowkit_writes`` is a view whose rows are never stored; its INSTEAD OF
+# triggers turn one INSERT of a few rows into a whole fenced write, so a write that
+# needs several rows changed is still ONE statement in autocommit (one call to the
+# driver's thread, atomic: a RAISE aborts the whole statement). Its first row says what
+# to do (``kind``), the rows after it carry the blobs the checkpoint needs:
+#
+# - ``start``: a run that does not exist yet: the run row (leased, ``last_seq`` 1) and
+#   its first checkpoint; refused if the id exists.
+# - ``save``: checkpoint ``expected_seq + 1`` of a run whose ``last_seq`` is
+#   ``expected_seq``, whose lease ``lease_owner`` holds and whose status is ``status``
+#   (the trigger above advances the run row).
+# - ``end``: the same guards except the status: the checkpoint, the new status and the
+#   lease given back, together.
+# - ``blob``: a blob of the run (skipped if the run has it).
+#
+# A refusal raises ``WRITE_REFUSED`` and writes nothing; the caller then runs the
+# operation as a transaction, which decides what to answer (error, lease takeover...).
+WRITE_REFUSED = "flowkit: write refused by its guard"
+_WRITE_COLUMNS = (
+    "kind",
+    "run_id",
+    "flow_name",
+    "status",
+    "fingerprint",
+    "info",
+    "lease_owner",
+    "lease_expires_at",
+    "expected_seq",
+    "method_name",
+    "state",
+    "meta",
+    "blobs",
+    "created_at",
+    "hash",
+    "data",
+)
+_FENCED = (
+    "SELECT RAISE(ABORT, '{refused}') WHERE NOT EXISTS (SELECT 1 FROM flowkit_runs "
+    "WHERE run_id = NEW.run_id AND last_seq = NEW.expected_seq "
+    "AND lease_owner = NEW.lease_owner{extra});"
+)
+_INSERT_NEXT_CHECKPOINT = (
+    "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, "
+    "created_at) VALUES (NEW.run_id, NEW.expected_seq + 1, NEW.method_name, NEW.state, "
+    "NEW.meta, NEW.blobs, NEW.created_at);"
+)
+SQLITE_CONNECTION_SCHEMA = (
+    "CREATE TEMP VIEW IF NOT EXISTS flowkit_writes AS SELECT "
+    + ", ".join(f"NULL AS {column}" for column in _WRITE_COLUMNS)
+    + " WHERE 0",
+    "CREATE TEMP TRIGGER IF NOT EXISTS flowkit_writes_start INSTEAD OF INSERT ON "
+    "flowkit_writes WHEN NEW.kind = 'start' BEGIN "
+    f"SELECT RAISE(ABORT, '{WRITE_REFUSED}') WHERE EXISTS "
+    "(SELECT 1 FROM flowkit_runs WHERE run_id = NEW.run_id); "
+    f"INSERT INTO flowkit_runs ({RUN_COLUMNS}) VALUES (NEW.run_id, NEW.flow_name, "
+    "'running', NEW.created_at, NEW.created_at, 1, NULL, NULL, NEW.fingerprint, NEW.info, "
+    "NEW.lease_owner, NEW.lease_expires_at); "
+    "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, "
+    "created_at) VALUES (NEW.run_id, 1, NEW.method_name, NEW.state, NEW.meta, NEW.blobs, "
+    "NEW.created_at); END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS flowkit_writes_save INSTEAD OF INSERT ON "
+    "flowkit_writes WHEN NEW.kind = 'save' BEGIN "
+    + _FENCED.format(refused=WRITE_REFUSED, extra=" AND status = NEW.status")
+    + " "
+    + _INSERT_NEXT_CHECKPOINT
+    + " END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS flowkit_writes_end INSTEAD OF INSERT ON "
+    "flowkit_writes WHEN NEW.kind = 'end' BEGIN "
+    + _FENCED.format(refused=WRITE_REFUSED, extra="")
+    + " UPDATE flowkit_runs SET last_seq = NEW.expected_seq + 1, updated_at = "
+    "NEW.created_at, status = NEW.status, lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE run_id = NEW.run_id; " + _INSERT_NEXT_CHECKPOINT + " END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS flowkit_writes_blob INSTEAD OF INSERT ON "
+    "flowkit_writes WHEN NEW.kind = 'blob' BEGIN "
+    "INSERT INTO flowkit_blobs (run_id, hash, data) VALUES (NEW.run_id, NEW.hash, NEW.data) "
+    "ON CONFLICT (run_id, hash) DO NOTHING; END",
+)
+
+
+@functools.cache
+def write_statement(blobs: int) -> str:
+    """SQLite: one INSERT into ``flowkit_writes``: the write's row (``:kind`` and the
+    checkpoint's fields) and ``blobs`` blob rows (``:hash<n>``, ``:data<n>``)."""
+    first = (
+        "(:kind, :run_id, :flow_name, :status, :fingerprint, :info, :lease_owner, "
+        ":lease_expires_at, :expected_seq, :method_name, :state, :meta, :blobs, :now, "
+        "NULL, NULL)"
+    )
+    rest = [
+        f"('blob', :run_id, {', '.join(['NULL'] * 12)}, :hash{n}, :data{n})" for n in range(blobs)
+    ]
+    return f"INSERT INTO flowkit_writes ({', '.join(_WRITE_COLUMNS)}) VALUES " + ", ".join(
+        [first, *rest]
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
+from flowkit.persistence._schema import WRITE_REFUSED
 from flowkit.persistence._sql_ops import Op
 
 T = TypeVar("T")
@@ -53,14 +55,23 @@ async def drive_sqlite(driver: Any, op: Op[T], write: bool) -> T:
         raise
 
 
-async def drive_sqlite_statement(driver: Any, op: Op[T]) -> T:
+async def drive_sqlite_statement(driver: Any, op: Op[T]) -> T | None:
     """Run an operation of exactly one statement in autocommit: the statement is its
-    own transaction (one call to aiosqlite's worker thread, one commit)."""
+    own transaction (one call to aiosqlite's worker thread, one commit). A statement
+    refused by a ``flowkit_writes`` trigger (``WRITE_REFUSED``, nothing written)
+    answers None, as a guarded statement that matched no row does."""
     if driver.in_transaction:
         await driver.rollback()
     stmt = next(op)
     try:
-        op.send(list(await driver.execute_fetchall(stmt.sql, stmt.params)))
+        rows = await driver.execute_fetchall(stmt.sql, stmt.params)
+    except sqlite3.IntegrityError as exc:
+        op.close()
+        if exc.args == (WRITE_REFUSED,):
+            return None
+        raise
+    try:
+        op.send(rows if type(rows) is list else list(rows))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     op.close()

@@ -285,10 +285,13 @@ def update_run(
     fingerprint: str | None,
     info_text: str | None,
     at: float,
+    lease_owner: str | None = None,
 ) -> Op[RunRecord]:
     run = yield from _lock_run(run_id)
     if run is None:
         raise _rules.run_not_found(run_id, "update_run")
+    if lease_owner is not None:  # fenced: decided under the row lock, held to the commit
+        _rules.check_owner(run_id, run, lease_owner, at)
     sql = _schema.update_run_sql(
         status=status is not None, fingerprint=fingerprint is not None, info=info_text is not None
     ).partition(" RETURNING ")[0]

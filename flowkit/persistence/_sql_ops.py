@@ -178,10 +178,11 @@ def save_checkpoint_statement(
     stored_blobs: tuple[int, frozenset[str]] | None,
 ) -> Op[SavedCheckpoint | None] | None:
     """SQLite: :func:`save_checkpoint` as one guarded statement in autocommit (schema
-    3's trigger advances the run row), or None when the save must write blobs. The
-    operation answers None, having written nothing, when the run does not admit the save
-    as it is (a guard, a missing run, a status or flow name to change): the full
-    operation then runs in a transaction and decides."""
+    3's trigger advances the run row; with blobs the run may lack, an INSERT into
+    ``flowkit_writes``), or None when it must write blobs and is not fenced by both a
+    seq and an owner. The operation answers None, having written nothing, when the run
+    does not admit the save as it is (a guard, a missing run, a status or flow name to
+    change): the full operation then runs in a transaction and decides."""
     refs = frozenset(encoded.blobs)
     if refs and not (
         expected_seq is not None
@@ -189,10 +190,161 @@ def save_checkpoint_statement(
         and stored_blobs[0] == expected_seq
         and refs <= stored_blobs[1]
     ):
-        return None
+        if expected_seq is None or lease_owner is None or flow_name is not None:
+            return None
+        # New blobs to write with it: one INSERT into flowkit_writes (a fenced write).
+        return _write_in_one_statement(
+            "save",
+            run_id,
+            method_name,
+            encoded,
+            meta_text,
+            status=status,
+            expected_seq=expected_seq,
+            lease_owner=lease_owner,
+            at=at,
+            stored_blobs=stored_blobs,
+        )
     return _save_in_one_statement(
         run_id, method_name, encoded, meta_text, status, flow_name, expected_seq, lease_owner, at
     )
+
+
+def end_run_statement(
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    status: str,
+    flow_name: str | None,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> Op[SavedCheckpoint] | None:
+    """SQLite: ``end_run`` (the last checkpoint, the run's new status and the lease
+    given back) as one fenced statement in autocommit, or None when it is not fenced by
+    both a seq and an owner, or names a flow (the transaction does it). The operation
+    answers None, having written nothing, when the guard refuses."""
+    if expected_seq is None or lease_owner is None or flow_name is not None:
+        return None
+    return _write_in_one_statement(
+        "end",
+        run_id,
+        method_name,
+        encoded,
+        meta_text,
+        status=status,
+        expected_seq=expected_seq,
+        lease_owner=lease_owner,
+        at=at,
+        stored_blobs=stored_blobs,
+    )
+
+
+def start_run_statement(
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    expires: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    expected_seq: int | None,
+    at: float,
+) -> Op[tuple[RunRecord, SavedCheckpoint]] | None:
+    """SQLite: ``begin_run`` of an id not taken yet as one statement in autocommit: the
+    run row (leased, ``last_seq`` 1), its first checkpoint and blobs. None when the
+    caller expects an existing run. When the id exists the statement is refused and
+    writes nothing (the driver answers None); the transaction then does ``begin_run``."""
+    if expected_seq not in (None, 0):
+        return None
+    fields = {
+        "flow_name": flow_name,
+        "fingerprint": fingerprint,
+        "info": info_text,
+        "lease_expires_at": expires,
+    }
+
+    def op() -> Op[tuple[RunRecord, SavedCheckpoint]]:
+        saved = yield from _write_in_one_statement(
+            "start",
+            run_id,
+            method_name,
+            encoded,
+            meta_text,
+            status="running",
+            expected_seq=0,
+            lease_owner=owner,
+            at=at,
+            stored_blobs=None,
+            run_fields=fields,
+        )
+        when = utc_from_timestamp(at)
+        run = RunRecord(
+            run_id=run_id,
+            flow_name=flow_name,
+            status="running",
+            created_at=when,
+            updated_at=when,
+            last_seq=1,
+            fingerprint=fingerprint,
+            info=decode_object(info_text, run_id=run_id, seq=None, what="run info"),
+            lease_owner=owner,
+            lease_expires_at=None if expires is None else utc_from_timestamp(expires),
+        )
+        return run, saved
+
+    return op()
+
+
+_NO_RUN_FIELDS = {"flow_name": None, "fingerprint": None, "info": None, "lease_expires_at": None}
+
+
+def _write_in_one_statement(
+    kind: str,
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    status: str,
+    expected_seq: int,
+    lease_owner: str | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+    run_fields: dict[str, Any] = _NO_RUN_FIELDS,
+) -> Op[SavedCheckpoint]:
+    """One INSERT into SQLite's ``flowkit_writes`` (see ``_schema``): checkpoint
+    ``expected_seq + 1`` and the blobs the run may not have. None if refused (the
+    driver answers the trigger's ``WRITE_REFUSED`` as None)."""
+    blobs = encoded.blobs
+    if stored_blobs is not None and stored_blobs[0] == expected_seq:
+        blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
+    refs = sorted(encoded.blobs)
+    params: dict[str, Any] = {
+        "kind": kind,
+        "run_id": run_id,
+        "status": status,
+        "lease_owner": lease_owner,
+        "expected_seq": expected_seq,
+        "method_name": method_name,
+        "state": encoded.text,
+        "meta": meta_text,
+        "blobs": json.dumps(refs) if refs else None,
+        "now": at,
+        **run_fields,
+    }
+    for n, (h, text) in enumerate(blobs.items()):
+        params[f"hash{n}"] = h
+        params[f"data{n}"] = text
+    # Refused: the trigger raises WRITE_REFUSED, which the driver answers as None.
+    yield Stmt(_schema.write_statement(len(blobs)), params)
+    return SavedCheckpoint(expected_seq + 1, at, frozenset(refs))
 
 
 def _save_in_one_statement(
@@ -475,18 +627,33 @@ def update_run(
     fingerprint: str | None,
     info_text: str | None,
     at: float,
+    lease_owner: str | None = None,
 ) -> Op[RunRecord]:
+    """Fenced by ``lease_owner`` when given: the guard is in the UPDATE itself; a
+    refusal is explained from the run row read in the same transaction."""
     sql = _schema.update_run_sql(
-        status=status is not None, fingerprint=fingerprint is not None, info=info_text is not None
+        status=status is not None,
+        fingerprint=fingerprint is not None,
+        info=info_text is not None,
+        fenced=lease_owner is not None,
     )
     params: dict[str, Any] = {"run_id": run_id, "now": at}
-    for name, value in (("status", status), ("fingerprint", fingerprint), ("info", info_text)):
+    for name, value in (
+        ("status", status),
+        ("fingerprint", fingerprint),
+        ("info", info_text),
+        ("lease_owner", lease_owner),
+    ):
         if value is not None:
             params[name] = value
     rows = yield Stmt(sql, params)
-    if not rows:
-        raise _rules.run_not_found(run_id, "update_run")
-    return run_from_row(rows[0])
+    if rows:
+        return run_from_row(rows[0])
+    if lease_owner is not None:
+        rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+        if rows:
+            _rules.check_owner(run_id, run_from_row(rows[0]), lease_owner, at)
+    raise _rules.run_not_found(run_id, "update_run")
 
 
 def list_runs(

@@ -113,6 +113,9 @@ def sqlite_pragmas(in_memory: bool, dbapi_connection: Any, _record: Any) -> None
     # FULL: every committed checkpoint is on disk, even in WAL mode.
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    # This connection's one-statement writes (TEMP objects, see _schema.flowkit_writes).
+    for ddl in _schema.SQLITE_CONNECTION_SCHEMA:
+        cursor.execute(ddl)
     cursor.close()
 
 

@@ -200,6 +200,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         status: str | None,
         fingerprint: str | None,
         info: dict[str, Any] | None,
+        lease_owner: str | None = None,
     ) -> Op[RunRecord]:
         update = _sql_mysql.update_run if self._mysql() else _sql_ops.update_run
         return update(
@@ -208,6 +209,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
             fingerprint=fingerprint,
             info_text=None if info is None else dumps(info, what="info"),
             at=_rules.now(),
+            lease_owner=lease_owner,
         )
 
     async def aupdate_run(
@@ -217,8 +219,9 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         status: str | None = None,
         fingerprint: str | None = None,
         info: dict[str, Any] | None = None,
+        lease_owner: str | None = None,
     ) -> RunRecord:
-        op = self._update_op(run_id, status, fingerprint, info)
+        op = self._update_op(run_id, status, fingerprint, info, lease_owner)
         return await self._acall(op, write=True, what=f"update_run({run_id!r})")
 
     @staticmethod

@@ -145,6 +145,7 @@ class StoreBackend(FlowPersistence):
         status: str | None = None,
         fingerprint: str | None = None,
         info: dict[str, Any] | None = None,
+        lease_owner: str | None = None,
     ) -> RunRecord:
         changes: dict[str, Any] = {}
         if status is not None:
@@ -156,7 +157,10 @@ class StoreBackend(FlowPersistence):
         store = self._store
         with self._existing(run_id, "update_run"):
             run = self._must_read(run_id, "update_run")
-            run = run.replace(updated_at=utc_from_timestamp(_rules.now()), **changes)
+            at = _rules.now()
+            if lease_owner is not None:  # fenced, under the lock the commit holds
+                _rules.check_owner(run_id, run, lease_owner, at)
+            run = run.replace(updated_at=utc_from_timestamp(at), **changes)
             store.write_run(run)
             return _handed_out(run)
 

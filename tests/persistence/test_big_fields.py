@@ -7,14 +7,22 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    computed_field,
+    field_serializer,
+    model_serializer,
+)
 
 from flowkit import Flow, FlowState, listen, persist, start
 from flowkit._codec import encode
 from flowkit._codec_encode import encode_value
+from flowkit._state import StateAdapter
 from flowkit.persistence import SQLiteFlowPersistence
 
 WORDS = [f"word-{i:04d}-" + "x" * 40 for i in range(200)]
@@ -213,3 +221,89 @@ def test_unstorable_value_in_a_big_field_is_named_by_its_path() -> None:
     with pytest.raises(UnserializableStateError) as info:
         encode({"big": big})
     assert info.value.path == "state.big[40]"
+
+
+# -- the state as the journal hands it to the codec (StateAdapter.dump_for_codec) ------
+
+
+class PlainContainers(FlowState):
+    items: list[str] = []
+    counts: dict[str, int] = {}
+    nested: list[list[str]] = []
+    n: int = 0
+
+
+class Serialized(FlowState):
+    items: list[str] = []
+
+    @field_serializer("items")
+    def upper(self, items: list[str]) -> list[str]:
+        return [item.upper() for item in items]
+
+
+class WholeModel(FlowState):
+    items: list[str] = []
+
+    @model_serializer(mode="wrap")
+    def tagged(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        data["items"] = ["<", *data["items"], ">"]
+        return data
+
+
+class Annotated_(FlowState):
+    items: Annotated[list[str], PlainSerializer(lambda v: ["x"] * len(v))] = []
+
+
+class Computed(FlowState):
+    items: list[str] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+
+class Extra(FlowState):
+    model_config = ConfigDict(extra="allow")
+    items: list[str] = []
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        PlainContainers(items=WORDS, counts={"a": 1}, nested=[["x"]], n=3),
+        Serialized(items=WORDS),
+        WholeModel(items=WORDS),
+        Annotated_(items=WORDS),
+        Computed(items=WORDS),
+        Extra(items=WORDS, other=[1, 2]),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_dump_for_codec_gives_what_model_dump_gives(state: FlowState) -> None:
+    """Same keys in the same order and equal values as model_dump, serializers and
+    computed or extra fields included, and the same encoded state."""
+    adapter = StateAdapter("F", type(state), None)
+    fast, full = adapter.dump_for_codec(state), adapter.dump(state)
+    assert list(fast) == list(full) and fast == full
+    assert encode(fast, path="state", cipher=None) == encode(full, path="state", cipher=None)
+
+
+def test_dump_for_codec_hands_plain_containers_over_and_the_codec_copies_them() -> None:
+    """Only plain list/dict fields are handed over as they are (the nested list is not
+    plain); the codec's output never shares them, so a later in-place change of the
+    state does not reach what was encoded; a field holding another type at run time
+    (no validation on assignment) falls back to model_dump."""
+    state = PlainContainers(items=list(WORDS), counts={"a": 1}, nested=[["x"]])
+    adapter = StateAdapter("F", PlainContainers, None)
+    data = adapter.dump_for_codec(state)
+    assert data["items"] is state.items and data["counts"] is state.counts
+    assert data["nested"] is not state.nested
+    encoded = encode(data, path="state", cipher=None)
+    state.items.append("later")
+    state.counts["b"] = 2
+    assert encoded["items"] == WORDS and encoded["counts"] == {"a": 1}
+    state.items = ("a", "tuple")  # type: ignore[assignment]
+    with pytest.warns(UserWarning, match="serialized value may not be as expected"):
+        assert adapter.dump_for_codec(state) == adapter.dump(state)
