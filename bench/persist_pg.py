@@ -82,7 +82,7 @@ def _reachable(url: str) -> str | None:
 
     try:
         asyncio.run(probe())
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -209,66 +209,86 @@ def _asyncpg_floor(loop: _Loop, url: str) -> tuple[Any, Any]:
 
 
 class Recorder:
-    """Records what flowkit sends to PostgreSQL through SQLAlchemy: every statement with
-    its parameters (as the driver gets them) and the transaction boundaries, per DBAPI
-    connection, in order."""
+    """Records every query flowkit sends to PostgreSQL, in order, at asyncpg's level
+    (whether SQLAlchemy or flowkit itself drives the connection): the statement, its
+    parameters and the connection, BEGIN and COMMIT included. While installed it wraps
+    asyncpg's public ``Connection`` methods (``execute``, ``fetch``, ``fetchval``, ``executemany``,
+    and the ``fetch`` of the statements ``prepare`` returns, which SQLAlchemy uses)."""
 
     def __init__(self) -> None:
         self.on = False
         self.items: list[tuple[Any, ...]] = []
-        self._open: set[int] = set()
 
     def install(self) -> Any:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
+        from asyncpg.connection import Connection
 
-        def before(
-            conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-        ) -> None:
-            if not self.on:
-                return
-            dbapi = conn.connection.dbapi_connection
-            key = id(dbapi)
-            if not dbapi.autocommit and key not in self._open:
-                self._open.add(key)
-                self.items.append(("begin", key))
-            self.items.append(("stmt", key, statement, params, many))
+        recorder = self
+        originals = {
+            name: getattr(Connection, name)
+            for name in ("execute", "fetch", "fetchval", "executemany", "prepare")
+        }
 
-        def end(kind: str) -> Any:
-            def handler(conn: Any) -> None:
-                if not self.on:
-                    return
-                key = id(conn.connection.dbapi_connection)
-                if key in self._open:
-                    self._open.discard(key)
-                    self.items.append((kind, key))
+        def note(conn: Any, query: str, args: Any, many: bool) -> None:
+            if recorder.on:
+                recorder.items.append(("q", id(conn), query, tuple(args), many))
 
-            return handler
+        async def execute(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            note(self, query, args, False)
+            return await originals["execute"](self, query, *args, **kw)
 
-        handlers = [
-            ("before_cursor_execute", before),
-            ("commit", end("commit")),
-            ("rollback", end("rollback")),
-        ]
-        for name, fn in handlers:
-            event.listen(Engine, name, fn)
+        async def fetch(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            note(self, query, args, False)
+            return await originals["fetch"](self, query, *args, **kw)
+
+        async def fetchval(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            note(self, query, args, False)
+            return await originals["fetchval"](self, query, *args, **kw)
+
+        async def executemany(self: Any, command: str, args: Any, **kw: Any) -> Any:
+            note(self, command, args, True)
+            return await originals["executemany"](self, command, args, **kw)
+
+        class Prepared:
+            def __init__(self, conn: Any, query: str, stmt: Any) -> None:
+                self._conn, self._query, self._stmt = conn, query, stmt
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._stmt, name)
+
+            async def fetch(self, *args: Any, **kw: Any) -> Any:
+                note(self._conn, self._query, args, False)
+                return await self._stmt.fetch(*args, **kw)
+
+        async def prepare(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            return Prepared(self, query, await originals["prepare"](self, query, *args, **kw))
+
+        patched = {
+            "execute": execute,
+            "fetch": fetch,
+            "fetchval": fetchval,
+            "executemany": executemany,
+            "prepare": prepare,
+        }
+        for name, fn in patched.items():
+            setattr(Connection, name, fn)
 
         def remove() -> None:
-            for name, fn in handlers:
-                event.remove(Engine, name, fn)
+            for name, fn in originals.items():
+                setattr(Connection, name, fn)
 
         return remove
 
     def summary(self) -> str:
-        stmts = sum(1 for item in self.items if item[0] == "stmt")
-        txns = sum(1 for item in self.items if item[0] == "begin")
+        queries = [item[2].strip().rstrip(";").upper() for item in self.items]
+        txns = sum(1 for q in queries if q.startswith("BEGIN"))
+        stmts = sum(1 for q in queries if not q.startswith(("BEGIN", "COMMIT", "ROLLBACK")))
         conns = len({item[1] for item in self.items})
         return f"{stmts} statements, {txns} explicit transactions, {conns} connections"
 
 
 def _replay(loop: _Loop, url: str, items: list[tuple[Any, ...]], run_id: str) -> tuple[Any, Any]:
-    """The recorded statements through bare asyncpg: one connection per recorded one,
-    the same BEGIN/COMMIT boundaries, a new run id (and owner) per replay."""
+    """The recorded queries through bare asyncpg: one connection per recorded one, in
+    the recorded order (BEGIN and COMMIT included), a new run id per replay."""
     import asyncpg
 
     keys = sorted({item[1] for item in items})
@@ -279,23 +299,14 @@ def _replay(loop: _Loop, url: str, items: list[tuple[Any, ...]], run_id: str) ->
 
     async def calls() -> None:
         new = str(uuid.uuid4())
-        txns: dict[int, Any] = {}
-        for item in items:
-            kind, key = item[0], item[1]
+        for _, key, sql, params, many in items:
             conn = conns[key]
-            if kind == "begin":
-                txns[key] = conn.transaction()
-                await txns[key].start()
-            elif kind == "commit":
-                await txns.pop(key).commit()
-            elif kind == "rollback":
-                await txns.pop(key).rollback()
+            if many:
+                await conn.executemany(sql, [swap(p, new) for p in params])
+            elif params:
+                await conn.fetch(sql, *swap(params, new))
             else:
-                _, _, sql, params, many = item
-                if many:
-                    await conn.executemany(sql, [swap(p, new) for p in params])
-                else:
-                    await conn.fetch(sql, *swap(params or (), new))
+                await conn.execute(sql)
 
     def close() -> None:
         for conn in conns.values():
@@ -310,6 +321,10 @@ def _replay(loop: _Loop, url: str, items: list[tuple[Any, ...]], run_id: str) ->
 def bench_kickoff(url: str, have_peer: bool, quick: bool) -> list[Row]:
     contenders: dict[str, Any] = {}
     closers: list[Any] = []
+    # Installed before the backend opens its connections (SQLAlchemy's asyncpg layer
+    # keeps the statements it prepares).
+    recorder = Recorder()
+    remove = recorder.install()
     backend = _pg_backend(url)
     closers.append(backend.close)
     flow_cls = _persisted_flow(backend, "PgPersisted10")
@@ -318,8 +333,6 @@ def bench_kickoff(url: str, have_peer: bool, quick: bool) -> list[Row]:
 
     # Record one kickoff's statements (after a warm-up, so no schema check or first
     # connection is in it).
-    recorder = Recorder()
-    remove = recorder.install()
     recorder.on = True
     flow = flow_cls()
     flow.kickoff()
@@ -584,7 +597,7 @@ def bench_concurrent(url: str, quick: bool) -> list[Row]:
             for n in order:
                 try:
                     samples[n].append(loop.run_until_complete(batch(n)))
-                except Exception as exc:  # noqa: BLE001 - reported in the note
+                except Exception as exc:
                     errors.append(f"N={n}: {type(exc).__name__}: {str(exc)[:200]}")
     finally:
         backend.close()

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flowkit.persistence import _rules, _sql_mysql, _sql_ops
+from flowkit.persistence import _rules, _sql_mysql, _sql_ops, _sql_postgres
 from flowkit.persistence._encoding import (
     EncodedState,
     dumps,
@@ -83,6 +83,8 @@ class CheckpointWrites:
         fast = None
         if database.dialect == "sqlite" and not release:
             fast = _sql_ops.save_checkpoint_statement(*args, **given)
+        elif database.dialect == "postgresql":
+            fast = _sql_postgres.save_statement(*args, **given, release=release)
         return op, fast, self._finisher(database, run_id, method_name, encoded, meta_text)
 
     @staticmethod
@@ -157,6 +159,7 @@ class CheckpointWrites:
         expected_seq: int | None,
     ) -> tuple[
         Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
+        Op[tuple[RunRecord, _sql_ops.SavedCheckpoint] | None] | None,
         Callable[[tuple[RunRecord, _sql_ops.SavedCheckpoint]], tuple[RunRecord, Checkpoint]],
     ]:
         encoded = encode_state(state)
@@ -165,6 +168,7 @@ class CheckpointWrites:
         if owner is not None:
             _rules.lease_ttl(ttl)
         database = self._database()
+        at = _rules.now()
         op = (_sql_mysql.begin_run if database.dialect == "mysql" else _sql_ops.begin_run)(
             database.dialect,
             run_id,
@@ -177,9 +181,24 @@ class CheckpointWrites:
             encoded=encoded,
             meta_text=meta_text,
             expected_seq=expected_seq,
-            at=_rules.now(),
+            at=at,
             stored_blobs=database.stored_blobs.get(run_id),
         )
+        fast = None
+        if database.dialect == "postgresql":
+            fast = _sql_postgres.begin_statement(
+                run_id,
+                flow_name,
+                owner=owner,
+                expires=None if owner is None else at + _rules.lease_ttl(ttl),
+                fingerprint=fingerprint,
+                info_text=info_text,
+                method_name=method_name,
+                encoded=encoded,
+                meta_text=meta_text,
+                expected_seq=expected_seq,
+                at=at,
+            )
 
         finish_save = self._finisher(database, run_id, method_name, encoded, meta_text)
 
@@ -189,7 +208,7 @@ class CheckpointWrites:
             run, saved = result
             return run, finish_save(saved)
 
-        return op, finish
+        return op, fast, finish
 
     async def abegin_run(
         self,
@@ -205,7 +224,7 @@ class CheckpointWrites:
         meta: dict[str, Any] | None = None,
         expected_seq: int | None,
     ) -> tuple[RunRecord, Checkpoint]:
-        op, finish = self._begin_op(
+        op, fast, finish = self._begin_op(
             run_id,
             flow_name,
             owner=owner,
@@ -219,7 +238,7 @@ class CheckpointWrites:
         )
         lease = None if owner is None else (owner, run_id)
         what = f"begin_run({run_id!r})"
-        return finish(await self._acall(op, write=True, what=what, takes=lease))
+        return finish(await self._acall(op, write=True, what=what, takes=lease, fast=fast))
 
     async def aend_run(
         self,
@@ -232,7 +251,7 @@ class CheckpointWrites:
         meta: dict[str, Any] | None = None,
         status: str = "completed",
     ) -> Checkpoint:
-        op, _, finish = self._save_op(
+        op, fast, finish = self._save_op(
             run_id,
             method_name,
             state,
@@ -245,4 +264,4 @@ class CheckpointWrites:
         )
         lease = None if owner is None else (owner, run_id)
         what = f"end_run({run_id!r})"
-        return finish(await self._acall(op, write=True, what=what, gives=lease))
+        return finish(await self._acall(op, write=True, what=what, gives=lease, fast=fast))

@@ -1,0 +1,89 @@
+"""PostgreSQL: the engine's pooled connections, kept between operations and driven
+through asyncpg's public API.
+
+SQLAlchemy lends each connection (its pool sets the limits: ``pool_size``,
+``max_overflow``, ``pool_timeout``, given in ``engine_kwargs``) and flowkit keeps up to
+``pool_size`` of them checked out between operations, in autocommit, so an operation
+costs its statements alone: no checkout, no isolation reset, no per-statement layer.
+Statements go to the asyncpg connection under it (``driver_connection``, public in
+SQLAlchemy) with bound parameters (:func:`~._sql_drive.drive_asyncpg`); a transaction is
+asyncpg's ``Connection.transaction()``. A connection that failed, or that an operation
+left in a transaction (cancelled half way), is invalidated, never reused.
+
+When every connection is in use and the pool's ``pool_timeout`` passes, the operation
+fails with a :class:`~flowkit.exceptions.PersistenceError` that names the pool settings
+to raise (``Database.acall``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class HeldConnections:
+    """Connections of ``engine``'s pool kept checked out (used on one event loop)."""
+
+    def __init__(self, engine: AsyncEngine, connection_errors: tuple[type[BaseException], ...]):
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        pool = engine.sync_engine.pool
+        size = getattr(pool, "size", None)
+        # Kept idle at most: the pool's own size (overflow connections go back to it,
+        # which closes them); 0 for pools that keep nothing (NullPool).
+        self.keep = int(size()) if callable(size) else 0
+        self._idle: list[tuple[AsyncConnection, Any]] = []
+        self._connection_errors = connection_errors
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """An asyncpg connection in autocommit, for one operation."""
+        if self._idle:
+            held = self._idle.pop()
+        else:
+            lent = await self._engine.connect()
+            try:
+                raw = await lent.get_raw_connection()
+            except BaseException:
+                await lent.close()
+                raise
+            held = (lent, raw.driver_connection)
+        lent, driver = held
+        try:
+            yield driver
+        except BaseException as exc:
+            if self._reusable(driver, exc):
+                await self._give_back(held)
+            else:
+                await self._discard(lent)
+            raise
+        await self._give_back(held)
+
+    def _reusable(self, driver: Any, exc: BaseException) -> bool:
+        return (
+            isinstance(exc, Exception)  # not cancelled half way
+            and not isinstance(exc, self._connection_errors)
+            and not driver.is_closed()
+            and not driver.is_in_transaction()
+        )
+
+    async def _give_back(self, held: tuple[AsyncConnection, Any]) -> None:
+        if len(self._idle) < self.keep and not held[1].is_closed():
+            self._idle.append(held)
+        else:  # back to the pool, which closes what it does not keep
+            await held[0].close()
+
+    async def _discard(self, lent: AsyncConnection) -> None:
+        with contextlib.suppress(Exception):
+            await lent.invalidate()
+        with contextlib.suppress(Exception):
+            await lent.close()
+
+    async def close(self) -> None:
+        """Give every kept connection back to the pool (before the engine is disposed)."""
+        idle, self._idle = self._idle, []
+        for lent, _ in idle:
+            with contextlib.suppress(Exception):
+                await lent.close()
