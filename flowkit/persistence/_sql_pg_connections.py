@@ -8,7 +8,8 @@ costs its statements alone: no checkout, no isolation reset, no per-statement la
 Statements go to the asyncpg connection under it (``driver_connection``, public in
 SQLAlchemy) with bound parameters (:func:`~._sql_drive.drive_asyncpg`); a transaction is
 asyncpg's ``Connection.transaction()``. A connection that failed, or that an operation
-left in a transaction (cancelled half way), is invalidated, never reused.
+left in a transaction (cancelled half way), is invalidated, never reused; after a
+connection error the kept ones are given back to the pool too.
 
 When every connection is in use and the pool's ``pool_timeout`` passes, the operation
 fails with a :class:`~flowkit.exceptions.PersistenceError` that names the pool settings
@@ -58,6 +59,10 @@ class HeldConnections:
                 await self._give_back(held)
             else:
                 await self._discard(lent)
+                if isinstance(exc, self._connection_errors):
+                    # The server may have ended every session (a restart, a failover):
+                    # the kept ones are not trusted either (as SQLAlchemy's pool does).
+                    await self.close()
             raise
         await self._give_back(held)
 

@@ -1,0 +1,121 @@
+"""PostgreSQL specifics of the fast path (``_sql_postgres``, ``_sql_pg_connections``):
+pool exhaustion is an error that says what to raise, and connections the server ended
+are replaced. The rules themselves (fencing, compare-and-set, claims) are the contract
+suite's, which runs on PostgreSQL through the same path."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from flowkit.exceptions import FlowkitError, PersistenceError
+from flowkit.persistence import SQLAlchemyFlowPersistence
+
+pytestmark = pytest.mark.postgres
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def test_pool_exhaustion_is_an_error_naming_the_pool_settings(postgres_url: str) -> None:
+    """With every pooled connection busy (a save waiting on a row lock another session
+    holds), the next operation fails after ``pool_timeout`` with a FlowkitError naming
+    the operation and the settings to raise; the busy save completes afterwards."""
+    import asyncpg
+
+    persistence = SQLAlchemyFlowPersistence(
+        postgres_url, engine_kwargs={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}
+    )
+    run_id = f"pool-{uuid.uuid4().hex}"
+    persistence.create_run(run_id, "Pool")
+    caught: list[BaseException] = []
+
+    async def scenario() -> Any:
+        blocker = await asyncpg.connect(_dsn(postgres_url))
+        try:
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("SELECT 1 FROM flowkit_runs WHERE run_id = $1 FOR UPDATE", run_id)
+            blocked = asyncio.ensure_future(
+                persistence.asave_checkpoint(run_id, "s1", {"id": run_id}, expected_seq=0)
+            )
+            # until the save holds the pool's only connection, waiting for the row lock
+            while not await blocker.fetchval(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE NOT l.granted AND a.datname = current_database()"
+            ):
+                assert not blocked.done(), blocked
+                await asyncio.sleep(0.02)
+            try:
+                await persistence.aload_checkpoint(run_id)
+            except BaseException as exc:
+                caught.append(exc)
+            await transaction.rollback()
+            return await blocked
+        finally:
+            await blocker.close()
+
+    try:
+        saved = asyncio.run(scenario())
+        assert saved.seq == 1
+        assert len(caught) == 1, caught
+        error = caught[0]
+        assert isinstance(error, PersistenceError) and isinstance(error, FlowkitError)
+        message = str(error)
+        assert "load_checkpoint" in message
+        assert "pool_size" in message and "max_overflow" in message
+        assert "engine_kwargs" in message
+        # the pool works again once the connection is free
+        checkpoint = persistence.load_checkpoint(run_id)
+        assert checkpoint is not None and checkpoint.seq == 1
+    finally:
+        persistence.delete_run(run_id)
+        persistence.close()
+
+
+def test_connections_the_server_ended_are_replaced(postgres_url: str) -> None:
+    """Connections are kept between operations; when the server ends them
+    (pg_terminate_backend, a restart), at most the next operation fails, as a
+    PersistenceError, and the ones after it work on fresh connections."""
+    import asyncpg
+
+    name = f"flowkit-test-{uuid.uuid4().hex[:12]}"
+    persistence = SQLAlchemyFlowPersistence(
+        postgres_url,
+        engine_kwargs={"connect_args": {"server_settings": {"application_name": name}}},
+    )
+    run_id = f"ended-{uuid.uuid4().hex}"
+
+    async def terminate() -> int:
+        connection = await asyncpg.connect(_dsn(postgres_url))
+        try:
+            return int(
+                await connection.fetchval(
+                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = $1",
+                    name,
+                )
+            )
+        finally:
+            await connection.close()
+
+    try:
+        persistence.save_state(run_id, "s0", {"id": run_id, "n": 0})
+        assert asyncio.run(terminate()) >= 1
+        failures = []
+        for n in range(1, 4):
+            try:
+                persistence.save_state(run_id, f"s{n}", {"id": run_id, "n": n})
+            except PersistenceError as exc:
+                failures.append(exc)
+        assert len(failures) <= 1, failures
+        state = persistence.load_state(run_id)
+        assert state is not None and state["n"] == 3
+        assert len(persistence.history(run_id)) == 4 - len(failures)
+    finally:
+        persistence.delete_run(run_id)
+        persistence.close()
