@@ -164,10 +164,12 @@ class Database:
                 await self._close_engine(engine, held)
                 raise
         self.engine = engine
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and self.url.get_driver_name() == "asyncpg":
             self._open_postgresql(engine)
         if self.dialect in ("postgresql", "mysql"):
-            self.liveness = SessionLiveness(self._create_liveness_engine, self.dialect)
+            self.liveness = SessionLiveness(
+                self._create_liveness_engine, self.dialect, asyncpg=self._held is not None
+            )
 
     def _open_postgresql(self, engine: AsyncEngine) -> None:
         import asyncpg  # type: ignore[import-untyped]
@@ -263,7 +265,7 @@ class Database:
             if done is _CLOSED:
                 raise DatabaseClosed
             return done  # type: ignore[no-any-return]
-        if self.dialect == "postgresql":
+        if self._held is not None:  # PostgreSQL through asyncpg
             return await self._execute_postgresql(
                 op, write=write, takes=takes, gives=gives, fast=fast
             )

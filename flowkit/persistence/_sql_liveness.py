@@ -92,7 +92,9 @@ class SessionLiveness:
     owner's next lock still leaves it held once).
     """
 
-    def __init__(self, make_engine: Callable[[], AsyncEngine], dialect: str) -> None:
+    def __init__(
+        self, make_engine: Callable[[], AsyncEngine], dialect: str, *, asyncpg: bool = False
+    ) -> None:
         self._make_engine = make_engine
         self._sql = LIVENESS_SQL[dialect]
         self._engine: AsyncEngine | None = None
@@ -100,7 +102,7 @@ class SessionLiveness:
         # PostgreSQL: the asyncpg connection under it, asked directly (one round trip,
         # no per-statement layer: a kickoff's lock is on its critical path).
         self._driver: Any = None
-        self._postgresql = dialect == "postgresql"
+        self._asyncpg = asyncpg
         self._errors: tuple[type[BaseException], ...] = (DBAPIError,)
         self._lock = asyncio.Lock()
         # owner -> (whether this session got the owner's key, run ids held)
@@ -115,7 +117,7 @@ class SessionLiveness:
             connection = await self._engine.connect()
             # No transaction is ever left open on it: the locks are session-level.
             self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            if self._postgresql:
+            if self._asyncpg:
                 import asyncpg  # type: ignore[import-untyped]
 
                 raw = await self._connection.get_raw_connection()
