@@ -9,8 +9,10 @@ any loop can await; a checkpoint save is one guarded statement when it can be (s
 ``_sql_ops.save_checkpoint_statement``). Sync callers go through the portal. The portal
 opens the connection and checks the schema with a read; only a write creates or upgrades
 it, so readers never wait for writers. Other databases await each statement on a pooled
-connection, on the portal loop. Backends acquire the shared :class:`Database` for their
-URL and release it on close.
+connection, on the portal loop; PostgreSQL through asyncpg keeps its pooled connections
+between operations and drives them through asyncpg's public API, a hot write being one
+guarded statement in autocommit (``_sql_pg_connections``, ``_sql_postgres``). Backends
+acquire the shared :class:`Database` for their URL and release it on close.
 
 MariaDB/MySQL connections run at READ COMMITTED (each statement sees what was committed
 before it, as on PostgreSQL; the writes lock the run row first, see ``_sql_mysql``) and
@@ -179,8 +181,9 @@ class Database:
             engine, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
         )
         level = self.engine_kwargs.get("isolation_level")
-        if isinstance(level, str) and level.upper() != "AUTOCOMMIT":
-            # asyncpg's names: read_committed, repeatable_read, serializable, ...
+        if isinstance(level, str) and level.upper() not in ("AUTOCOMMIT", "READ COMMITTED"):
+            # asyncpg's names: repeatable_read, serializable, ... (a stricter level keeps
+            # reads in transactions, see _execute_postgresql)
             self._pg_isolation = level.lower().replace(" ", "_")
 
     async def _run_schema(self, op: Op[T], write: bool) -> T:
@@ -317,7 +320,7 @@ class Database:
         hold: asyncio.Future[bool] | None = None
         try:
             async with held.connection() as driver:
-                if fast is not None or not write:
+                if fast is not None or (not write and self._pg_isolation is None):
                     if takes is not None and liveness is not None:
                         fresh = await liveness.hold(*takes)  # the statement commits itself
                     if fast is None:
