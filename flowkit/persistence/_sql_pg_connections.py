@@ -2,9 +2,11 @@
 through asyncpg's public API.
 
 SQLAlchemy lends each connection (its pool sets the limits: ``pool_size``,
-``max_overflow``, ``pool_timeout``, given in ``engine_kwargs``) and flowkit keeps up to
-``pool_size`` of them checked out between operations, in autocommit, so an operation
-costs its statements alone: no checkout, no isolation reset, no per-statement layer.
+``max_overflow``, ``pool_timeout``, given in ``engine_kwargs``) and flowkit keeps the ones
+it opened checked out between operations (at most ``pool_size + max_overflow``, see
+:func:`keep_count`), in autocommit, so an operation costs its statements alone: no
+checkout, no isolation reset, no per-statement layer, and no connection opened and closed
+again for each operation beyond ``pool_size`` while many flows run at once.
 Statements go to the asyncpg connection under it (``driver_connection``, public in
 SQLAlchemy) with bound parameters (:func:`~._sql_drive.drive_asyncpg`); a transaction is
 asyncpg's ``Connection.transaction()``. A connection that failed, or that an operation
@@ -28,13 +30,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 class HeldConnections:
     """Connections of ``engine``'s pool kept checked out (used on one event loop)."""
 
-    def __init__(self, engine: AsyncEngine, connection_errors: tuple[type[BaseException], ...]):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        connection_errors: tuple[type[BaseException], ...],
+        *,
+        keep: int,
+    ) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        pool = engine.sync_engine.pool
-        size = getattr(pool, "size", None)
-        # Kept idle at most: the pool's own size (overflow connections go back to it,
-        # which closes them); 0 for pools that keep nothing (NullPool).
-        self.keep = int(size()) if callable(size) else 0
+        # How many are kept between operations at most (see keep_count).
+        self.keep = keep
         self._idle: list[tuple[AsyncConnection, Any]] = []
         self._connection_errors = connection_errors
 
@@ -92,3 +97,15 @@ class HeldConnections:
         for lent, _ in idle:
             with contextlib.suppress(Exception):
                 await lent.close()
+
+
+def keep_count(engine: AsyncEngine, engine_kwargs: dict[str, Any]) -> int:
+    """How many connections to keep: every one the pool may lend (``pool_size`` plus
+    ``max_overflow``; only ``pool_size`` when the overflow is unbounded), 0 for a pool
+    that keeps nothing (``NullPool``: the user asked for no kept connections)."""
+    size = getattr(engine.sync_engine.pool, "size", None)
+    if not callable(size):
+        return 0
+    overflow = engine_kwargs.get("max_overflow", 10)  # SQLAlchemy's default
+    base = int(size())
+    return base + int(overflow) if isinstance(overflow, int) and overflow >= 0 else base
