@@ -320,11 +320,14 @@ class Database:
         liveness = self.liveness if takes is not None or gives is not None else None
         fresh = False
         hold: asyncio.Future[bool] | None = None
+        autocommit = fast is not None or (not write and self._pg_isolation is None)
         try:
+            if autocommit and takes is not None and liveness is not None:
+                # Backed before the statement, which commits by itself (and before a
+                # pooled connection is taken for it).
+                fresh = await liveness.hold(*takes)
             async with held.connection() as driver:
-                if fast is not None or (not write and self._pg_isolation is None):
-                    if takes is not None and liveness is not None:
-                        fresh = await liveness.hold(*takes)  # the statement commits itself
+                if autocommit:
                     if fast is None:
                         return await drive_asyncpg(driver, op)
                     done = await drive_asyncpg(driver, fast)

@@ -119,3 +119,52 @@ def test_connections_the_server_ended_are_replaced(postgres_url: str) -> None:
     finally:
         persistence.delete_run(run_id)
         persistence.close()
+
+
+def test_racing_saves_of_one_seq_store_exactly_one(postgres_url: str) -> None:
+    """Ten saves of the same next seq at once, on as many pooled connections: the
+    database's guard in the one-statement save admits exactly one; the others write
+    nothing and report the conflict (ConcurrentUpdateError) -- and a save fenced on an
+    owner that is not the lease holder writes nothing either."""
+    from flowkit.exceptions import ConcurrentUpdateError, LeaseLostError, RunLockedError
+
+    persistence = SQLAlchemyFlowPersistence(postgres_url)
+    run_id = f"race-{uuid.uuid4().hex}"
+    owner = f"elsewhere:1:1:{uuid.uuid4().hex[:8]}"
+
+    async def race() -> list[Any]:
+        await persistence.abegin_run(
+            run_id,
+            "Race",
+            owner=owner,
+            ttl=60.0,
+            method_name="kickoff",
+            state={"id": run_id, "n": 0},
+            expected_seq=0,
+        )
+        saves = [
+            persistence.asave_checkpoint(
+                run_id, f"s{n}", {"id": run_id, "n": n}, expected_seq=1, lease_owner=owner
+            )
+            for n in range(10)
+        ]
+        return await asyncio.gather(*saves, return_exceptions=True)
+
+    try:
+        results = asyncio.run(race())
+        stored = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(stored) == 1 and stored[0].seq == 2
+        assert all(isinstance(r, ConcurrentUpdateError) for r in refused), refused
+        history = persistence.history(run_id)
+        assert [c.seq for c in history] == [1, 2]
+        assert history[1].state == {"id": run_id, "n": int(stored[0].method_name[1:])}
+        intruder = f"elsewhere:2:1:{uuid.uuid4().hex[:8]}"
+        with pytest.raises((RunLockedError, LeaseLostError)):
+            persistence.save_checkpoint(
+                run_id, "x", {"id": run_id}, expected_seq=2, lease_owner=intruder
+            )
+        assert [c.seq for c in persistence.history(run_id)] == [1, 2]
+    finally:
+        persistence.delete_run(run_id)
+        persistence.close()
