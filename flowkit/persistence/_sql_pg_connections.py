@@ -40,6 +40,7 @@ class HeldConnections:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         # How many are kept between operations at most (see keep_count).
         self.keep = keep
+        self._closed = False  # close() ran: operations still running give theirs back
         self._idle: list[tuple[AsyncConnection, Any]] = []
         self._connection_errors = connection_errors
 
@@ -67,7 +68,7 @@ class HeldConnections:
                 if isinstance(exc, self._connection_errors):
                     # The server may have ended every session (a restart, a failover):
                     # the kept ones are not trusted either (as SQLAlchemy's pool does).
-                    await self.close()
+                    await self._drop_idle()
             raise
         await self._give_back(held)
 
@@ -80,7 +81,7 @@ class HeldConnections:
         )
 
     async def _give_back(self, held: tuple[AsyncConnection, Any]) -> None:
-        if len(self._idle) < self.keep and not held[1].is_closed():
+        if not self._closed and len(self._idle) < self.keep and not held[1].is_closed():
             self._idle.append(held)
         else:  # back to the pool, which closes what it does not keep
             await held[0].close()
@@ -92,7 +93,12 @@ class HeldConnections:
             await lent.close()
 
     async def close(self) -> None:
-        """Give every kept connection back to the pool (before the engine is disposed)."""
+        """Give every kept connection back to the pool (before the engine is disposed);
+        operations still running give theirs back when they end."""
+        self._closed = True
+        await self._drop_idle()
+
+    async def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
         for lent, _ in idle:
             with contextlib.suppress(Exception):
