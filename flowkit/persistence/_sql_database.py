@@ -176,10 +176,21 @@ class Database:
     def _open_postgresql(self, engine: AsyncEngine) -> None:
         import asyncpg  # type: ignore[import-untyped]
 
-        self._driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError)
+        # InternalClientError: a connection out of step with the server (one the server
+        # ended while it was idle reports "another operation is in progress").
+        self._driver_errors = (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        )
         self._held = HeldConnections(
             engine,
-            (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError),
+            (
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                asyncpg.PostgresConnectionError,
+                OSError,
+            ),
             keep=keep_count(engine, self.engine_kwargs),
         )
         level = self.engine_kwargs.get("isolation_level")

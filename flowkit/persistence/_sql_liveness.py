@@ -122,7 +122,13 @@ class SessionLiveness:
 
                 raw = await self._connection.get_raw_connection()
                 self._driver = raw.driver_connection
-                self._errors = (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+                self._errors = (
+                    DBAPIError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                    OSError,
+                )
         return self._connection
 
     async def _ask(self, connection: AsyncConnection, sql: str, key: int | str | None) -> Any:

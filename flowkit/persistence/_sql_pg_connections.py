@@ -65,7 +65,7 @@ class HeldConnections:
                 await self._give_back(held)
             else:
                 await self._discard(lent)
-                if isinstance(exc, self._connection_errors):
+                if driver.is_closed() or isinstance(exc, self._connection_errors):
                     # The server may have ended every session (a restart, a failover):
                     # the kept ones are not trusted either (as SQLAlchemy's pool does).
                     await self._drop_idle()
