@@ -58,7 +58,7 @@ from flowkit.persistence._sql_drive import (
 )
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
-from flowkit.persistence._sql_pg_connections import HeldConnections, keep_count
+from flowkit.persistence._sql_pg_connections import HeldConnections, pool_limits
 from flowkit.persistence._sql_url import dialect_of, mysql_session, sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
@@ -191,7 +191,7 @@ class Database:
                 asyncpg.PostgresConnectionError,
                 OSError,
             ),
-            keep=keep_count(engine, self.engine_kwargs),
+            **pool_limits(engine, self.engine_kwargs),
         )
         level = self.engine_kwargs.get("isolation_level")
         if isinstance(level, str) and level.upper() not in ("AUTOCOMMIT", "READ COMMITTED"):

@@ -13,17 +13,22 @@ asyncpg's ``Connection.transaction()``. A connection that failed, or that an ope
 left in a transaction (cancelled half way), is invalidated, never reused; after a
 connection error the kept ones are given back to the pool too.
 
-When every connection is in use and the pool's ``pool_timeout`` passes, the operation
+Operations beyond ``pool_size + max_overflow`` wait here for a connection, in order (the
+pool's own queue would never see a kept connection come back). When every connection is
+in use and the pool's ``pool_timeout`` passes, the operation
 fails with a :class:`~flowkit.exceptions.PersistenceError` that names the pool settings
 to raise (``Database.acall``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -35,10 +40,20 @@ class HeldConnections:
         engine: AsyncEngine,
         connection_errors: tuple[type[BaseException], ...],
         *,
+        limit: int | None,
         keep: int,
+        timeout: float,
     ) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # How many are kept between operations at most (see keep_count).
+        # At most ``limit`` operations hold a connection at once (None: no limit); the
+        # others wait their turn here, in order, up to ``timeout`` seconds. Kept and busy
+        # connections together never exceed ``limit``, so the pool itself never waits
+        # (its waiters would never see a kept connection come back).
+        self._limit = limit
+        self._timeout = timeout
+        self._busy = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # How many are kept between operations at most (see pool_limits).
         self.keep = keep
         self._closed = False  # close() ran: operations still running give theirs back
         self._idle: list[tuple[AsyncConnection, Any]] = []
@@ -47,6 +62,49 @@ class HeldConnections:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """An asyncpg connection in autocommit, for one operation."""
+        await self._take_turn()
+        try:
+            async with self._lent() as driver:
+                yield driver
+        finally:
+            self._end_turn()
+
+    async def _take_turn(self) -> None:
+        if self._limit is None or (self._busy < self._limit and not self._waiters):
+            self._busy += 1
+            return
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(turn)
+        timer = loop.call_later(self._timeout, self._time_out, turn)
+        try:
+            await turn  # _end_turn hands its slot over (``_busy`` unchanged)
+        except BaseException:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self._end_turn()  # handed over, but this operation was cancelled
+            raise
+        finally:
+            timer.cancel()
+
+    def _time_out(self, turn: asyncio.Future[None]) -> None:
+        if not turn.done():
+            turn.set_exception(
+                PoolTimeout(
+                    f"all {self._limit} connections (pool_size + max_overflow) were in "
+                    f"use for {self._timeout:g} s (pool_timeout)"
+                )
+            )
+
+    def _end_turn(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy -= 1
+
+    @contextlib.asynccontextmanager
+    async def _lent(self) -> AsyncIterator[Any]:
         if self._idle:
             held = self._idle.pop()
         else:
@@ -105,13 +163,17 @@ class HeldConnections:
                 await lent.close()
 
 
-def keep_count(engine: AsyncEngine, engine_kwargs: dict[str, Any]) -> int:
-    """How many connections to keep: every one the pool may lend (``pool_size`` plus
-    ``max_overflow``; only ``pool_size`` when the overflow is unbounded), 0 for a pool
-    that keeps nothing (``NullPool``: the user asked for no kept connections)."""
+def pool_limits(engine: AsyncEngine, engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``HeldConnections``' limits from the pool's settings: at most ``pool_size +
+    max_overflow`` connections at once (no limit when the overflow is unbounded or the
+    pool is a ``NullPool``), all of them kept (``pool_size`` when unbounded, none for a
+    ``NullPool``: the user asked for no kept connections), waiting ``pool_timeout``."""
+    timeout = float(engine_kwargs.get("pool_timeout", 30.0))  # SQLAlchemy's default
     size = getattr(engine.sync_engine.pool, "size", None)
     if not callable(size):
-        return 0
+        return {"limit": None, "keep": 0, "timeout": timeout}
     overflow = engine_kwargs.get("max_overflow", 10)  # SQLAlchemy's default
     base = int(size())
-    return base + int(overflow) if isinstance(overflow, int) and overflow >= 0 else base
+    if isinstance(overflow, int) and overflow >= 0:
+        return {"limit": base + overflow, "keep": base + overflow, "timeout": timeout}
+    return {"limit": None, "keep": base, "timeout": timeout}

@@ -168,3 +168,62 @@ def test_racing_saves_of_one_seq_store_exactly_one(postgres_url: str) -> None:
     finally:
         persistence.delete_run(run_id)
         persistence.close()
+
+
+def test_more_operations_than_connections_wait_their_turn(postgres_url: str) -> None:
+    """Sixty operations at once on a pool of 1 + 1 overflow: all complete (they queue for
+    the two connections, which flowkit keeps between operations), and no more than two
+    connections are ever open for the pool."""
+    import asyncpg
+
+    name = f"flowkit-test-{uuid.uuid4().hex[:12]}"
+    persistence = SQLAlchemyFlowPersistence(
+        postgres_url,
+        engine_kwargs={
+            "pool_size": 1,
+            "max_overflow": 1,
+            "pool_timeout": 20,
+            "connect_args": {"server_settings": {"application_name": name}},
+        },
+    )
+    run_ids = [f"turns-{n}-{uuid.uuid4().hex}" for n in range(60)]
+    seen: list[int] = []
+
+    async def scenario() -> list[Any]:
+        watcher = await asyncpg.connect(_dsn(postgres_url))
+        try:
+
+            async def watch() -> None:
+                while True:
+                    seen.append(
+                        await watcher.fetchval(
+                            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1",
+                            name,
+                        )
+                    )
+                    await asyncio.sleep(0.01)
+
+            watching = asyncio.ensure_future(watch())
+            try:
+                return await asyncio.gather(
+                    *(
+                        persistence.asave_state(run_id, "s", {"id": run_id, "n": n})
+                        for n, run_id in enumerate(run_ids)
+                    ),
+                    return_exceptions=True,
+                )
+            finally:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+        finally:
+            await watcher.close()
+
+    try:
+        results = asyncio.run(scenario())
+        assert [r for r in results if r is not None] == []
+        assert all(persistence.load_state(run_id) is not None for run_id in run_ids)
+        assert seen and max(seen) <= 2, seen
+    finally:
+        for run_id in run_ids:
+            persistence.delete_run(run_id)
+        persistence.close()
