@@ -29,7 +29,14 @@ ROOT = Path(__file__).parent
 #: every Python flowkit supports (pyproject.toml's classifiers say the same)
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DOCS_TEST = ROOT / "tests" / "test_docs.py"
-BENCH_PEERS = ["langgraph", "langgraph-checkpoint-sqlite"]
+BENCH_PEERS = [
+    "langgraph",
+    "langgraph-checkpoint-sqlite",
+    # bench/persist_pg.py (needs a PostgreSQL server, see bench/README.md)
+    "langgraph-checkpoint-postgres",
+    "psycopg[binary]",
+    "asyncpg",
+]
 
 
 @nox.session

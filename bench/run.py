@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from _harness import JSON_ENV, Row, peer_version, print_table  # noqa: E402
 
 #: Scripts whose rows make up the table, first; any other script runs after them.
-ORDER = ["engine.py", "persist.py"]
+ORDER = ["engine.py", "persist.py", "persist_pg.py"]
 
 
 def _scripts(selected: list[str]) -> list[Path]:
@@ -82,7 +82,13 @@ def main() -> int:
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
         "versions": {
             d: peer_version(d)
-            for d in ("flowkit", "pydantic", "langgraph", "langgraph-checkpoint-sqlite")
+            for d in (
+                "flowkit",
+                "pydantic",
+                "langgraph",
+                "langgraph-checkpoint-sqlite",
+                "langgraph-checkpoint-postgres",
+            )
         },
         "quick": quick,
         "scripts": {},

@@ -9,8 +9,10 @@ any loop can await; a checkpoint save is one guarded statement when it can be (s
 ``_sql_ops.save_checkpoint_statement``). Sync callers go through the portal. The portal
 opens the connection and checks the schema with a read; only a write creates or upgrades
 it, so readers never wait for writers. Other databases await each statement on a pooled
-connection, on the portal loop. Backends acquire the shared :class:`Database` for their
-URL and release it on close.
+connection, on the portal loop; PostgreSQL through asyncpg keeps its pooled connections
+between operations and drives them through asyncpg's public API, a hot write being one
+guarded statement in autocommit (``_sql_pg_connections``, ``_sql_postgres``). Backends
+acquire the shared :class:`Database` for their URL and release it on close.
 
 MariaDB/MySQL connections run at READ COMMITTED (each statement sees what was committed
 before it, as on PostgreSQL; the writes lock the run row first, see ``_sql_mysql``) and
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import itertools
 import os
@@ -33,6 +36,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -46,9 +50,15 @@ from flowkit._concurrency import (
 from flowkit.exceptions import PersistenceError
 from flowkit.persistence import _sql_ops
 from flowkit.persistence._schema import SCHEMA_VERSION
-from flowkit.persistence._sql_drive import drive_async, drive_sqlite, drive_sqlite_statement
+from flowkit.persistence._sql_drive import (
+    drive_async,
+    drive_asyncpg,
+    drive_sqlite,
+    drive_sqlite_statement,
+)
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
+from flowkit.persistence._sql_pg_connections import HeldConnections, pool_limits
 from flowkit.persistence._sql_url import dialect_of, mysql_session, sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
@@ -79,6 +89,10 @@ class Database:
         self.users = 0
         self.closed = False  # shut down for good: a backend then acquires a new one
         self.engine: AsyncEngine | None = None
+        # PostgreSQL: pooled connections driven through asyncpg (_sql_pg_connections).
+        self._held: HeldConnections | None = None
+        self._pg_isolation: str | None = None
+        self._driver_errors: tuple[type[BaseException], ...] = ()
         self._ready: asyncio.Lock | None = None
         # True once the schema is known to be current (checked, or created by a write).
         self._schema_ready = False
@@ -152,8 +166,38 @@ class Database:
                 await self._close_engine(engine, held)
                 raise
         self.engine = engine
+        if self.dialect == "postgresql" and self.url.get_driver_name() == "asyncpg":
+            self._open_postgresql(engine)
         if self.dialect in ("postgresql", "mysql"):
-            self.liveness = SessionLiveness(self._create_liveness_engine, self.dialect)
+            self.liveness = SessionLiveness(
+                self._create_liveness_engine, self.dialect, asyncpg=self._held is not None
+            )
+
+    def _open_postgresql(self, engine: AsyncEngine) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        # InternalClientError: a connection out of step with the server (one the server
+        # ended while it was idle reports "another operation is in progress").
+        self._driver_errors = (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        )
+        self._held = HeldConnections(
+            engine,
+            (
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                asyncpg.PostgresConnectionError,
+                OSError,
+            ),
+            **pool_limits(engine, self.engine_kwargs),
+        )
+        level = self.engine_kwargs.get("isolation_level")
+        if isinstance(level, str) and level.upper() not in ("AUTOCOMMIT", "READ COMMITTED"):
+            # asyncpg's names: repeatable_read, serializable, ... (a stricter level keeps
+            # reads in transactions, see _execute_postgresql)
+            self._pg_isolation = level.lower().replace(" ", "_")
 
     async def _run_schema(self, op: Op[T], write: bool) -> T:
         if self.dialect == "sqlite":
@@ -237,6 +281,10 @@ class Database:
             if done is _CLOSED:
                 raise DatabaseClosed
             return done  # type: ignore[no-any-return]
+        if self._held is not None:  # PostgreSQL through asyncpg
+            return await self._execute_postgresql(
+                op, write=write, takes=takes, gives=gives, fast=fast
+            )
         if fast is not None:
             fast.close()
         assert self.engine is not None
@@ -262,6 +310,72 @@ class Database:
             liveness.drop(*gives)
         return result
 
+    async def _execute_postgresql(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        takes: LeaseRef | None,
+        gives: LeaseRef | None,
+        fast: Op[Any] | None,
+    ) -> T:
+        """PostgreSQL: a read, and a write's one-statement form (``fast``, see
+        ``_sql_postgres``), run in autocommit: one round trip, no BEGIN or COMMIT. A
+        read needs no transaction: at READ COMMITTED each statement sees what was
+        committed before it, inside a transaction or not. When ``fast`` answers None
+        (its guard refused, nothing written) ``op`` runs in a transaction and decides.
+        A lease the operation grants (``takes``) is backed by the owner's liveness lock
+        before anything commits; one it gives back (``gives``) is unlocked after."""
+        held = self._held
+        assert held is not None
+        liveness = self.liveness if takes is not None or gives is not None else None
+        fresh = False
+        hold: asyncio.Future[bool] | None = None
+        autocommit = fast is not None or (not write and self._pg_isolation is None)
+        try:
+            if autocommit and takes is not None and liveness is not None:
+                # Backed before the statement, which commits by itself (and before a
+                # pooled connection is taken for it).
+                fresh = await liveness.hold(*takes)
+            async with held.connection() as driver:
+                if autocommit:
+                    if fast is None:
+                        return await drive_asyncpg(driver, op)
+                    done = await drive_asyncpg(driver, fast)
+                    if done is not None:
+                        op.close()
+                        if gives is not None and liveness is not None:
+                            liveness.drop(*gives)
+                        return done  # type: ignore[no-any-return]
+                elif takes is not None and liveness is not None:
+                    # Taken alongside the transaction, awaited before it commits.
+                    hold = asyncio.ensure_future(liveness.hold(*takes))
+                transaction = driver.transaction(isolation=self._pg_isolation)
+                await transaction.start()
+                try:
+                    result = await drive_asyncpg(driver, op)
+                    if hold is not None:
+                        fresh = await hold
+                except Exception:
+                    # (cancelled half way: the connection is left in the transaction,
+                    # so HeldConnections discards it)
+                    with contextlib.suppress(Exception):
+                        await transaction.rollback()
+                    raise
+                await transaction.commit()
+        except BaseException:
+            if hold is not None:
+                fresh = (await asyncio.gather(hold, return_exceptions=True))[0] is True
+            if fresh and takes is not None and liveness is not None:
+                liveness.drop(*takes)
+            raise
+        finally:
+            if fast is not None:
+                fast.close()
+        if gives is not None and liveness is not None:
+            liveness.drop(*gives)
+        return result
+
     async def dispose(self) -> None:
         engine, self.engine = self.engine, None
         self._schema_ready = False
@@ -271,6 +385,9 @@ class Database:
         liveness, self.liveness = self.liveness, None
         if liveness is not None:
             await liveness.close()
+        pg_held, self._held = self._held, None
+        if pg_held is not None:
+            await pg_held.close()
         if engine is not None:
             await self._close_engine(engine, held)
 
@@ -324,11 +441,29 @@ class Database:
             raise
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
+        except PoolTimeout as exc:
+            raise self._exhausted(what, exc) from exc
+        except Exception as exc:
+            if isinstance(exc, self._driver_errors):
+                raise self._failure(what, exc) from exc
+            raise
 
     def _failure(self, what: str, exc: BaseException) -> PersistenceError:
         return PersistenceError(
             f"{what} failed on {self.describe()}: {exc}. Check that the database is reachable "
             "and writable; the operation was rolled back."
+        )
+
+    def _exhausted(self, what: str, exc: BaseException) -> PersistenceError:
+        pool = self.engine.sync_engine.pool if self.engine is not None else None
+        status = pool.status() if pool is not None else "no pool"
+        return PersistenceError(
+            f"{what} waited for a database connection and got none: every connection of "
+            f"the pool for {self.describe()} was in use ({status}; {exc}). Raise "
+            "pool_size and/or max_overflow (or pool_timeout) through engine_kwargs, e.g. "
+            'SQLAlchemyFlowPersistence(url, engine_kwargs={"pool_size": 20, '
+            '"max_overflow": 20}), within the server\'s max_connections, or run fewer '
+            "flows at once."
         )
 
     def shutdown(self) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sqlite3
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -89,6 +90,42 @@ async def drive_async(connection: AsyncConnection, op: Op[T]) -> T:
             else:
                 result = await connection.execute(_sql_text(stmt.sql), stmt.params)
                 rows = [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+            stmt = op.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=512)
+def asyncpg_sql(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with its ``:name`` parameters numbered ``$1``, ``$2``, ... (asyncpg's
+    style; a name used twice keeps its number), and the names in number order."""
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${names.setdefault(match.group(1), len(names) + 1)}"
+
+    return _NAMED.sub(number, sql), tuple(names)
+
+
+async def drive_asyncpg(driver: Any, op: Op[T]) -> T:
+    """Run ``op`` on an asyncpg connection through its public API (``fetch``,
+    ``executemany``), each value a bound parameter; the caller owns the transaction,
+    or runs the connection in autocommit (every statement its own transaction)."""
+    try:
+        stmt = next(op)
+        while True:
+            sql, names = asyncpg_sql(stmt.sql)
+            if stmt.many:
+                many = cast(Sequence[Mapping[str, Any]], stmt.params)
+                await driver.executemany(sql, [tuple(p[n] for n in names) for p in many])
+                rows: list[tuple[Any, ...]] = []
+            else:
+                params = cast(Mapping[str, Any], stmt.params)
+                found = await driver.fetch(sql, *(params[n] for n in names))
+                rows = [tuple(row) for row in found]
             stmt = op.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]

@@ -33,6 +33,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -91,11 +92,18 @@ class SessionLiveness:
     owner's next lock still leaves it held once).
     """
 
-    def __init__(self, make_engine: Callable[[], AsyncEngine], dialect: str) -> None:
+    def __init__(
+        self, make_engine: Callable[[], AsyncEngine], dialect: str, *, asyncpg: bool = False
+    ) -> None:
         self._make_engine = make_engine
         self._sql = LIVENESS_SQL[dialect]
         self._engine: AsyncEngine | None = None
         self._connection: AsyncConnection | None = None
+        # PostgreSQL: the asyncpg connection under it, asked directly (one round trip,
+        # no per-statement layer: a kickoff's lock is on its critical path).
+        self._driver: Any = None
+        self._asyncpg = asyncpg
+        self._errors: tuple[type[BaseException], ...] = (DBAPIError,)
         self._lock = asyncio.Lock()
         # owner -> (whether this session got the owner's key, run ids held)
         self._held: dict[str, tuple[bool, set[str]]] = {}
@@ -109,7 +117,26 @@ class SessionLiveness:
             connection = await self._engine.connect()
             # No transaction is ever left open on it: the locks are session-level.
             self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            if self._asyncpg:
+                import asyncpg  # type: ignore[import-untyped]
+
+                raw = await self._connection.get_raw_connection()
+                self._driver = raw.driver_connection
+                self._errors = (
+                    DBAPIError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                    OSError,
+                )
         return self._connection
+
+    async def _ask(self, connection: AsyncConnection, sql: str, key: int | str | None) -> Any:
+        """The one value ``sql`` answers (``key`` bound as ``:key``)."""
+        params = {} if key is None else {"key": key}
+        if self._driver is not None:
+            return await self._driver.fetchval(*_dollar(sql, key))
+        return (await connection.execute(text(sql), params)).scalar()
 
     def _add(self, owner: str, run_id: str) -> bool | None:
         entry = self._held.get(owner)
@@ -140,11 +167,8 @@ class SessionLiveness:
                 return added
             try:
                 connection = await self._connect()
-                result = await connection.execute(
-                    text(self._sql.try_lock), {"key": self._sql.key(owner)}
-                )
-                got = bool(result.scalar())
-            except DBAPIError:
+                got = bool(await self._ask(connection, self._sql.try_lock, self._sql.key(owner)))
+            except self._errors:
                 # The session is gone, and with it every lock it held.
                 await self._forget_connection()
                 raise
@@ -159,8 +183,10 @@ class SessionLiveness:
                 return
             if self._connection is not None:
                 try:
-                    await self._connection.execute(text(PING))
-                except SQLAlchemyError:
+                    await self._ask(self._connection, PING, None)
+                except Exception as exc:
+                    if not isinstance(exc, (SQLAlchemyError, *self._errors)):
+                        raise
                     await self._forget_connection()
             self._checked = time.monotonic()
 
@@ -183,12 +209,13 @@ class SessionLiveness:
             if self._connection is None:
                 return  # the session ended: nothing is held any more
             try:
-                await self._connection.execute(text(self._sql.unlock), {"key": key})
-            except DBAPIError:
+                await self._ask(self._connection, self._sql.unlock, key)
+            except self._errors:
                 await self._forget_connection()
 
     async def _forget_connection(self) -> None:
         connection, self._connection = self._connection, None
+        self._driver = None
         self._held.clear()
         if connection is not None:
             with contextlib.suppress(Exception):
@@ -203,3 +230,8 @@ class SessionLiveness:
             engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
+
+
+def _dollar(sql: str, key: int | str | None) -> tuple[Any, ...]:
+    """asyncpg's form of a liveness query: ``:key`` as ``$1``."""
+    return (sql,) if key is None else (sql.replace(":key", "$1"), key)

@@ -528,8 +528,31 @@ def _start_new_run(
     if not rows:
         return None
     refs = yield from _append(run_id, 1, method_name, encoded, meta_text, at=at, stored_blobs=None)
+    run = started_run_record(
+        run_id,
+        flow_name,
+        owner=owner,
+        expires=expires,
+        fingerprint=fingerprint,
+        info_text=info_text,
+        at=at,
+    )
+    return run, SavedCheckpoint(1, at, refs)
+
+
+def started_run_record(
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    expires: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    at: float,
+) -> RunRecord:
+    """The record of a run that ``begin_run`` just created with its first checkpoint."""
     when = utc_from_timestamp(at)
-    run = RunRecord(
+    return RunRecord(
         run_id=run_id,
         flow_name=flow_name,
         status="running",
@@ -541,7 +564,6 @@ def _start_new_run(
         lease_owner=owner,
         lease_expires_at=None if expires is None else utc_from_timestamp(expires),
     )
-    return run, SavedCheckpoint(1, at, refs)
 
 
 def _fetch_blobs(dialect: str, run_id: str, row: Row) -> Op[dict[str, str]]:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flowkit.persistence import _rules, _sql_mysql, _sql_ops
+from flowkit.persistence import _rules, _sql_mysql, _sql_ops, _sql_postgres
 from flowkit.persistence._encoding import (
     EncodedState,
     dumps,
@@ -85,6 +85,8 @@ class CheckpointWrites:
             fast = _sql_ops.save_checkpoint_statement(*args, **given)
         elif database.dialect == "sqlite":
             fast = _sql_ops.end_run_statement(*args, **given)
+        elif database.dialect == "postgresql":
+            fast = _sql_postgres.save_statement(*args, **given, release=release)
         return op, fast, self._finisher(database, run_id, method_name, encoded, meta_text)
 
     @staticmethod
@@ -185,8 +187,12 @@ class CheckpointWrites:
             stored_blobs=database.stored_blobs.get(run_id),
         )
         fast = None
-        if database.dialect == "sqlite":
-            fast = _sql_ops.start_run_statement(
+        one_statement = {
+            "sqlite": _sql_ops.start_run_statement,
+            "postgresql": _sql_postgres.begin_statement,
+        }.get(database.dialect)
+        if one_statement is not None:
+            fast = one_statement(
                 run_id,
                 flow_name,
                 owner=owner,

@@ -1,0 +1,209 @@
+"""PostgreSQL: the hot writes as one statement each, run in autocommit.
+
+A step's save, the last save of an execution (``end_run``: save and give the lease
+back) and the start of a new run (``begin_run`` of an id not taken yet) are each one
+data-modifying CTE: the run row is updated (or inserted) under its guards and the
+checkpoint row is inserted from what that returned, in one statement, so one round trip
+and one commit. The guards are checked by the database in that statement: the run row's
+``last_seq`` must be the expected one and its ``lease_owner`` the writer (fencing, as in
+``_schema.save_run_sql``); PostgreSQL locks the row for the update and, at READ
+COMMITTED, re-checks the guards on the row as the concurrent writer left it. The unique
+``(run_id, seq)`` key backs the sequence. When a guard refuses (or the run is missing, or
+big fields must be written as blobs first), the statement writes nothing and answers no
+row: the full operation of ``_sql_ops`` then runs in a transaction and decides (raising
+the same errors as before). Values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from flowkit.persistence._encoding import EncodedState
+from flowkit.persistence._records import RunRecord
+from flowkit.persistence._sql_ops import Op, SavedCheckpoint, Stmt, started_run_record
+
+_INSERT_CHECKPOINT_FROM = (
+    "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, "
+    "created_at) SELECT run_id, {seq}, :method_name, :state, :meta, :blobs, :now FROM r "
+    "RETURNING seq"
+)
+
+
+@functools.cache
+def save_sql(*, check_seq: bool, check_lease: bool, release: bool) -> str:
+    """Advance the run row (guarded) and insert checkpoint ``last_seq + 1`` from it.
+    With ``release`` the lease is given back in the same statement (``check_lease`` is
+    then required: only the holder releases)."""
+    guards = ["run_id = :run_id"]
+    if check_seq:
+        guards.append("last_seq = :expected_seq")
+    if check_lease:
+        # Fencing: only the lease holder appends; a free or expired lease nobody took
+        # does not admit another owner (see _schema.save_run_sql).
+        guards.append("lease_owner = :lease_owner")
+    assignments = (
+        "last_seq = last_seq + 1, updated_at = :now, status = :status, "
+        "flow_name = COALESCE(flow_name, :flow_name)"
+    )
+    if release:
+        assignments += ", lease_owner = NULL, lease_expires_at = NULL"
+    return (
+        f"WITH r AS (UPDATE flowkit_runs SET {assignments} WHERE {' AND '.join(guards)} "
+        "RETURNING run_id, last_seq) " + _INSERT_CHECKPOINT_FROM.format(seq="last_seq")
+    )
+
+
+# begin_run of an id not taken yet: the run row, leased and numbered for its first
+# checkpoint, and that checkpoint. No row (nothing written) if the id exists.
+BEGIN_NEW_RUN_SQL = (
+    "WITH r AS (INSERT INTO flowkit_runs (run_id, flow_name, status, created_at, updated_at, "
+    "last_seq, parent_run_id, parent_seq, fingerprint, info, lease_owner, lease_expires_at) "
+    "VALUES (:run_id, :flow_name, 'running', :now, :now, 1, NULL, NULL, :fingerprint, :info, "
+    ":owner, :expires) ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
+    + _INSERT_CHECKPOINT_FROM.format(seq="1")
+)
+
+
+def _blobs_stored(
+    encoded: EncodedState,
+    expected_seq: int | None,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+) -> bool:
+    """Whether every blob the state refers to is known stored for the run (written by
+    this process with the checkpoint before this one), so none has to be sent."""
+    refs = encoded.blobs
+    return not refs or (
+        expected_seq is not None
+        and stored_blobs is not None
+        and stored_blobs[0] == expected_seq
+        and frozenset(refs) <= stored_blobs[1]
+    )
+
+
+def _checkpoint_params(
+    method_name: str, encoded: EncodedState, meta_text: str, at: float
+) -> dict[str, Any]:
+    refs = sorted(encoded.blobs)
+    return {
+        "method_name": method_name,
+        "state": encoded.text,
+        "meta": meta_text,
+        "blobs": json.dumps(refs) if refs else None,
+        "now": at,
+    }
+
+
+def save_statement(
+    run_id: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    *,
+    status: str,
+    flow_name: str | None,
+    expected_seq: int | None,
+    lease_owner: str | None,
+    at: float,
+    stored_blobs: tuple[int, frozenset[str]] | None,
+    release: bool = False,
+) -> Op[SavedCheckpoint | None] | None:
+    """``_sql_ops.save_checkpoint`` as one statement, or None when it cannot be (blobs
+    to write, or a release without an owner). The operation answers None, having
+    written nothing, when the run does not admit the save as it is."""
+    if not _blobs_stored(encoded, expected_seq, stored_blobs):
+        return None
+    if release and lease_owner is None:
+        return None
+    return _one(
+        save_sql(
+            check_seq=expected_seq is not None,
+            check_lease=lease_owner is not None,
+            release=release,
+        ),
+        {
+            "run_id": run_id,
+            "status": status,
+            "flow_name": flow_name,
+            **({} if expected_seq is None else {"expected_seq": expected_seq}),
+            **({} if lease_owner is None else {"lease_owner": lease_owner}),
+            **_checkpoint_params(method_name, encoded, meta_text, at),
+        },
+        at,
+        frozenset(encoded.blobs),
+    )
+
+
+def _one(
+    sql: str, params: dict[str, Any], at: float, refs: frozenset[str]
+) -> Op[SavedCheckpoint | None]:
+    rows = yield Stmt(sql, params)
+    if not rows:
+        return None
+    return SavedCheckpoint(int(rows[0][0]), at, refs)
+
+
+def begin_statement(
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    expires: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    method_name: str,
+    encoded: EncodedState,
+    meta_text: str,
+    expected_seq: int | None,
+    at: float,
+) -> Op[tuple[RunRecord, SavedCheckpoint] | None] | None:
+    """``_sql_ops.begin_run`` of a new id as one statement, or None when it cannot be
+    (an expected_seq past 0, or blobs to write). The operation answers None, having
+    written nothing, when the id is taken."""
+    if (expected_seq is not None and expected_seq != 0) or encoded.blobs:
+        return None
+    return _begin(
+        {
+            "run_id": run_id,
+            "flow_name": flow_name,
+            "fingerprint": fingerprint,
+            "info": info_text,
+            "owner": owner,
+            "expires": expires,
+            **_checkpoint_params(method_name, encoded, meta_text, at),
+        },
+        run_id,
+        flow_name,
+        owner=owner,
+        expires=expires,
+        fingerprint=fingerprint,
+        info_text=info_text,
+        at=at,
+    )
+
+
+def _begin(
+    params: dict[str, Any],
+    run_id: str,
+    flow_name: str,
+    *,
+    owner: str | None,
+    expires: float | None,
+    fingerprint: str | None,
+    info_text: str,
+    at: float,
+) -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
+    rows = yield Stmt(BEGIN_NEW_RUN_SQL, params)
+    if not rows:
+        return None
+    run = started_run_record(
+        run_id,
+        flow_name,
+        owner=owner,
+        expires=expires,
+        fingerprint=fingerprint,
+        info_text=info_text,
+        at=at,
+    )
+    return run, SavedCheckpoint(1, at, frozenset())
