@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from ._flow import MISSING
 from ._graph import TRIGGER_PAYLOAD, diff_definitions
-from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
+from ._journal import (
+    LEASES,
+    BasicJournal,
+    DurableJournal,
+    Journal,
+    Position,
+    PositionSummary,
+    RunInfo,
+    new_owner,
+)
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
-from ._position import Position, PositionSummary, Run, RunInfo
-from ._runner import Runner
+from ._runner import Run, Runner
 from ._scheduler import Scheduler
 from .exceptions import (
     ConcurrentUpdateError,

@@ -1,4 +1,12 @@
-"""The async executor: drives the scheduler, runs methods, writes checkpoints.
+"""One execution of a flow (:class:`Run`) and its executor (:class:`Runner`), which
+drives the scheduler, runs methods and commits checkpoints.
+
+A :class:`Run` is built for each kickoff or resume by the preparation in
+:mod:`flowkit._execution` and handed to the :class:`Runner`, which owns it until it
+returns: the state, the scheduler, the journal (where checkpoints go) and the answers to
+interrupts all live there, so nothing patches the flow object from outside while a run
+executes. Its commit hands the state and a :class:`~flowkit._journal.Position` to the
+journal.
 
 Kept thin on purpose: every decision about *what* runs lives in the scheduler. A sync
 method runs inline when it is the only thing that could run; it goes to a worker thread
@@ -13,13 +21,15 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
+from ._flow import CallContext, Flow, current_call
 from ._graph import TRIGGER_PAYLOAD
-from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
+from ._interrupt import Interrupted, InterruptSignal
 from ._isolation import copy_state
+from ._journal import FailedAttempts, PendingInterrupt, Position
 from ._merge import Merge
-from ._position import FailedAttempts, PendingInterrupt
 from ._retry import error_record, policy_for
 from ._workers import Inbox, MethodCall, ThreadCall, keep_moving, workers
 from .events import (
@@ -41,10 +51,80 @@ from .exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from ._position import Run
-    from ._scheduler import Task
+    from ._journal import Journal
+    from ._scheduler import Scheduler, Task
+    from .persistence import FlowPersistence
 
-__all__ = ["Runner"]
+__all__ = ["Run", "Runner"]
+
+
+@dataclass
+class Run:
+    """A run being executed: its state, position and where it is committed."""
+
+    flow: Flow[Any]
+    state: Any
+    scheduler: Scheduler
+    journal: Journal
+    backend: FlowPersistence | None
+    cipher: Any
+    #: the calls to start with (kickoff: the starts; resume: the stored pending calls)
+    tasks: list[Task]
+    resumed: bool = False
+    #: the kickoff's inputs as the FlowStarted event shows them (None: none given)
+    inputs: dict[str, Any] | None = None
+    #: interrupt answers for pending calls, by call id
+    answers: dict[int, list[Any]] = field(default_factory=dict)
+    #: the last method that finished and its output (what kickoff returns)
+    last: tuple[str, Any] | None = None
+    #: the journal's last committed state is ``state`` (no method finished since
+    #: without a checkpoint): a method that ran alone can be rolled back by reading it
+    committed_is_current: bool = True
+    #: failed attempts of pending calls being retried, by call id (stored with the
+    #: position: a crash between attempts does not reset the count)
+    retries: dict[int, FailedAttempts] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.flow._adapter.state_id(self.state)
+
+    def position(
+        self, interrupt: PendingInterrupt | None = None, retry: dict[str, Any] | None = None
+    ) -> Position:
+        return Position(
+            self.scheduler.snapshot(),
+            self.last,
+            self.answers,
+            interrupt=interrupt,
+            retries=dict(self.retries),
+            retry=retry,
+        )
+
+    async def commit(
+        self,
+        method: str,
+        status: str,
+        interrupt: PendingInterrupt | None = None,
+        retry: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a checkpoint of the current state and position after ``method`` (or,
+        with ``retry``, after a failed attempt of it)."""
+        await self.journal.checkpoint(method, self.state, self.position(interrupt, retry), status)
+        self.committed_is_current = True
+
+    def rollback(self, ctx: CallContext) -> None:
+        """Drop the changes of a method that did not finish. An isolated method's view
+        is simply never merged; a method that ran alone changed the live state, which
+        goes back to the state it started with."""
+        if ctx.isolated:
+            return
+        if ctx.base is not None:
+            self.state = ctx.base
+        elif self.committed_is_current:
+            restored = self.journal.committed_state()
+            if restored is not None:
+                self.state = restored
+
 
 #: the answers of a call that has none (shared: a CallContext only reads them)
 _NO_ANSWERS: tuple[Any, ...] = ()
@@ -67,7 +147,7 @@ async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any
 
 
 class Runner:
-    """Executes one :class:`~flowkit._position.Run` (a kickoff or a resume) to its end.
+    """Executes one :class:`Run` (a kickoff or a resume) to its end.
 
     The run's state is ``run.state``. A method that runs alone mutates it in place; a
     method that overlaps with others works on its own view (see :mod:`flowkit._isolation`)
