@@ -25,7 +25,7 @@ from ._journal import (
     new_owner,
 )
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
-from ._runner import Run, Runner
+from ._runner import Run
 from ._scheduler import Scheduler
 from .exceptions import (
     ConcurrentUpdateError,
@@ -227,11 +227,6 @@ async def prepare_waiting(flow: Flow[Any], prepare: Callable[[], Awaitable[Run]]
             pause = min(pause * 2, 1.0)
 
 
-async def execute(run: Run) -> Any:
-    """Execute a prepared run to its end (see :class:`~flowkit._runner.Runner`)."""
-    return await Runner(run).execute()
-
-
 def make_journal(
     flow: Flow[Any],
     backend: FlowPersistence | None,
@@ -240,9 +235,9 @@ def make_journal(
     owner: str | None,
     cipher: Any,
 ) -> Journal:
-    plan = plan_for(type(flow))
     if backend is None:
         return Journal()
+    plan = plan_for(type(flow))
     persist_all = plan.persist_all(flow._persistence)
     if _is_durable(backend):
         return DurableJournal(

@@ -64,7 +64,7 @@ def _state_type_of(cls: type) -> Any:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class CallContext:
     """The method call a piece of code runs in (``current_call``): what
     :meth:`Flow.interrupt` and :meth:`Flow.ask` answer from and, when the method overlaps
@@ -235,9 +235,10 @@ class Flow(FlowTools, Generic[T]):
             )
         self.lease_ttl = float(lease_ttl)
         self.lease_wait = float(lease_wait)
-        from ._persist import check_secret_key
+        if secret_key is not None:
+            from ._persist import check_secret_key
 
-        check_secret_key(secret_key, f"{cls.__qualname__}")
+            check_secret_key(secret_key, f"{cls.__qualname__}")
         self._secret_key = secret_key
         if input_provider is not None:
             self.input_provider = input_provider
@@ -304,8 +305,7 @@ class Flow(FlowTools, Generic[T]):
         named another)."""
         self._outputs.append(output)
         expected = self._active_run_id
-        if expected is not None and self._run_id() != expected:
-            found = self._run_id()
+        if expected is not None and (found := self._run_id()) != expected:
             raise FlowUsageError(
                 f"{self._graph.flow_name}.{method} changed state.id from {expected!r} to "
                 f"{found!r}; the id names the run and cannot change while it executes. "
@@ -430,9 +430,12 @@ class Flow(FlowTools, Generic[T]):
 
     @classmethod
     def _plan(cls) -> _Plan:
-        from ._execution import plan_for
+        plan = cls.__dict__.get("_plan_cache")  # worked out on the first kickoff
+        if plan is None:
+            from ._execution import plan_for
 
-        return plan_for(cls)
+            plan = plan_for(cls)
+        return plan
 
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)
@@ -582,7 +585,8 @@ class Flow(FlowTools, Generic[T]):
 
     async def _execute(self, prepare: Callable[[], Awaitable[Run]]) -> Any:
         """Prepare a run (kickoff or resume), execute it, keep its final state."""
-        from ._execution import execute, prepare_waiting
+        from ._execution import prepare_waiting
+        from ._runner import Runner
 
         if self._busy:
             raise FlowUsageError(
@@ -596,7 +600,7 @@ class Flow(FlowTools, Generic[T]):
             self._run = run
             self._active_run_id = run.run_id
             try:
-                return await execute(run)
+                return await Runner(run).execute()
             finally:
                 self._state = run.state
                 self._run = None

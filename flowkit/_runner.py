@@ -30,7 +30,7 @@ from ._interrupt import Interrupted, InterruptSignal
 from ._isolation import copy_state
 from ._journal import FailedAttempts, PendingInterrupt, Position
 from ._merge import Merge
-from ._retry import error_record, policy_for
+from ._retry import error_record, policies
 from ._workers import Inbox, MethodCall, ThreadCall, keep_moving, workers
 from .events import (
     FlowFinished,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from ._journal import Journal
+    from ._retry import Retry
     from ._scheduler import Scheduler, Task
     from .persistence import FlowPersistence
 
@@ -130,14 +131,6 @@ class Run:
 _NO_ANSWERS: tuple[Any, ...] = ()
 
 
-def _call_sync(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
-    token = current_call.set(ctx)
-    try:
-        return func(*args)
-    finally:
-        current_call.reset(token)
-
-
 async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
     token = current_call.set(ctx)
     try:
@@ -161,6 +154,11 @@ class Runner:
         self.scheduler = run.scheduler
         self.nodes = run.scheduler.graph.nodes
         self.journal = run.journal
+        #: method -> its retry policy (None: one attempt); see :meth:`_policy`
+        self.policies: dict[str, Retry | None] | None = None
+        #: method -> what calling it means, for methods called the same way every time
+        #: (no payload, no trigger payload): worked out on their first call
+        self.plain_calls: dict[str, tuple[Any, tuple[Any, ...], dict[str, Any], bool]] = {}
         self.interrupts: list[tuple[Task, Any]] = []
         #: field path -> the method whose merge last changed it (for conflict messages)
         self.writers: dict[str, str] = {}
@@ -188,6 +186,9 @@ class Runner:
     def _call(self, task: Task) -> tuple[Any, tuple[Any, ...], dict[str, Any], bool]:
         """What calling ``task`` means: the bound method (with its keyword arguments
         applied), its positional arguments, its keyword arguments, whether it is async."""
+        plain = self.plain_calls.get(task.method)
+        if plain is not None:
+            return plain
         nodes = self.nodes
         node = nodes[task.method]
         func = getattr(self.flow, task.method)
@@ -207,20 +208,31 @@ class Runner:
             payload = task.payload if trigger is None else self.scheduler.trigger_payload
             kwargs = {TRIGGER_PAYLOAD: payload}
             return functools.partial(func, **kwargs), args, kwargs, node.is_async
-        return func, args, {}, node.is_async
+        call: tuple[Any, tuple[Any, ...], dict[str, Any], bool] = (func, args, {}, node.is_async)
+        if not node.takes_payload:
+            self.plain_calls[task.method] = call
+        return call
 
     def _ctx(self, task: Task) -> CallContext:
         """The context of a call that runs alone, on the live state."""
         run = self.run
         ctx = CallContext(self.flow, task.id, task.method, run.answers.get(task.id, _NO_ANSWERS))
         if not run.committed_is_current and (
-            self.journal.durable or policy_for(type(self.flow), task.method) is not None
+            self.journal.durable or self._policy(task.method) is not None
         ):
             # With @persist on some methods (or no durable persistence and a retry
             # policy): the state this method starts from is not stored anywhere, and an
             # interrupt or a retry must be able to go back to it.
             ctx.base = copy_state(run.state)
         return ctx
+
+    def _policy(self, method: str) -> Retry | None:
+        """``method``'s retry policy, from the class's table (fetched when first needed:
+        a durable run that never fails never asks)."""
+        table = self.policies
+        if table is None:
+            table = self.policies = policies(type(self.flow))
+        return table[method]
 
     def _emit_started(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         params = {f"_{i}": arg for i, arg in enumerate(args)}
@@ -287,20 +299,25 @@ class Runner:
                     # Alone: on the live state, no copy, no thread.
                     task = ready.popleft()
                     ctx = self._ctx(task)
+                    listening = self.flow._has_listeners()
                     try:
                         func, args, kwargs, is_async = self._call(task)
-                        if self.flow._has_listeners():
+                        if listening:
                             self._emit_started(task, args, kwargs)
                         if is_async:
                             output = await _call_async(ctx, func, args)
                         else:
-                            output = _call_sync(ctx, func, args)
+                            token = current_call.set(ctx)
+                            try:
+                                output = func(*args)
+                            finally:
+                                current_call.reset(token)
                     except BaseException as exc:
                         delay = await self._failed(task, ctx, exc)
                         if delay is not None:
                             wait_then_retry(task, delay)
                         continue
-                    new, store = self._finished(task, output, False)
+                    new, store = self._finished(task, output, False, listening)
                     if store is not None:
                         await store
                     ready.extend(new)
@@ -337,7 +354,7 @@ class Runner:
                             wait_then_retry(task, delay)
                         continue
                     busy = bool(ready or running or waiting)
-                    new, store = self._finished(task, fut.result(), busy)
+                    new, store = self._finished(task, fut.result(), busy, listening=None)
                     if store is not None:
                         await store
                     ready.extend(new)
@@ -361,19 +378,22 @@ class Runner:
             self.state_shared = False
 
     def _finished(
-        self, task: Task, output: Any, busy: bool
+        self, task: Task, output: Any, busy: bool, listening: bool | None
     ) -> tuple[list[Task], Awaitable[Any] | None]:
         """Record a call that returned (its output, the event, the scheduler's next
         calls); return those calls and what must be awaited to store it: a checkpoint,
         the run's status, or (a changed state id) the failure -- None when nothing is
-        stored, so a method without persistence costs no coroutine."""
+        stored, so a method without persistence costs no coroutine. ``listening``: the
+        listener check made when the call started (None: check now)."""
         run = self.run
         try:
             self.flow._method_finished(task.method, output)
         except FlowUsageError as exc:
             ctx = CallContext(self.flow, task.id, task.method, _NO_ANSWERS)
             return [], self._failed(task, ctx, exc, retryable=False)  # raises, awaited
-        if self.flow._has_listeners():
+        if listening is None:
+            listening = self.flow._has_listeners()
+        if listening:
             self.flow._emit(
                 MethodFinished,
                 method=task.method,
@@ -417,7 +437,7 @@ class Runner:
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
             return None
-        policy = policy_for(type(self.flow), task.method) if retryable else None
+        policy = self._policy(task.method) if retryable else None
         before = self.run.retries.get(task.id)
         attempt = (before.count if before is not None else 0) + 1
         attempts = policy.attempts if policy is not None else 1
