@@ -154,7 +154,7 @@ class Runner:
         self.scheduler = run.scheduler
         self.nodes = run.scheduler.graph.nodes
         self.journal = run.journal
-        #: method -> its retry policy (None: one attempt); see :meth:`_policy`
+        #: method -> its retry policy (None: one attempt); see :meth:`_load_policies`
         self.policies: dict[str, Retry | None] | None = None
         #: method -> what calling it means, for methods called the same way every time
         #: (no payload, no trigger payload): worked out on their first call
@@ -218,7 +218,8 @@ class Runner:
         run = self.run
         ctx = CallContext(self.flow, task.id, task.method, run.answers.get(task.id, _NO_ANSWERS))
         if not run.committed_is_current and (
-            self.journal.durable or self._policy(task.method) is not None
+            self.journal.durable
+            or (self.policies or self._load_policies())[task.method] is not None
         ):
             # With @persist on some methods (or no durable persistence and a retry
             # policy): the state this method starts from is not stored anywhere, and an
@@ -226,13 +227,11 @@ class Runner:
             ctx.base = copy_state(run.state)
         return ctx
 
-    def _policy(self, method: str) -> Retry | None:
-        """``method``'s retry policy, from the class's table (fetched when first needed:
-        a durable run that never fails never asks)."""
-        table = self.policies
-        if table is None:
-            table = self.policies = policies(type(self.flow))
-        return table[method]
+    def _load_policies(self) -> dict[str, Retry | None]:
+        """Every method's retry policy, from the class's table: fetched when first
+        needed (a durable run that never fails never asks)."""
+        table = self.policies = policies(type(self.flow))
+        return table
 
     def _emit_started(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         params = {f"_{i}": arg for i, arg in enumerate(args)}
@@ -437,7 +436,7 @@ class Runner:
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
             return None
-        policy = self._policy(task.method) if retryable else None
+        policy = (self.policies or self._load_policies())[task.method] if retryable else None
         before = self.run.retries.get(task.id)
         attempt = (before.count if before is not None else 0) + 1
         attempts = policy.attempts if policy is not None else 1
