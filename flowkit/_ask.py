@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._interrupt import CallContext, current_call
+from ._flow import CallContext, current_call
 from .exceptions import FlowUsageError
 
 if TYPE_CHECKING:

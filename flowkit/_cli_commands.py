@@ -27,7 +27,7 @@ from flowkit._cli_render import (
     redacted,
     table,
 )
-from flowkit._position import PositionSummary
+from flowkit._journal import PositionSummary
 
 if TYPE_CHECKING:
     from flowkit.persistence import Checkpoint, FlowPersistence, RunRecord

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit._edit import edit_of
 from flowkit.persistence._owner import owner_is_dead
 
-from ._position import PositionSummary
+from ._journal import PositionSummary
 
 if TYPE_CHECKING:
     from flowkit.persistence import Checkpoint, RunRecord

@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from ._flow import MISSING
 from ._graph import TRIGGER_PAYLOAD, diff_definitions
-from ._journal import LEASES, BasicJournal, DurableJournal, Journal, new_owner
+from ._journal import (
+    LEASES,
+    BasicJournal,
+    DurableJournal,
+    Journal,
+    Position,
+    PositionSummary,
+    RunInfo,
+    new_owner,
+)
 from ._persist import PERSIST_ATTR, PersistConfig, default_persistence
-from ._position import Position, PositionSummary, Run, RunInfo
-from ._runner import Runner
+from ._runner import Run
 from ._scheduler import Scheduler
 from .exceptions import (
     ConcurrentUpdateError,
@@ -233,11 +241,6 @@ async def prepare_waiting(flow: Flow[Any], prepare: Callable[[], Awaitable[Run]]
             pause = min(pause * 2, 1.0)
 
 
-async def execute(run: Run) -> Any:
-    """Execute a prepared run to its end (see :class:`~flowkit._runner.Runner`)."""
-    return await Runner(run).execute()
-
-
 def make_journal(
     flow: Flow[Any],
     backend: FlowPersistence | None,
@@ -246,9 +249,9 @@ def make_journal(
     owner: str | None,
     cipher: Any,
 ) -> Journal:
-    plan = plan_for(type(flow))
     if backend is None:
         return Journal()
+    plan = plan_for(type(flow))
     persist_all = plan.persist_all(flow._persistence)
     if _is_durable(backend):
         return DurableJournal(

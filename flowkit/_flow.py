@@ -1,17 +1,21 @@
 """``Flow[State]``: the class users subclass. Definition, state and the front doors
-(kickoff, resume, fork); the execution itself lives in ``_execution`` and loads on the
+(kickoff, resume, fork), and the context a method call runs in (what ``self.state`` and
+``self.interrupt()`` read); the execution itself lives in ``_execution`` and loads on the
 first kickoff, so that ``import flowkit`` stays light."""
 
 from __future__ import annotations
 
+import contextvars
+import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ._bus import GLOBAL_BUS, EventBus
 from ._flow_tools import FlowTools
 from ._graph import FlowGraph, build_graph
-from ._interrupt import CallContext, InterruptSignal, current_call
+from ._interrupt import InterruptSignal
 from ._log import INFO, LOG, log_event
 from .exceptions import (
     FlowConfigurationError,
@@ -21,18 +25,18 @@ from .exceptions import (
 )
 
 if typing.TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+    from collections.abc import AsyncGenerator, Awaitable, Generator
 
     from ._ask import InputProvider
     from ._execution import _Plan
-    from ._position import Run
     from ._recover import RecoveryReport
     from ._retry import Retry
+    from ._runner import Run
     from ._state import StateAdapter
     from .events import FlowEvent
     from .persistence import FlowPersistence
 
-__all__ = ["Flow"]
+__all__ = ["CallContext", "Flow", "current_call"]
 
 T = TypeVar("T")
 #: ``resume(run_id)`` without a value (``None`` is a valid answer to an interrupt)
@@ -58,6 +62,76 @@ def _state_type_of(cls: type) -> Any:
                 if args and not isinstance(args[0], TypeVar):
                     return args[0]
     return None
+
+
+@dataclass(slots=True)
+class CallContext:
+    """The method call a piece of code runs in (``current_call``): what
+    :meth:`Flow.interrupt` and :meth:`Flow.ask` answer from and, when the method overlaps
+    with others, the private view :attr:`Flow.state` returns. The runner (or a worker
+    thread) sets it around each call; only the flow's methods read it."""
+
+    flow: Flow[Any]
+    task_id: int
+    method: str
+    #: answers to this call's interrupts, in order (stored with the position)
+    answers: Sequence[Any]
+    asked: int = 0
+    #: True when the method runs beside others: ``self.state`` is then its own view
+    isolated: bool = False
+    #: the run's state when the method started (isolated methods; never modified)
+    base: Any = None
+    #: the method's private copy of ``base``, made on its first read of ``self.state``
+    view: Any = None
+
+    def state_view(self) -> Any:
+        """This isolated method's view of the state (copied from ``base`` on first use)."""
+        view = self.view
+        if view is None:
+            view = self.view = (_copy_state or _load_copy_state())(self.base)
+        return view
+
+
+#: :func:`flowkit._isolation.copy_state`, imported on first use (it needs pydantic)
+_copy_state: Callable[[Any], Any] | None = None
+
+
+def _load_copy_state() -> Callable[[Any], Any]:
+    global _copy_state
+    from ._isolation import copy_state
+
+    _copy_state = copy_state
+    return copy_state
+
+
+current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "flowkit_current_call", default=None
+)
+
+
+class _Engine:
+    """What a kickoff runs on, imported on the first one (it loads asyncio, the runner
+    and the journal, so ``import flowkit`` stays light) and kept: an import statement
+    in a function costs about a microsecond per call, a tenth of a small step."""
+
+    def __init__(self) -> None:
+        from ._concurrency import run_sync
+        from ._execution import prepare_kickoff, prepare_waiting
+        from ._runner import Runner
+
+        self.run_sync = run_sync
+        self.prepare_kickoff = prepare_kickoff
+        self.prepare_waiting = prepare_waiting
+        self.Runner = Runner
+
+
+_engine: _Engine | None = None
+
+
+def _load_engine() -> _Engine:
+    global _engine
+    _engine = _Engine()
+    return _engine
 
 
 class Flow(FlowTools, Generic[T]):
@@ -186,9 +260,10 @@ class Flow(FlowTools, Generic[T]):
             )
         self.lease_ttl = float(lease_ttl)
         self.lease_wait = float(lease_wait)
-        from ._persist import check_secret_key
+        if secret_key is not None:
+            from ._persist import check_secret_key
 
-        check_secret_key(secret_key, f"{cls.__qualname__}")
+            check_secret_key(secret_key, f"{cls.__qualname__}")
         self._secret_key = secret_key
         if input_provider is not None:
             self.input_provider = input_provider
@@ -255,8 +330,7 @@ class Flow(FlowTools, Generic[T]):
         named another)."""
         self._outputs.append(output)
         expected = self._active_run_id
-        if expected is not None and self._run_id() != expected:
-            found = self._run_id()
+        if expected is not None and (found := self._run_id()) != expected:
             raise FlowUsageError(
                 f"{self._graph.flow_name}.{method} changed state.id from {expected!r} to "
                 f"{found!r}; the id names the run and cannot change while it executes. "
@@ -381,9 +455,12 @@ class Flow(FlowTools, Generic[T]):
 
     @classmethod
     def _plan(cls) -> _Plan:
-        from ._execution import plan_for
+        plan = cls.__dict__.get("_plan_cache")  # worked out on the first kickoff
+        if plan is None:
+            from ._execution import plan_for
 
-        return plan_for(cls)
+            plan = plan_for(cls)
+        return plan
 
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)
@@ -391,9 +468,9 @@ class Flow(FlowTools, Generic[T]):
     def _cipher(self) -> Any:
         """The cipher for secret state fields: this flow's ``secret_key``, else
         ``@persist(secret_key=...)``, else (deprecated) a ``secret_key`` attribute of the
-        backend, else ``$FLOWKIT_SECRET_KEY``; None without any."""
-        from ._secrets import resolve_cipher
-
+        backend, else ``$FLOWKIT_SECRET_KEY``; None without any. The whole order is
+        decided here, so a flow without a key never enters :mod:`flowkit._secrets`: no
+        key, no crypto work."""
         key = self._secret_key
         if key is None:
             key = self._plan().secret_key
@@ -410,7 +487,15 @@ class Flow(FlowTools, Generic[T]):
                     DeprecationWarning,
                     stacklevel=2,
                 )
-        return resolve_cipher(key)
+        if key is None:
+            from ._secrets import ENV_VAR  # a constant: nothing in _secrets runs
+
+            key = os.environ.get(ENV_VAR) or None  # empty counts as unset
+            if key is None:
+                return None
+        from ._secrets import SecretCipher
+
+        return SecretCipher(key)
 
     # -- kickoff -----------------------------------------------------------------------
 
@@ -442,9 +527,7 @@ class Flow(FlowTools, Generic[T]):
             first.kickoff()
             again = Report().kickoff(restore_from_state_id=first.flow_id)
         """
-        from ._concurrency import run_sync
-
-        return run_sync(
+        return (_engine or _load_engine()).run_sync(
             self.kickoff_async(
                 inputs, restore_from_state_id=restore_from_state_id, metadata=metadata
             )
@@ -458,8 +541,7 @@ class Flow(FlowTools, Generic[T]):
         metadata: Mapping[str, Any] | None = None,
     ) -> Any:
         """Awaitable form of :meth:`kickoff`."""
-        from ._execution import prepare_kickoff
-
+        prepare_kickoff = (_engine or _load_engine()).prepare_kickoff
         labels = None  # checked now, before anything is stored
         if metadata is not None:
             from ._run_metadata import checked_metadata
@@ -525,7 +607,7 @@ class Flow(FlowTools, Generic[T]):
 
     async def _execute(self, prepare: Callable[[], Awaitable[Run]]) -> Any:
         """Prepare a run (kickoff or resume), execute it, keep its final state."""
-        from ._execution import execute, prepare_waiting
+        engine = _engine or _load_engine()
 
         if self._busy:
             raise FlowUsageError(
@@ -535,11 +617,11 @@ class Flow(FlowTools, Generic[T]):
         self._busy = True
         try:
             self._outputs.clear()
-            run = await prepare_waiting(self, prepare)
+            run = await engine.prepare_waiting(self, prepare)
             self._run = run
             self._active_run_id = run.run_id
             try:
-                return await execute(run)
+                return await engine.Runner(run).execute()
             finally:
                 self._state = run.state
                 self._run = None

@@ -1,8 +1,29 @@
-"""Where a run's checkpoints go: nowhere, a CrewAI-style backend, or a durable one.
+"""A run's checkpoints: what they record besides the state (the execution position,
+typed) and where they go (a :class:`Journal`: nowhere, a CrewAI-style backend, or a
+durable one). One job: the runner's commit hands the state and a :class:`Position` to
+the journal, which encodes both and writes them in one backend call.
 
 A durable journal (a backend with runs, compare-and-set and history) records the
 execution position with every checkpoint and holds a lease on the run while it executes,
-so only one writer can ever append to it.
+so only one writer can ever append to it; the :class:`LeaseKeeper` thread renews it.
+
+The position is stored in a checkpoint's ``meta`` (a JSON object), under keys written
+since the first release, so every stored run stays readable:
+
+* ``position``: the scheduler's snapshot (pending calls with the values they receive,
+  ``and_`` progress, fired ``or_`` listeners, call counts, next call id), the ids of
+  pending calls whose input could not be stored (``lost_payloads``), the last finished
+  method and its output (``last``), the answers given to interrupts of pending calls
+  (``answers``), and the failed attempts of pending calls that are being retried
+  (``retries``: call id -> method, count, last error; written only when there are some);
+* ``interrupt``: the interrupt the run is waiting on (method, call id, payload);
+* ``retry``: only on the checkpoint written for a failed attempt: which call failed,
+  its attempt number, the wait before the next one and the error (with traceback);
+* ``state_version``: the state model's version (written by the journal).
+
+:class:`Position` is the engine's decoded, validated form (``to_json`` / ``from_json``);
+:class:`PositionSummary` is a lenient read of the stored form for display (the CLI),
+which never decodes or decrypts anything; :class:`RunInfo` types the run's ``info``.
 """
 
 from __future__ import annotations
@@ -15,20 +36,297 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._codec_decode import decode
 from ._codec_encode import encode
-from ._position import RunInfo
-from .exceptions import LeaseLostError, PersistenceError
+from .exceptions import (
+    CorruptCheckpointError,
+    LeaseLostError,
+    PersistenceError,
+    UnserializableStateError,
+)
 from .persistence._owner import new_owner
 
 if TYPE_CHECKING:
-    from ._position import Position
     from ._secrets import SecretCipher as Cipher
     from ._state import StateAdapter
     from .persistence import FlowPersistence, RunRecord
 
-__all__ = ["BasicJournal", "DurableJournal", "Journal", "new_owner"]
+__all__ = [
+    "LEASES",
+    "BasicJournal",
+    "DurableJournal",
+    "FailedAttempts",
+    "Journal",
+    "PendingInterrupt",
+    "Position",
+    "PositionSummary",
+    "RunInfo",
+    "new_owner",
+]
 
 log = logging.getLogger("flowkit")
+
+
+# -- what a checkpoint records ---------------------------------------------------------
+
+
+@dataclass
+class PendingInterrupt:
+    """The interrupt a paused run waits on: ``resume(run_id, value)`` answers it."""
+
+    method: str
+    task_id: int
+    payload: Any
+
+    def to_json(self) -> dict[str, Any]:
+        # the payload is shown to whoever answers: stored without the secret cipher
+        return {
+            "method": self.method,
+            "task_id": self.task_id,
+            "payload": encode(self.payload, path="interrupt payload", cipher=None),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, *, run_id: str, seq: int | None) -> PendingInterrupt:
+        try:
+            return cls(
+                str(data["method"]),
+                int(data["task_id"]),
+                decode(data.get("payload"), cipher=None, run_id=run_id, seq=seq),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _corrupt("interrupt", exc, run_id, seq) from exc
+
+
+@dataclass
+class FailedAttempts:
+    """The failed attempts so far of one pending method call under a retry policy."""
+
+    method: str
+    #: how many attempts failed (the next one is attempt ``count + 1``)
+    count: int
+    #: the last failure: ``{"method", "type", "message", "attempt", "attempts"}``
+    error: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "count": self.count, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Any) -> FailedAttempts:
+        error = data.get("error")
+        count = int(data["count"])
+        if count < 0:
+            raise ValueError(f"a negative count of failed attempts ({count})")
+        return cls(str(data["method"]), count, error if isinstance(error, dict) else {})
+
+
+@dataclass
+class Position:
+    """Where a run stands after a checkpoint, with Python values (decoded)."""
+
+    #: :meth:`Scheduler.snapshot` output; pending payloads are Python values
+    scheduler: dict[str, Any]
+    last: tuple[str, Any] | None = None
+    answers: dict[int, list[Any]] = field(default_factory=dict)
+    #: pending calls whose input could not be stored (they cannot take it on resume)
+    lost_payloads: frozenset[int] = frozenset()
+    interrupt: PendingInterrupt | None = None
+    #: failed attempts of pending calls, by call id (the retry counters)
+    retries: dict[int, FailedAttempts] = field(default_factory=dict)
+    #: on the checkpoint written for a failed attempt: ``{"method", "task_id",
+    #: "attempt", "attempts", "delay", "error"}`` (the error with its traceback)
+    retry: dict[str, Any] | None = None
+
+    def to_json(self, cipher: Any) -> dict[str, Any]:
+        """The ``meta`` entries this position is stored as (``position``, ``interrupt``).
+
+        A pending payload or last output that cannot be stored is recorded as lost
+        rather than failing the checkpoint; the state itself must be storable."""
+        snap = dict(self.scheduler)
+        pending = []
+        lost = set(self.lost_payloads)
+        for item in snap["pending"]:
+            item = dict(item)
+            try:
+                item["payload"] = encode(
+                    item["payload"], path=f"payload of {item['method']}", cipher=cipher
+                )
+            except UnserializableStateError:
+                item["payload"] = None
+                lost.add(item["id"])
+            pending.append(item)
+        snap["pending"] = pending
+        if snap.get("trigger_payload") is not None:
+            snap["trigger_payload"] = encode(
+                snap["trigger_payload"], path="inputs.crewai_trigger_payload", cipher=cipher
+            )
+        snap["lost_payloads"] = sorted(lost)
+        if self.last is not None:
+            method, output = self.last
+            try:
+                snap["last"] = {
+                    "method": method,
+                    "output": encode(output, path="output", cipher=cipher),
+                }
+            except UnserializableStateError:
+                snap["last"] = {"method": method, "output": None, "lost": True}
+        snap["answers"] = {
+            str(k): encode(v, path="answer", cipher=cipher) for k, v in self.answers.items()
+        }
+        if self.retries:
+            snap["retries"] = {str(k): v.to_json() for k, v in sorted(self.retries.items())}
+        meta: dict[str, Any] = {"position": snap}
+        if self.interrupt is not None:
+            meta["interrupt"] = self.interrupt.to_json()
+        if self.retry is not None:
+            meta["retry"] = self.retry
+        return meta
+
+    @classmethod
+    def from_json(
+        cls, meta: dict[str, Any], cipher: Any, *, run_id: str, seq: int | None
+    ) -> Position | None:
+        """The position stored in checkpoint ``meta``; None for a checkpoint written by
+        plain ``save_state`` (no position). Malformed data is a CorruptCheckpointError."""
+        data = meta.get("position")
+        if data is None:
+            return None
+        try:
+            snap = dict(data)
+            lost = frozenset(int(i) for i in snap.pop("lost_payloads", ()))
+            pending = []
+            for item in snap["pending"]:
+                item = dict(item)
+                if int(item["id"]) in lost:
+                    item["payload"] = None
+                else:
+                    item["payload"] = decode(
+                        item.get("payload"), cipher=cipher, run_id=run_id, seq=seq
+                    )
+                pending.append(item)
+            snap["pending"] = pending
+            if snap.get("trigger_payload") is not None:
+                snap["trigger_payload"] = decode(
+                    snap["trigger_payload"], cipher=cipher, run_id=run_id, seq=seq
+                )
+            raw_last = snap.pop("last", None)
+            last = None
+            if isinstance(raw_last, dict):
+                last = (
+                    str(raw_last["method"]),
+                    decode(raw_last.get("output"), cipher=cipher, run_id=run_id, seq=seq),
+                )
+            answers = {
+                int(k): list(decode(v, cipher=cipher, run_id=run_id, seq=seq))
+                for k, v in snap.pop("answers", {}).items()
+            }
+            retries = {
+                int(k): FailedAttempts.from_json(v) for k, v in snap.pop("retries", {}).items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _corrupt("execution position", exc, run_id, seq) from exc
+        raw_interrupt = meta.get("interrupt")
+        interrupt = (
+            PendingInterrupt.from_json(raw_interrupt, run_id=run_id, seq=seq)
+            if raw_interrupt is not None
+            else None
+        )
+        return cls(snap, last, answers, lost, interrupt, retries)
+
+
+@dataclass
+class PositionSummary:
+    """A lenient, display-only read of a stored position: stored forms, nothing decoded,
+    anything malformed left out rather than raised."""
+
+    #: ``{"id", "method", "trigger"}`` of each pending call
+    pending: list[dict[str, Any]]
+    calls: dict[str, Any]
+    last_method: str | None
+    #: the last output in its stored form
+    last_output: Any
+    #: ``{"method", "task_id", "payload"}`` in stored form, when the run waits on one
+    interrupt: dict[str, Any] | None
+    #: call id (as stored: a string) -> ``{"method", "count", "error"}`` of pending calls
+    #: with failed attempts
+    retries: dict[str, Any] = field(default_factory=dict)
+    #: the failed attempt this checkpoint was written for (see :class:`Position`)
+    retry: dict[str, Any] | None = None
+
+    @classmethod
+    def read(cls, meta: dict[str, Any]) -> PositionSummary | None:
+        """None when the checkpoint has no position (written by plain ``save_state``)."""
+        data = meta.get("position")
+        if not isinstance(data, dict):
+            return None
+        raw_pending = data.get("pending")
+        pending = [
+            {"id": item.get("id"), "method": item.get("method"), "trigger": item.get("trigger")}
+            for item in (raw_pending if isinstance(raw_pending, list) else [])
+            if isinstance(item, dict)
+        ]
+        calls = data.get("calls")
+        last = data.get("last")
+        interrupt = meta.get("interrupt")
+        retries = data.get("retries")
+        retry = meta.get("retry")
+        return cls(
+            pending,
+            calls if isinstance(calls, dict) else {},
+            last.get("method") if isinstance(last, dict) else None,
+            last.get("output") if isinstance(last, dict) else None,
+            interrupt if isinstance(interrupt, dict) else None,
+            {str(k): v for k, v in retries.items() if isinstance(v, dict)}
+            if isinstance(retries, dict)
+            else {},
+            retry if isinstance(retry, dict) else None,
+        )
+
+
+@dataclass
+class RunInfo:
+    """The run's stored ``info`` object, typed: the flow's wiring when it last ran
+    (``definition``, for "what changed" on resume) and the error that failed it."""
+
+    definition: dict[str, Any] | None = None
+    #: the exception that failed the run: ``{"method", "type", "message", "attempt",
+    #: "attempts", "traceback"}`` (the last three since retries; older runs lack them)
+    error: dict[str, Any] | None = None
+    #: keys this version does not know, kept as stored
+    other: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.other)
+        if self.definition is not None:
+            data["definition"] = self.definition
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunInfo:
+        if not isinstance(data, dict):
+            return cls()
+        other = {k: v for k, v in data.items() if k not in ("definition", "error")}
+        definition = data.get("definition")
+        error = data.get("error")
+        return cls(
+            definition if isinstance(definition, dict) else None,
+            error if isinstance(error, dict) else None,
+            other,
+        )
+
+
+def _corrupt(what: str, exc: Exception, run_id: str, seq: int | None) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f"the {what} stored in run {run_id!r} checkpoint {seq} cannot be read ({exc!r}); "
+        "start a new run or fork from an earlier checkpoint.",
+        run_id=run_id,
+        seq=seq,
+    )
+
+
+# -- where checkpoints go --------------------------------------------------------------
 
 
 class Journal:
@@ -52,12 +350,6 @@ class Journal:
     def committed_state(self) -> Any:
         """The state of the last checkpoint, decoded (None if nothing was stored)."""
         return None
-
-
-@dataclass
-class _EncodeCtx:
-    adapter: StateAdapter
-    cipher: Cipher | None
 
 
 class BasicJournal(Journal):
@@ -250,6 +542,9 @@ class DurableJournal(BasicJournal):
             LEASES.forget(self.backend, self.run_id, self.owner)
             await self.backend.arelease_lease(self.run_id, self.owner)
             self.released = True
+
+
+# -- the leases that guard the writes --------------------------------------------------
 
 
 @dataclass

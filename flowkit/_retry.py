@@ -26,6 +26,7 @@ __all__ = [
     "cap_traceback",
     "check_retry",
     "error_record",
+    "policies",
     "policy_for",
 ]
 
@@ -182,8 +183,13 @@ def check_retry(retry: Any, where: str) -> Retry | None:
 
 def policy_for(cls: type[Flow[Any]], method: str) -> Retry | None:
     """The retry policy ``method`` runs under: its own ``retry=``, else the flow's
-    (``class MyFlow(Flow, retry=...)``); None when neither allows a second attempt.
-    Computed once per class."""
+    (``class MyFlow(Flow, retry=...)``); None when neither allows a second attempt."""
+    return policies(cls).get(method)
+
+
+def policies(cls: type[Flow[Any]]) -> dict[str, Retry | None]:
+    """Every method's :func:`policy_for`, computed once per class (the runner looks
+    methods up in it per call)."""
     table: dict[str, Retry | None] | None = cls.__dict__.get("_retry_table")
     if table is None:
         from ._decorators import SPEC_ATTR
@@ -196,7 +202,7 @@ def policy_for(cls: type[Flow[Any]], method: str) -> Retry | None:
             policy = own if own is not None else default
             table[name] = policy if policy is not None and policy.attempts > 1 else None
         cls._retry_table = table  # type: ignore[attr-defined]
-    return table.get(method)
+    return table
 
 
 # --- what a failure stores ----------------------------------------------------------------

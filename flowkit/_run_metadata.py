@@ -13,7 +13,7 @@ from .persistence._metadata import INFO_KEY, check_metadata, json_equal, metadat
 
 if TYPE_CHECKING:
     from ._flow import Flow
-    from ._position import Run
+    from ._runner import Run
 
 Prepare = Callable[[], Awaitable["Run"]]
 

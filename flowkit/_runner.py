@@ -1,4 +1,12 @@
-"""The async executor: drives the scheduler, runs methods, writes checkpoints.
+"""One execution of a flow (:class:`Run`) and its executor (:class:`Runner`), which
+drives the scheduler, runs methods and commits checkpoints.
+
+A :class:`Run` is built for each kickoff or resume by the preparation in
+:mod:`flowkit._execution` and handed to the :class:`Runner`, which owns it until it
+returns: the state, the scheduler, the journal (where checkpoints go) and the answers to
+interrupts all live there, so nothing patches the flow object from outside while a run
+executes. Its commit hands the state and a :class:`~flowkit._journal.Position` to the
+journal.
 
 Kept thin on purpose: every decision about *what* runs lives in the scheduler. A sync
 method runs inline when it is the only thing that could run; it goes to a worker thread
@@ -13,14 +21,16 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
+from ._flow import CallContext, Flow, current_call
 from ._graph import TRIGGER_PAYLOAD
-from ._interrupt import CallContext, Interrupted, InterruptSignal, current_call
+from ._interrupt import Interrupted, InterruptSignal
 from ._isolation import copy_state
+from ._journal import FailedAttempts, PendingInterrupt, Position
 from ._merge import Merge
-from ._position import FailedAttempts, PendingInterrupt
-from ._retry import error_record, policy_for
+from ._retry import error_record, policies
 from ._workers import Inbox, MethodCall, ThreadCall, keep_moving, workers
 from .events import (
     FlowFinished,
@@ -41,21 +51,84 @@ from .exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from ._position import Run
-    from ._scheduler import Task
+    from ._journal import Journal
+    from ._retry import Retry
+    from ._scheduler import Scheduler, Task
+    from .persistence import FlowPersistence
 
-__all__ = ["Runner"]
+__all__ = ["Run", "Runner"]
+
+
+@dataclass
+class Run:
+    """A run being executed: its state, position and where it is committed."""
+
+    flow: Flow[Any]
+    state: Any
+    scheduler: Scheduler
+    journal: Journal
+    backend: FlowPersistence | None
+    cipher: Any
+    #: the calls to start with (kickoff: the starts; resume: the stored pending calls)
+    tasks: list[Task]
+    resumed: bool = False
+    #: the kickoff's inputs as the FlowStarted event shows them (None: none given)
+    inputs: dict[str, Any] | None = None
+    #: interrupt answers for pending calls, by call id
+    answers: dict[int, list[Any]] = field(default_factory=dict)
+    #: the last method that finished and its output (what kickoff returns)
+    last: tuple[str, Any] | None = None
+    #: the journal's last committed state is ``state`` (no method finished since
+    #: without a checkpoint): a method that ran alone can be rolled back by reading it
+    committed_is_current: bool = True
+    #: failed attempts of pending calls being retried, by call id (stored with the
+    #: position: a crash between attempts does not reset the count)
+    retries: dict[int, FailedAttempts] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.flow._adapter.state_id(self.state)
+
+    def position(
+        self, interrupt: PendingInterrupt | None = None, retry: dict[str, Any] | None = None
+    ) -> Position:
+        return Position(
+            self.scheduler.snapshot(),
+            self.last,
+            self.answers,
+            interrupt=interrupt,
+            retries=dict(self.retries),
+            retry=retry,
+        )
+
+    async def commit(
+        self,
+        method: str,
+        status: str,
+        interrupt: PendingInterrupt | None = None,
+        retry: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a checkpoint of the current state and position after ``method`` (or,
+        with ``retry``, after a failed attempt of it)."""
+        await self.journal.checkpoint(method, self.state, self.position(interrupt, retry), status)
+        self.committed_is_current = True
+
+    def rollback(self, ctx: CallContext) -> None:
+        """Drop the changes of a method that did not finish. An isolated method's view
+        is simply never merged; a method that ran alone changed the live state, which
+        goes back to the state it started with."""
+        if ctx.isolated:
+            return
+        if ctx.base is not None:
+            self.state = ctx.base
+        elif self.committed_is_current:
+            restored = self.journal.committed_state()
+            if restored is not None:
+                self.state = restored
+
 
 #: the answers of a call that has none (shared: a CallContext only reads them)
 _NO_ANSWERS: tuple[Any, ...] = ()
-
-
-def _call_sync(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
-    token = current_call.set(ctx)
-    try:
-        return func(*args)
-    finally:
-        current_call.reset(token)
 
 
 async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any:
@@ -67,7 +140,7 @@ async def _call_async(ctx: CallContext, func: Any, args: tuple[Any, ...]) -> Any
 
 
 class Runner:
-    """Executes one :class:`~flowkit._position.Run` (a kickoff or a resume) to its end.
+    """Executes one :class:`Run` (a kickoff or a resume) to its end.
 
     The run's state is ``run.state``. A method that runs alone mutates it in place; a
     method that overlaps with others works on its own view (see :mod:`flowkit._isolation`)
@@ -81,6 +154,11 @@ class Runner:
         self.scheduler = run.scheduler
         self.nodes = run.scheduler.graph.nodes
         self.journal = run.journal
+        #: method -> its retry policy (None: one attempt); see :meth:`_load_policies`
+        self.policies: dict[str, Retry | None] | None = None
+        #: method -> what calling it means, for methods called the same way every time
+        #: (no payload, no trigger payload): worked out on their first call
+        self.plain_calls: dict[str, tuple[Any, tuple[Any, ...], dict[str, Any], bool]] = {}
         self.interrupts: list[tuple[Task, Any]] = []
         #: field path -> the method whose merge last changed it (for conflict messages)
         self.writers: dict[str, str] = {}
@@ -108,6 +186,9 @@ class Runner:
     def _call(self, task: Task) -> tuple[Any, tuple[Any, ...], dict[str, Any], bool]:
         """What calling ``task`` means: the bound method (with its keyword arguments
         applied), its positional arguments, its keyword arguments, whether it is async."""
+        plain = self.plain_calls.get(task.method)
+        if plain is not None:
+            return plain
         nodes = self.nodes
         node = nodes[task.method]
         func = getattr(self.flow, task.method)
@@ -127,20 +208,30 @@ class Runner:
             payload = task.payload if trigger is None else self.scheduler.trigger_payload
             kwargs = {TRIGGER_PAYLOAD: payload}
             return functools.partial(func, **kwargs), args, kwargs, node.is_async
-        return func, args, {}, node.is_async
+        call: tuple[Any, tuple[Any, ...], dict[str, Any], bool] = (func, args, {}, node.is_async)
+        if not node.takes_payload:
+            self.plain_calls[task.method] = call
+        return call
 
     def _ctx(self, task: Task) -> CallContext:
         """The context of a call that runs alone, on the live state."""
         run = self.run
         ctx = CallContext(self.flow, task.id, task.method, run.answers.get(task.id, _NO_ANSWERS))
         if not run.committed_is_current and (
-            self.journal.durable or policy_for(type(self.flow), task.method) is not None
+            self.journal.durable
+            or (self.policies or self._load_policies())[task.method] is not None
         ):
             # With @persist on some methods (or no durable persistence and a retry
             # policy): the state this method starts from is not stored anywhere, and an
             # interrupt or a retry must be able to go back to it.
             ctx.base = copy_state(run.state)
         return ctx
+
+    def _load_policies(self) -> dict[str, Retry | None]:
+        """Every method's retry policy, from the class's table: fetched when first
+        needed (a durable run that never fails never asks)."""
+        table = self.policies = policies(type(self.flow))
+        return table
 
     def _emit_started(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         params = {f"_{i}": arg for i, arg in enumerate(args)}
@@ -207,20 +298,25 @@ class Runner:
                     # Alone: on the live state, no copy, no thread.
                     task = ready.popleft()
                     ctx = self._ctx(task)
+                    listening = self.flow._has_listeners()
                     try:
                         func, args, kwargs, is_async = self._call(task)
-                        if self.flow._has_listeners():
+                        if listening:
                             self._emit_started(task, args, kwargs)
                         if is_async:
                             output = await _call_async(ctx, func, args)
                         else:
-                            output = _call_sync(ctx, func, args)
+                            token = current_call.set(ctx)
+                            try:
+                                output = func(*args)
+                            finally:
+                                current_call.reset(token)
                     except BaseException as exc:
                         delay = await self._failed(task, ctx, exc)
                         if delay is not None:
                             wait_then_retry(task, delay)
                         continue
-                    new, store = self._finished(task, output, False)
+                    new, store = self._finished(task, output, False, listening)
                     if store is not None:
                         await store
                     ready.extend(new)
@@ -257,7 +353,7 @@ class Runner:
                             wait_then_retry(task, delay)
                         continue
                     busy = bool(ready or running or waiting)
-                    new, store = self._finished(task, fut.result(), busy)
+                    new, store = self._finished(task, fut.result(), busy, listening=None)
                     if store is not None:
                         await store
                     ready.extend(new)
@@ -281,19 +377,22 @@ class Runner:
             self.state_shared = False
 
     def _finished(
-        self, task: Task, output: Any, busy: bool
+        self, task: Task, output: Any, busy: bool, listening: bool | None
     ) -> tuple[list[Task], Awaitable[Any] | None]:
         """Record a call that returned (its output, the event, the scheduler's next
         calls); return those calls and what must be awaited to store it: a checkpoint,
         the run's status, or (a changed state id) the failure -- None when nothing is
-        stored, so a method without persistence costs no coroutine."""
+        stored, so a method without persistence costs no coroutine. ``listening``: the
+        listener check made when the call started (None: check now)."""
         run = self.run
         try:
             self.flow._method_finished(task.method, output)
         except FlowUsageError as exc:
             ctx = CallContext(self.flow, task.id, task.method, _NO_ANSWERS)
             return [], self._failed(task, ctx, exc, retryable=False)  # raises, awaited
-        if self.flow._has_listeners():
+        if listening is None:
+            listening = self.flow._has_listeners()
+        if listening:
             self.flow._emit(
                 MethodFinished,
                 method=task.method,
@@ -337,7 +436,7 @@ class Runner:
             if self.flow._has_listeners():
                 self.flow._emit(FlowInterrupted, method=task.method, payload=exc.payload)
             return None
-        policy = policy_for(type(self.flow), task.method) if retryable else None
+        policy = (self.policies or self._load_policies())[task.method] if retryable else None
         before = self.run.retries.get(task.id)
         attempt = (before.count if before is not None else 0) + 1
         attempts = policy.attempts if policy is not None else 1

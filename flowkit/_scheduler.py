@@ -157,18 +157,16 @@ class Scheduler:
     def complete(self, task_id: int, output: Any) -> list[Task]:
         """Record that pending call ``task_id`` returned ``output``; return new calls."""
         task = self.pending.pop(task_id)
-        node = self.graph.nodes[task.method]
-        if node.is_router:
-            wave, chain = task.wave, (*task.chain, task.method)
-        else:
-            wave, chain = self._new_wave(), ()
-        new: list[Task] = []
         fired: set[str] = set()
-        new += self._dispatch(task.method, task, output, fired, wave, chain, label=False)
-        if node.is_router:
-            label = router_label(output)
-            if label is not None:
-                new += self._dispatch(label, task, output, fired, wave, chain, label=True)
+        if not self.graph.nodes[task.method].is_router:
+            wave = self._next_wave
+            self._next_wave = wave + 1
+            return self._dispatch(task.method, task, output, fired, wave, (), False)
+        wave, chain = task.wave, (*task.chain, task.method)
+        new = self._dispatch(task.method, task, output, fired, wave, chain, False)
+        label = router_label(output)
+        if label is not None:
+            new += self._dispatch(label, task, output, fired, wave, chain, True)
         return new
 
     def _dispatch(
@@ -179,9 +177,10 @@ class Scheduler:
         fired: set[str],
         wave: int,
         chain: tuple[str, ...],
-        *,
         label: bool,
     ) -> list[Task]:
+        """The calls ``event`` (a method's completion, or with ``label`` a router's
+        label) fires; ``fired`` collects the listeners fired by this completion."""
         tasks = []
         for listener in self.graph.index.get(event, ()):
             if listener == event == source.method:
@@ -197,7 +196,8 @@ class Scheduler:
                 continue
             # Fired: whatever else it had seen is forgotten (CrewAI clears the events
             # a listener has seen when its condition is met).
-            self._and_progress.pop(listener, None)
+            if self._and_progress:
+                self._and_progress.pop(listener, None)
             if is_or:
                 self._or_fired[listener] = wave
             if listener in fired:

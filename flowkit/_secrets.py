@@ -20,7 +20,8 @@ A passphrase that happens to be a valid Fernet key is used as a Fernet key.
 
 :func:`resolve_cipher` picks the key: an explicit one, else the ``FLOWKIT_SECRET_KEY``
 environment variable, else none (storing a secret then fails with a
-:class:`~flowkit.exceptions.SecretKeyError` naming the field).
+:class:`~flowkit.exceptions.SecretKeyError` naming the field). A flow picks its key the
+same way, after its own sources (``Flow._cipher``), and only comes here when it has one.
 """
 
 from __future__ import annotations

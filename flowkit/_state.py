@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import uuid
+import os
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, ClassVar, TypeVar, cast, get_args, get_origin
@@ -29,7 +29,14 @@ _MIGRATES_FROM = "__flowkit_migrates_from__"
 
 
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    """A random UUID (version 4) in its canonical text form, as ``str(uuid.uuid4())``
+    makes it, without building the UUID object first (half the cost of a small flow's
+    construction went there)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class FlowState(BaseModel):

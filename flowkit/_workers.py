@@ -24,10 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._interrupt import current_call
+from ._flow import current_call
 
 if TYPE_CHECKING:
-    from ._interrupt import CallContext
+    from ._flow import CallContext
 
 __all__ = [
     "MAX_WORKER_THREADS",

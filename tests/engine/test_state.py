@@ -179,3 +179,26 @@ def test_unsupported_state_type_is_rejected() -> None:
         class F(Flow[int]):  # type: ignore[type-var]
             @start()
             def a(self) -> None: ...
+
+
+def test_new_ids_are_canonical_random_uuid4_strings() -> None:
+    """A new state's id is a UUID4 in canonical text (version 4, the RFC 4122 variant,
+    lower-case hex with dashes, exactly as str(uuid.uuid4()) writes it), and no two of
+    many flows share one."""
+
+    class Counted(Flow[WithId]):
+        @start()
+        def go(self) -> None:
+            pass
+
+    class Untyped(Flow):  # type: ignore[type-arg]
+        @start()
+        def go(self) -> None:
+            pass
+
+    ids = [Counted().flow_id for _ in range(200)] + [Untyped().flow_id for _ in range(200)]
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == value
+    assert len(set(ids)) == len(ids)
