@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celery import Celery, Task  # type: ignore[import-untyped]
+from celery import Celery, Task, signals  # type: ignore[import-untyped]
 
 from ._flow import MISSING, Flow
 from ._interrupt import Interrupted
@@ -140,6 +140,23 @@ class CeleryFlows:
         self.recover_task: Task = app.task(
             name=f"{prefix}.recover", bind=True, ignore_result=True, serializer="json"
         )(recover)
+        signals.worker_init.connect(self._check_worker, weak=False)
+
+    def _check_worker(self, sender: Any = None, **_: Any) -> None:
+        """At a worker's start: warn about a pool known to delay runs (see the docs)."""
+        ours = getattr(sender, "app", None) is self.app
+        if not ours:
+            return
+        pool = getattr(sender, "pool_cls", "")
+        name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+        if "solo" not in name or self.app.connection_for_read().transport.driver_type != "amqp":
+            return
+        log.warning(
+            "flowkit.celery: this worker runs --pool=solo on RabbitMQ; such a worker now and "
+            "then sits idle for up to 10 s between two tasks while messages wait (measured "
+            "with Celery 5.7). Start it with --pool=threads (or prefork) and --concurrency=N "
+            "instead; see docs/many-machines.md."
+        )
 
     # -- registration ------------------------------------------------------------------
 
