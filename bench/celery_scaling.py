@@ -60,6 +60,7 @@ QUICK = "--quick" in sys.argv
 RUNS = 60 if QUICK else 120
 ROUNDS = 1 if QUICK else 3
 TRACE = "--trace" in sys.argv
+CPUS = os.cpu_count() or 1
 WORKER_COUNTS = (1, 2, 4)
 #: How each worker process is started (besides -A, -Q, -n and the log level).
 WORKER_OPTIONS = [
@@ -350,7 +351,9 @@ def _describe(n: int, r: dict[str, Any]) -> str:
         f"{100 * r['machine_busy']:.0f}% busy; CPU ms/run: workers "
         f"{r['worker_cpu_ms_per_run']:.1f} + PostgreSQL backends {r['pg_cpu_ms_per_run']:.1f} "
         f"+ broker {r['broker_cpu_ms_per_run']:.1f} = {_total_cpu(r):.1f} (all postgres "
-        f"{r['pg_all_cpu_ms_per_run']:.1f}, driver {r['driver_cpu_ms_per_run']:.1f})"
+        f"{r['pg_all_cpu_ms_per_run']:.1f}, driver {r['driver_cpu_ms_per_run']:.1f}); the "
+        f"runs got {r['runs_per_s'] * _total_cpu(r) / 1000:.2f} cores, everything else "
+        f"{max(0.0, r['machine_busy'] * CPUS - r['runs_per_s'] * _total_cpu(r) / 1000):.2f}"
     )
     if "trace" in r:
         t = r["trace"]
@@ -394,7 +397,8 @@ def main() -> None:
                 note=(
                     f"{rate:.1f} runs/s = {rate / base:.2f}x 1 worker; machine CPU "
                     f"{100 * busy:.0f}% busy; CPU/run: workers {cpu:.0f} ms, with "
-                    f"PostgreSQL and broker {total:.0f} ms; rounds: "
+                    f"PostgreSQL and broker {total:.0f} ms (x runs/s = "
+                    f"{rate * total / 1000:.2f} cores); rounds: "
                     + ", ".join(f"{r['runs_per_s']:.1f}" for r in results[n])
                 ),
                 extra={"runs_per_s": rate, "speedup": rate / base, "rounds": results[n]},
