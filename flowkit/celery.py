@@ -140,7 +140,8 @@ class CeleryFlows:
         self.recover_task: Task = app.task(
             name=f"{prefix}.recover", bind=True, ignore_result=True, serializer="json"
         )(recover)
-        signals.worker_init.connect(self._check_worker, weak=False)
+        # Weakly referenced (the default): a CeleryFlows dropped does not stay alive.
+        signals.worker_init.connect(self._check_worker)
 
     def _check_worker(self, sender: Any = None, **_: Any) -> None:
         """At a worker's start: warn about a pool known to delay runs (see the docs)."""
