@@ -26,6 +26,10 @@ Example (``myapp/tasks.py``, the module the workers import)::
     run_id = flows.enqueue(ReviewFlow, inputs={"topic": "tides"})  # from the web app
     flows.enqueue_resume(run_id, "approved")                         # later, an answer
 
+Start the workers with ``celery -A myapp.tasks worker --pool=threads --concurrency=4``
+(or prefork): on RabbitMQ a ``--pool=solo`` worker at times idles for up to 10 s between
+tasks, and flowkit warns when one starts.
+
 See ``docs/many-machines.md`` for the settings and what happens when a worker dies.
 """
 
