@@ -1,9 +1,22 @@
 """The Celery app of ``bench/celery_scaling.py``'s workers (not a bench script itself):
-a flow of 10 persisted steps on PostgreSQL, queue and flow name from the environment."""
+a flow of 10 persisted steps on PostgreSQL, queue and flow name from the environment.
+
+With ``FLOWKIT_BENCH_TRACE=DIR`` (``celery_scaling.py --trace``) each worker process
+writes one JSON line per task to ``DIR/<pid>.jsonl``: when the message was received,
+when the task started and ended, the process's CPU seconds over the task, and every SQL
+statement and commit it made (start, duration, first words), from SQLAlchemy's public
+engine and pool events. ``celery_scaling.py`` reads them to say where a run's time goes.
+"""
 
 from __future__ import annotations
 
+import faulthandler
+import json
 import os
+import resource
+import threading
+import time
+from typing import Any
 
 from celery import Celery
 
@@ -79,6 +92,91 @@ def make_app(queue: str, flow_name: str) -> tuple[Celery, CeleryFlows]:
     flows.register(make_flow(flow_name))
     return app, flows
 
+
+class _Trace:
+    """Per-task timings of this worker process (see the module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, f"{os.getpid()}.jsonl")
+        self.received: dict[str, float] = {}
+        self.task: dict[str, Any] | None = None
+        self.sql: list[list[Any]] = []
+        self.started: dict[int, tuple[float, str]] = {}
+        self.committing: dict[int, float] = {}
+        self.last_end = 0.0
+
+    def install(self) -> None:
+        from celery import signals
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        from sqlalchemy.pool import Pool
+
+        signals.task_received.connect(self.on_received, weak=False)
+        signals.task_prerun.connect(self.on_prerun, weak=False)
+        signals.task_postrun.connect(self.on_postrun, weak=False)
+        event.listen(Engine, "before_cursor_execute", self.before)
+        event.listen(Engine, "after_cursor_execute", self.after)
+        event.listen(Engine, "commit", self.on_commit)
+        event.listen(Pool, "checkin", self.on_checkin)
+        threading.Thread(target=self.watch, daemon=True).start()
+
+    def watch(self) -> None:
+        """Dump every thread's stack when the worker has been idle between two tasks for
+        over a second (once per idle spell): what a stall waits on."""
+        dumped = 0.0
+        while True:
+            time.sleep(0.25)
+            idle_since = self.last_end
+            idle = self.task is None and idle_since and time.time() - idle_since > 1.0
+            if idle and dumped != idle_since:
+                dumped = idle_since
+                with open(self.path + ".stacks", "a") as out:
+                    out.write(f"--- idle since {idle_since:.3f}, now {time.time():.3f}\n")
+                    faulthandler.dump_traceback(out, all_threads=True)
+
+    def on_received(self, request: Any = None, **_: Any) -> None:
+        self.received[request.id] = time.time()
+
+    def on_prerun(self, task_id: str = "", **_: Any) -> None:
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        self.task = {
+            "id": task_id,
+            "received": self.received.pop(task_id, None),
+            "start": time.time(),
+            "cpu0": cpu.ru_utime + cpu.ru_stime,
+        }
+        self.sql = []
+
+    def on_postrun(self, task_id: str = "", **_: Any) -> None:
+        task, self.task = self.task, None
+        if task is None:
+            return
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        task["end"] = self.last_end = time.time()
+        task["cpu"] = cpu.ru_utime + cpu.ru_stime - task.pop("cpu0")
+        task["sql"] = self.sql
+        with open(self.path, "a") as out:
+            out.write(json.dumps(task) + "\n")
+
+    def before(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        self.started[id(conn)] = (time.time(), " ".join(statement.split()[:3]))
+
+    def after(self, conn: Any, *_: Any) -> None:
+        begun = self.started.pop(id(conn), None)
+        if begun is not None and self.task is not None:
+            self.sql.append([begun[1], begun[0], time.time() - begun[0]])
+
+    def on_commit(self, conn: Any) -> None:
+        self.committing[id(conn.connection.dbapi_connection)] = time.time()
+
+    def on_checkin(self, dbapi_connection: Any, _record: Any) -> None:
+        begun = self.committing.pop(id(dbapi_connection), None)
+        if begun is not None and self.task is not None:
+            self.sql.append(["COMMIT", begun, time.time() - begun])
+
+
+if os.environ.get("FLOWKIT_BENCH_TRACE"):
+    _Trace(os.environ["FLOWKIT_BENCH_TRACE"]).install()
 
 if os.environ.get("FLOWKIT_BENCH_QUEUE"):
     app, flows = make_app(os.environ["FLOWKIT_BENCH_QUEUE"], os.environ["FLOWKIT_BENCH_FLOW"])

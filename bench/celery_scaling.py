@@ -1,17 +1,28 @@
 """Scaling on Celery: completed runs per second for 1, 2 and 4 worker processes.
 
-Each worker is a ``celery worker --pool=solo`` process (one run at a time) on one
-RabbitMQ queue; all of them store runs in one PostgreSQL database. The flow has 10
-sync steps, each ``state.counter += 1``, with a checkpoint committed after every step
+Each worker is a ``celery worker --pool=threads --concurrency=1`` process (one run at a
+time; not ``--pool=solo``, which on RabbitMQ now and then sits idle for up to 10 s between
+two tasks with messages waiting, see bench/README.md) on one RabbitMQ queue; all of them
+store runs in one PostgreSQL database. The flow has 10 sync steps, each
+``state.counter += 1``, with a checkpoint committed after every step
 (``CeleryFlows(persistence=...)`` persists every method): 11 commits per run plus the
-lease. For each worker count: start the workers, wait until each says it is ready,
-enqueue RUNS runs, and time from the first enqueue until the store shows every run
-completed (polled every 0.1 s). Median of ROUNDS rounds; a fresh flow name and queue
-per round.
+lease. For each worker count: start the workers, wait until each says it is ready, run
+3 untimed warm-up runs per worker, enqueue RUNS runs, and time from the first enqueue
+until the store shows every run completed (polled every 0.1 s). Median of ROUNDS
+rounds; a fresh flow name and queue per round; each round is also printed as it ends.
 
-Also reported per worker count, to say what limits the curve: the machine's CPU busy
-fraction during the timed window (``/proc/stat``, all processes: workers, PostgreSQL,
-RabbitMQ and whatever else runs) and the workers' own CPU seconds per run.
+Also reported per round, to say what limits the curve: the load average, the machine's
+CPU busy fraction during the timed window (``/proc/stat``, all processes) and CPU
+milliseconds per run of the workers, of the PostgreSQL backends connected to the bench
+database, of RabbitMQ (``beam.smp``, shared with anything else using it) and of this
+driver (``/proc/<pid>/stat`` deltas). CPU per run moves much less with the machine's load
+than runs/s do.
+
+``--trace``: the workers also record, per task, when the message was received, the
+task's start and end, its CPU, and each SQL statement and commit (``_celery_app.py``),
+and a sampler polls ``pg_stat_activity``/``pg_locks`` every 20 ms; the round's line then
+says where a task's time goes and what the sessions waited on. Tracing costs CPU: use it
+to explain, not to quote runs/s.
 
 Needs RabbitMQ at 127.0.0.1:5672 and PostgreSQL (``$FLOWKIT_BENCH_POSTGRES_URL``,
 default the ``test`` database); says "not available" and reports nothing without them.
@@ -21,15 +32,22 @@ Run: ``python bench/celery_scaling.py`` (``--quick``: fewer runs, one round).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import json
 import os
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
-from statistics import median
+from statistics import fmean, median
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +59,14 @@ HERE = Path(__file__).resolve().parent
 QUICK = "--quick" in sys.argv
 RUNS = 60 if QUICK else 120
 ROUNDS = 1 if QUICK else 3
+TRACE = "--trace" in sys.argv
+CPUS = os.cpu_count() or 1
 WORKER_COUNTS = (1, 2, 4)
+#: How each worker process is started (besides -A, -Q, -n and the log level).
+WORKER_OPTIONS = [
+    "--pool=threads", "--concurrency=1",
+    "--without-heartbeat", "--without-gossip", "--without-mingle",
+]  # fmt: skip
 
 
 def _up(port: int) -> bool:
@@ -60,13 +85,131 @@ def _cpu_busy() -> tuple[int, int]:
 
 
 def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid``."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
+    """CPU seconds (user + system) used so far by process ``pid`` (0 if it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
     fields = raw[raw.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_round(workers: int, tmp: Path) -> dict[str, float]:
+def _named(*names: str) -> dict[int, str]:
+    """pid -> command name of the processes called one of ``names`` (any user)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in names:
+                found[int(entry.name)] = comm
+    return found
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Sampler:
+    """Samples pg_stat_activity and pg_locks of the bench database every 20 ms on its own
+    thread and connection (``--trace``): what the workers' sessions wait on."""
+
+    def __init__(self, url: str) -> None:
+        self.dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        self.waits: Counter[str] = Counter()
+        self.ungranted: Counter[str] = Counter()
+        self.samples = 0
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._loop()), daemon=True)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    async def _loop(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 40) AS q "
+                    "FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+                locks = await conn.fetch(
+                    "SELECT locktype, mode FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database()"
+                )
+                self.samples += 1
+                for row in rows:
+                    self.pids.add(row["pid"])
+                    if row["state"] == "active":
+                        what = f"{row['wait_event_type'] or 'CPU'}:{row['wait_event'] or '-'}"
+                        self.waits[f"{what} ({row['q'].split()[0] if row['q'] else ''})"] += 1
+                for lock in locks:
+                    self.ungranted[f"{lock['locktype']} {lock['mode']}"] += 1
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+
+def _traces(directory: Path, done_after: float) -> list[dict[str, Any]]:
+    tasks = []
+    for path in directory.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            task = json.loads(line)
+            task["worker"] = path.stem
+            if task["start"] >= done_after:
+                tasks.append(task)
+    return tasks
+
+
+def _summarise(tasks: list[dict[str, Any]]) -> dict[str, float]:
+    """Where a task's time goes, in ms per task (medians and means over ``tasks``)."""
+    if not tasks:
+        return {}
+    by_worker: dict[str, list[dict[str, Any]]] = {}
+    for task in sorted(tasks, key=lambda t: t["start"]):
+        by_worker.setdefault(task["worker"], []).append(task)
+    gaps = [
+        1000 * (b["start"] - a["end"])
+        for seq in by_worker.values()
+        for a, b in itertools.pairwise(seq)
+    ]
+    queued = [1000 * (t["start"] - t["received"]) for t in tasks if t["received"]]
+    wall = [1000 * (t["end"] - t["start"]) for t in tasks]
+    sql = [1000 * sum(d for kind, _, d in t["sql"] if kind != "COMMIT") for t in tasks]
+    commit = [1000 * sum(d for kind, _, d in t["sql"] if kind == "COMMIT") for t in tasks]
+    first = [1000 * (t["sql"][0][1] - t["start"]) for t in tasks if t["sql"]]
+    last = [1000 * (t["end"] - max(s[1] + s[2] for s in t["sql"])) for t in tasks if t["sql"]]
+    kinds: Counter[str] = Counter(kind for t in tasks for kind, _, _ in t["sql"])
+    return {
+        "task_ms": median(wall),
+        "task_ms_mean": fmean(wall),
+        "sql_ms": fmean(sql),
+        "commit_ms": fmean(commit),
+        "other_ms": fmean(wall) - fmean(sql) - fmean(commit),
+        "cpu_ms": 1000 * fmean(t["cpu"] for t in tasks),
+        "start_to_first_sql_ms": median(first) if first else 0.0,
+        "last_sql_to_end_ms": median(last) if last else 0.0,
+        "received_to_start_ms": median(queued) if queued else 0.0,
+        "between_tasks_ms": median(gaps) if gaps else 0.0,
+        "between_tasks_ms_mean": fmean(gaps) if gaps else 0.0,
+        "statements": sum(kinds.values()) / len(tasks),
+        "commits": kinds["COMMIT"] / len(tasks),
+    }
+
+
+def one_round(workers: int, tmp: Path, trace: bool = False) -> dict[str, Any]:
     from _celery_app import PG_URL, make_app
 
     from flowkit.persistence import SQLAlchemyFlowPersistence
@@ -74,12 +217,16 @@ def one_round(workers: int, tmp: Path) -> dict[str, float]:
     queue = f"flowkit-bench-{uuid.uuid4().hex[:8]}"
     flow_name = f"ten-{uuid.uuid4().hex[:8]}"
     app, flows = make_app(queue, flow_name)
+    trace_dir = tmp / f"trace-{queue}"
     env = dict(
         os.environ,
         FLOWKIT_BENCH_QUEUE=queue,
         FLOWKIT_BENCH_FLOW=flow_name,
         PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     )
+    if trace:
+        trace_dir.mkdir()
+        env["FLOWKIT_BENCH_TRACE"] = str(trace_dir)
     logs = [tmp / f"{queue}-{i}.log" for i in range(workers)]
     procs = []
     for i, log in enumerate(logs):
@@ -88,8 +235,7 @@ def one_round(workers: int, tmp: Path) -> dict[str, float]:
                 subprocess.Popen(
                     [
                         sys.executable, "-m", "celery", "-A", "_celery_app", "worker",
-                        "--pool=solo", "-Q", queue, "-n", f"b{i}@%h", "--loglevel=INFO",
-                        "--without-heartbeat", "--without-gossip", "--without-mingle",
+                        *WORKER_OPTIONS, "-Q", queue, "-n", f"b{i}@%h", "--loglevel=INFO",
                     ],
                     cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
                 )
@@ -111,24 +257,55 @@ def one_round(workers: int, tmp: Path) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise SystemExit("warm-up runs did not complete")
             time.sleep(0.05)
-        cpu0 = sum(_proc_cpu(p.pid) for p in procs)
-        busy0, total0 = _cpu_busy()
-        t0 = time.perf_counter()
-        for _ in range(RUNS):
-            flows.enqueue(cls)
-        done = warm + RUNS
-        while len(store.list_runs(flow_name=flow_name, status="completed", limit=done)) < done:
-            if time.perf_counter() - t0 > 600:
-                raise SystemExit("runs did not complete in 600 s")
-            time.sleep(0.1)
-        elapsed = time.perf_counter() - t0
-        busy1, total1 = _cpu_busy()
-        cpu = sum(_proc_cpu(p.pid) for p in procs) - cpu0
-        return {
+        sampler = _Sampler(PG_URL) if trace else contextlib.nullcontext()
+        with sampler:
+            others0 = {pid: _proc_cpu(pid) for pid in _named("postgres", "beam.smp")}
+            cpu0 = sum(_proc_cpu(p.pid) for p in procs)
+            self0 = _self_cpu()
+            busy0, total0 = _cpu_busy()
+            load0 = os.getloadavg()[0]
+            started = time.time()
+            t0 = time.perf_counter()
+            slowest = 0.0
+            for _ in range(RUNS):
+                sent = time.perf_counter()
+                flows.enqueue(cls)
+                slowest = max(slowest, time.perf_counter() - sent)
+            enqueued = time.perf_counter() - t0
+            done = warm + RUNS
+            while len(store.list_runs(flow_name=flow_name, status="completed", limit=done)) < done:
+                if time.perf_counter() - t0 > 600:
+                    raise SystemExit("runs did not complete in 600 s")
+                time.sleep(0.1)
+            elapsed = time.perf_counter() - t0
+            busy1, total1 = _cpu_busy()
+            cpu = sum(_proc_cpu(p.pid) for p in procs) - cpu0
+            driver = _self_cpu() - self0
+            others1 = _named("postgres", "beam.smp")
+            deltas = {pid: _proc_cpu(pid) - others0.get(pid, 0.0) for pid in others1}
+        backends = _bench_backends(PG_URL)
+        pg_all = sum(d for pid, d in deltas.items() if others1[pid] == "postgres")
+        result: dict[str, Any] = {
             "runs_per_s": RUNS / elapsed,
+            "enqueue_s": enqueued,
+            "slowest_enqueue_s": slowest,
+            "load": load0,
             "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
             "worker_cpu_ms_per_run": 1000 * cpu / RUNS,
+            "pg_cpu_ms_per_run": 1000 * sum(deltas.get(pid, 0.0) for pid in backends) / RUNS,
+            "pg_all_cpu_ms_per_run": 1000 * pg_all / RUNS,
+            "broker_cpu_ms_per_run": 1000
+            * sum(d for pid, d in deltas.items() if others1[pid] == "beam.smp")
+            / RUNS,
+            "driver_cpu_ms_per_run": 1000 * driver / RUNS,
         }
+        if trace:
+            assert isinstance(sampler, _Sampler)
+            result["trace"] = _summarise(_traces(trace_dir, started))
+            n = max(1, sampler.samples)
+            result["pg_active"] = {k: v / n for k, v in sampler.waits.most_common(8)}
+            result["pg_ungranted_locks"] = {k: v / n for k, v in sampler.ungranted.items()}
+        return result
     finally:
         store.close()
         for p in procs:
@@ -143,29 +320,85 @@ def one_round(workers: int, tmp: Path) -> dict[str, float]:
             conn.default_channel.queue_delete(queue)
 
 
+def _bench_backends(url: str) -> set[int]:
+    """pids of the PostgreSQL backends connected to the bench database now."""
+    import asyncpg
+
+    async def ask() -> set[int]:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        return {row["pid"] for row in rows}
+
+    return asyncio.run(ask())
+
+
+def _total_cpu(r: dict[str, Any]) -> float:
+    """CPU ms per run of everything the runs need: the workers, their PostgreSQL
+    backends and the broker (the driver's enqueues and polling are reported apart)."""
+    return float(r["worker_cpu_ms_per_run"] + r["pg_cpu_ms_per_run"] + r["broker_cpu_ms_per_run"])
+
+
+def _describe(n: int, r: dict[str, Any]) -> str:
+    line = (
+        f"{n} worker(s): {r['runs_per_s']:5.1f} runs/s (enqueued in {r['enqueue_s']:.2f} s, "
+        f"slowest {1000 * r['slowest_enqueue_s']:.0f} ms), load {r['load']:.1f}, machine "
+        f"{100 * r['machine_busy']:.0f}% busy; CPU ms/run: workers "
+        f"{r['worker_cpu_ms_per_run']:.1f} + PostgreSQL backends {r['pg_cpu_ms_per_run']:.1f} "
+        f"+ broker {r['broker_cpu_ms_per_run']:.1f} = {_total_cpu(r):.1f} (all postgres "
+        f"{r['pg_all_cpu_ms_per_run']:.1f}, driver {r['driver_cpu_ms_per_run']:.1f}); the "
+        f"runs got {r['runs_per_s'] * _total_cpu(r) / 1000:.2f} cores, everything else "
+        f"{max(0.0, r['machine_busy'] * CPUS - r['runs_per_s'] * _total_cpu(r) / 1000):.2f}"
+    )
+    if "trace" in r:
+        t = r["trace"]
+        line += (
+            f"\n    per task (ms): {t['task_ms']:.1f} median, {t['task_ms_mean']:.1f} mean = "
+            f"sql {t['sql_ms']:.1f} + commit {t['commit_ms']:.1f} + other {t['other_ms']:.1f}"
+            f"; worker CPU {t['cpu_ms']:.1f}; start->1st sql {t['start_to_first_sql_ms']:.2f}"
+            f", last sql->end {t['last_sql_to_end_ms']:.2f}; received->start "
+            f"{t['received_to_start_ms']:.2f}; end->next start {t['between_tasks_ms']:.2f} "
+            f"median, {t['between_tasks_ms_mean']:.2f} mean; {t['statements']:.1f} "
+            f"statements + commits/task ({t['commits']:.1f} commits)"
+            f"\n    pg active sessions per sample: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["pg_active"].items())
+            + f"; ungranted locks per sample: {r['pg_ungranted_locks'] or 0}"
+        )
+    return line
+
+
 def main() -> None:
     if not (_up(5672) and _up(5432)):
         print("not available: RabbitMQ (5672) and PostgreSQL (5432) must be up")
         emit("celery_scaling.py", [])
         return
-    results: dict[int, list[dict[str, float]]] = {n: [] for n in WORKER_COUNTS}
+    results: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKER_COUNTS}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(ROUNDS):
             for n in WORKER_COUNTS:  # interleaved, so machine noise lands on every count
-                results[n].append(one_round(n, Path(tmp)))
+                results[n].append(one_round(n, Path(tmp), trace=TRACE))
+                print(_describe(n, results[n][-1]), file=sys.stderr, flush=True)
     base = median(r["runs_per_s"] for r in results[1])
     rows = []
     for n in WORKER_COUNTS:
         rate = median(r["runs_per_s"] for r in results[n])
         busy = median(r["machine_busy"] for r in results[n])
         cpu = median(r["worker_cpu_ms_per_run"] for r in results[n])
+        total = median(_total_cpu(r) for r in results[n])
         rows.append(
             Row(
                 name=f"celery {n} worker{'s' if n > 1 else ''} (runs/s)",
                 flowkit_ns=1e9 / rate,
                 note=(
                     f"{rate:.1f} runs/s = {rate / base:.2f}x 1 worker; machine CPU "
-                    f"{100 * busy:.0f}% busy; workers {cpu:.0f} ms CPU/run; rounds: "
+                    f"{100 * busy:.0f}% busy; CPU/run: workers {cpu:.0f} ms, with "
+                    f"PostgreSQL and broker {total:.0f} ms (x runs/s = "
+                    f"{rate * total / 1000:.2f} cores); rounds: "
                     + ", ".join(f"{r['runs_per_s']:.1f}" for r in results[n])
                 ),
                 extra={"runs_per_s": rate, "speedup": rate / base, "rounds": results[n]},

@@ -26,6 +26,10 @@ Example (``myapp/tasks.py``, the module the workers import)::
     run_id = flows.enqueue(ReviewFlow, inputs={"topic": "tides"})  # from the web app
     flows.enqueue_resume(run_id, "approved")                         # later, an answer
 
+Start the workers with ``celery -A myapp.tasks worker --pool=threads --concurrency=4``
+(or prefork): on RabbitMQ a ``--pool=solo`` worker at times idles for up to 10 s between
+tasks, and flowkit warns when one starts.
+
 See ``docs/many-machines.md`` for the settings and what happens when a worker dies.
 """
 
@@ -38,7 +42,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celery import Celery, Task  # type: ignore[import-untyped]
+from celery import Celery, Task, signals  # type: ignore[import-untyped]
 
 from ._flow import MISSING, Flow
 from ._interrupt import Interrupted
@@ -46,6 +50,7 @@ from .exceptions import (
     ConcurrentUpdateError,
     FlowConfigurationError,
     ResumeError,
+    RunExistsError,
     RunLockedError,
     RunNotFoundError,
 )
@@ -139,6 +144,24 @@ class CeleryFlows:
         self.recover_task: Task = app.task(
             name=f"{prefix}.recover", bind=True, ignore_result=True, serializer="json"
         )(recover)
+        # Weakly referenced (the default): a CeleryFlows dropped does not stay alive.
+        signals.worker_init.connect(self._check_worker)
+
+    def _check_worker(self, sender: Any = None, **_: Any) -> None:
+        """At a worker's start: warn about a pool known to delay runs (see the docs)."""
+        ours = getattr(sender, "app", None) is self.app
+        if not ours:
+            return
+        pool = getattr(sender, "pool_cls", "")
+        name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+        if "solo" not in name or self.app.connection_for_read().transport.driver_type != "amqp":
+            return
+        log.warning(
+            "flowkit.celery: this worker runs --pool=solo on RabbitMQ; such a worker now and "
+            "then sits idle for up to 10 s between two tasks while messages wait (measured "
+            "with Celery 5.7). Start it with --pool=threads (or prefork) and --concurrency=N "
+            "instead; see docs/many-machines.md."
+        )
 
     # -- registration ------------------------------------------------------------------
 
@@ -320,10 +343,25 @@ class CeleryFlows:
         cls = self._flow_class(flow, f"task {task.name} for run {run_id!r}")
         instance = self._flow(cls)
         assert instance.persistence is not None
+        data = self._decode(cls, inputs, run_id)
+        if not _delivered_before(task):
+            # A first delivery: the run almost never exists yet. The kickoff's first write
+            # creates it (compare-and-set on seq 0, refused if it exists), so nothing is
+            # read or claimed first -- a read and a claim attempt are 6 of a 10-step run's
+            # 43 round trips to the database. The id is set on the state, not passed in
+            # inputs, which would make kickoff claim an existing run and start it again.
+            instance._state = instance._adapter.apply_inputs(instance._state, {"id": run_id})
+            try:
+                return _result(run_id, instance.kickoff(inputs=data))
+            except (RunExistsError, RunLockedError, ConcurrentUpdateError):
+                # It exists after all (the message was sent twice, or another process
+                # holds the run): decide from what is stored, as for a redelivery.
+                instance = self._flow(cls)
+        assert instance.persistence is not None
         run = instance.persistence.get_run(run_id)
         if run is not None:  # delivered again: the first delivery created the run
             return self._continue(task, cls, run)
-        data = {**self._decode(cls, inputs, run_id), "id": run_id}
+        data = {**data, "id": run_id}
         # The run did not exist a moment ago; kickoff creates it with compare-and-set on
         # seq 0, so a second delivery racing this one is refused, not run twice.
         return self._execute(task, run_id, lambda: instance.kickoff(inputs=data))
@@ -352,7 +390,15 @@ class CeleryFlows:
         if not resumable:
             return _outcome(run.run_id, run.status, "nothing to do")
         flow = self._flow(cls)
-        return self._execute(task, run.run_id, lambda: flow.resume(run.run_id))
+        try:
+            return self._execute(task, run.run_id, lambda: flow.resume(run.run_id))
+        except ResumeError:
+            # The run moved on since it was read: the process executing it reached an
+            # interrupt or the end meanwhile (a duplicate message racing the first one).
+            now = flow.persistence.get_run(run.run_id) if flow.persistence else None
+            if now is None or now.status not in ("interrupted", "completed"):
+                raise
+            return _outcome(run.run_id, now.status, "nothing to do")
 
     def _execute(self, task: Task, run_id: str, action: Callable[[], Any]) -> dict[str, Any]:
         try:
@@ -362,15 +408,27 @@ class CeleryFlows:
             delay = min(self.retry_delay * 2 ** min(retries, 8), 30.0)
             log.info("run %s is held elsewhere (%s); retrying in %.1f s", run_id, exc, delay)
             raise task.retry(countdown=delay, exc=exc) from None
-        if isinstance(result, Interrupted):
-            return _outcome(run_id, "interrupted", result.method_name)
-        return _outcome(run_id, "completed")
+        return _result(run_id, result)
 
     def _recover(self) -> dict[str, Any]:
         return {
             report.flow_name: {r.run_id: r.outcome for r in report.runs}
             for report in self.recover()
         }
+
+
+def _delivered_before(task: Task) -> bool:
+    """Whether this message may have been executed already: a retry, or a message the
+    broker redelivered (RabbitMQ marks those; other brokers may not, which only costs the
+    fallback in ``_start``)."""
+    request = task.request
+    return bool(request.retries) or bool((request.delivery_info or {}).get("redelivered"))
+
+
+def _result(run_id: str, result: Any) -> dict[str, Any]:
+    if isinstance(result, Interrupted):
+        return _outcome(run_id, "interrupted", result.method_name)
+    return _outcome(run_id, "completed")
 
 
 def _outcome(run_id: str, status: str, detail: str = "") -> dict[str, Any]:

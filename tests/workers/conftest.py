@@ -87,7 +87,9 @@ class Cluster:
                 "--without-gossip",
                 "--without-mingle",
                 "--loglevel=INFO",
-                *(args or ("--pool=solo",)),
+                # Not --pool=solo by default: on RabbitMQ a solo worker now and then sits
+                # idle for up to 10 s between tasks with messages waiting (bench/README).
+                *(args or ("--pool=threads", "--concurrency=1")),
             ],
             cwd=HERE,
             env=self.env,

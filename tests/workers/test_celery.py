@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from typing import Any
 
 import pytest
@@ -40,6 +41,7 @@ def test_enqueued_runs_wait_for_answers_then_complete(cluster_factory: Any) -> N
         )
         check_exactly_once(store, ids, cluster.log_lines(), cluster.killed_pids)
         assert all(store.load_state(i)["answer"] == "yes" for i in ids)
+        assert "--pool=solo" not in cluster.logs()  # the warning is for solo workers only
     finally:
         store.close()
 
@@ -48,7 +50,7 @@ def test_beat_recovers_runs_whose_message_was_lost(cluster_factory: Any) -> None
     """A worker dies and its messages are lost: the beat task resumes the orphaned runs
     (up to their interrupt), and nothing committed runs again."""
     cluster = cluster_factory(ttl=300.0, step_seconds=0.2)  # dead owner taken over at once
-    cluster.start(0)
+    cluster.start(0, "--pool=solo")  # solo works (slowly, at times): flowkit warns
     store = SQLAlchemyFlowPersistence(PG_URL)
     try:
         flow = next(iter(cluster.flows.flows.values()))
@@ -81,6 +83,7 @@ def test_beat_recovers_runs_whose_message_was_lost(cluster_factory: Any) -> None
         )
         check_exactly_once(store, sorted(started), cluster.log_lines(), cluster.killed_pids)
         assert started <= set(ids)
+        assert "runs --pool=solo on RabbitMQ" in cluster.logs()
     finally:
         store.close()
 
@@ -148,5 +151,59 @@ def test_a_killed_prefork_child_has_its_run_finished(cluster_factory: Any) -> No
         )
         check_exactly_once(store, ids, cluster.log_lines(), cluster.killed_pids)
         assert victim[0] in {int(line[3]) for line in cluster.log_lines()}
+    finally:
+        store.close()
+
+
+def test_a_start_message_sent_twice_starts_the_run_once(cluster_factory: Any) -> None:
+    """A start message for a run that exists (sent twice by the caller, or racing a
+    duplicate on another worker) is a first delivery to the broker, so the worker kicks
+    off without reading first: the kickoff's create refuses, and the run is continued
+    from what is stored, never started again."""
+    cluster = cluster_factory(step_seconds=0.05)
+    cluster.start(0)
+    cluster.start(1)
+    store = SQLAlchemyFlowPersistence(PG_URL)
+    try:
+        flow = next(iter(cluster.flows.flows.values()))
+        ids = [f"twice-{uuid.uuid4()}" for _ in range(4)]
+        for run_id in ids:  # two messages each, back to back: the two workers race
+            cluster.flows.enqueue(flow, run_id=run_id)
+            cluster.flows.enqueue(flow, run_id=run_id)
+        wait_for(
+            "runs to be interrupted",
+            lambda: statuses(store, cluster.flow_name) == dict.fromkeys(ids, "interrupted"),
+            120,
+            cluster,
+        )
+        late = ids[0]  # a third start message, for a run waiting at its interrupt
+        cluster.flows.enqueue(flow, run_id=late)
+
+        def handled(run_id: str, times: int) -> bool:
+            done = [
+                line
+                for line in cluster.logs().splitlines()
+                if "succeeded" in line and f"'run_id': '{run_id}'" in line
+            ]
+            return len(done) >= times
+
+        wait_for(
+            "every start message to be handled",
+            lambda: handled(late, 3) and all(handled(i, 2) for i in ids),
+            120,
+            cluster,
+        )
+        assert statuses(store, cluster.flow_name) == dict.fromkeys(ids, "interrupted")
+        for run_id in ids:
+            cluster.flows.enqueue_resume(run_id, "yes")
+        wait_for(
+            "runs to complete",
+            lambda: statuses(store, cluster.flow_name) == dict.fromkeys(ids, "completed"),
+            120,
+            cluster,
+        )
+        check_exactly_once(store, ids, cluster.log_lines(), cluster.killed_pids)
+        begun = [line for line in cluster.log_lines() if line[1] == "begin"]
+        assert sorted(line[0] for line in begun) == sorted(ids)  # each begun once
     finally:
         store.close()
