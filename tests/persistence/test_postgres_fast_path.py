@@ -6,6 +6,7 @@ suite's, which runs on PostgreSQL through the same path."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -227,3 +228,23 @@ def test_more_operations_than_connections_wait_their_turn(postgres_url: str) -> 
         for run_id in run_ids:
             persistence.delete_run(run_id)
         persistence.close()
+
+
+def test_named_parameters_become_numbered_ones_and_casts_stay() -> None:
+    """The asyncpg path numbers ``:name`` parameters ($1, $2, ...; a name used twice
+    keeps its number) and leaves ``::type`` casts alone. It does not parse quoted text,
+    so no statement of flowkit's may hold a literal with a colon in it."""
+    from flowkit.persistence import _schema, _sql_postgres
+    from flowkit.persistence._sql_drive import asyncpg_sql
+
+    sql, names = asyncpg_sql("SELECT :a, :b::jsonb, :a, x::text FROM t WHERE y = :c_1")
+    assert sql == "SELECT $1, $2::jsonb, $1, x::text FROM t WHERE y = $3"
+    assert names == ("a", "b", "c_1")
+    literal_with_colon = re.compile(r"'[^']*:[^']*'")
+    checked = 0
+    for module in (_schema, _sql_postgres):
+        for name, value in vars(module).items():
+            if isinstance(value, str) and name.isupper():
+                checked += 1
+                assert not literal_with_colon.search(value), f"{module.__name__}.{name}"
+    assert checked > 5
