@@ -123,6 +123,10 @@ def test_owner_on_another_machine_is_taken_over_when_its_session_dies(
 
         _wait_for(claimed, "the server to end the dead owner's session")
         assert p.get_run(run_id).lease_owner == "claimant"
+        # Given back, not left to close(): the database (and its liveness session) is
+        # shared by every open backend of this URL in the process, and another test's
+        # backend may keep it open.
+        p.release_lease(run_id, "claimant")
     finally:
         if child.poll() is None:
             child.kill()
