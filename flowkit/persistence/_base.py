@@ -84,7 +84,7 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
-        result: T = wait_for(getattr(self, name)(*args, **kwargs))
+        result: T = wait_for(getattr(self, name)(*args, **kwargs), any_loop=self._any_loop)
         return result
 
     plain.__name__ = plain.__qualname__ = op
@@ -148,6 +148,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     _native_ops: ClassVar[frozenset[str]] = frozenset()
 
+    _any_loop: bool = False
+    """True when every async operation of the backend works from any event loop (holds
+    nothing bound to one loop): the blocking forms then run it on the calling thread's
+    own loop instead of the shared portal thread (:func:`~flowkit._concurrency.wait_for`).
+    A subclass that defines an async operation itself is back to False unless it sets
+    the flag in its own body: its resources (a connection made on one loop) must keep
+    seeing one loop."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         native = {
@@ -157,6 +165,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             if getattr(cls, name) is not getattr(FlowPersistence, name)
         }
         cls._native_ops = frozenset(native)
+        if "_any_loop" not in cls.__dict__ and any("a" + op in cls.__dict__ for op in ALL_OPS):
+            cls._any_loop = False
         if "fenced_update_run" not in cls.__dict__:
             form = next((n for n in ("aupdate_run", "update_run") if n in native), None)
             cls.fenced_update_run = form is not None and _takes(getattr(cls, form), "lease_owner")
