@@ -130,6 +130,38 @@ class SQLiteWithLoopBoundCache(SQLiteFlowPersistence):
         return await super().aload_checkpoint(run_id, seq)
 
 
+class LoopBoundHistory:
+    """A mixin bringing an async operation of its own."""
+
+    async def ahistory(self, run_id: str) -> list[Checkpoint]:
+        asyncio.get_running_loop()
+        return []
+
+
+class SQLiteWithMixin(LoopBoundHistory, SQLiteFlowPersistence):
+    pass
+
+
+class PlainSQLiteSubclass(SQLiteFlowPersistence):
+    def describe(self) -> str:
+        return "no async operation of its own"
+
+
+def test_only_the_built_in_sqlite_operations_are_taken_to_work_on_any_loop(
+    tmp_path: Path,
+) -> None:
+    """The flag follows the async operations: kept by a subclass that adds none, dropped
+    by one that defines or mixes one in, and off for non-SQLite URLs."""
+    from flowkit.persistence import SQLAlchemyFlowPersistence
+
+    assert SQLiteFlowPersistence(tmp_path / "a.db")._any_loop
+    assert PlainSQLiteSubclass(tmp_path / "a.db")._any_loop
+    assert not SQLiteWithLoopBoundCache(tmp_path / "a.db")._any_loop
+    assert not SQLiteWithMixin(tmp_path / "a.db")._any_loop
+    assert not SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._any_loop
+    assert not LoopBound()._any_loop
+
+
 def _from_everywhere(call: Any) -> None:
     """``call()`` from this thread, another thread, and inside a running loop."""
     call()
