@@ -304,3 +304,36 @@ def test_ctrl_c_during_a_blocking_call_leaves_nothing_half_done(tmp_path: Path) 
         (last,) = raw.execute("SELECT last_seq FROM flowkit_runs WHERE run_id = 'r'").fetchone()
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert seqs == list(range(1, seq + 2)) and last == seq + 1
+
+
+def test_blocking_calls_from_many_threads_share_the_connection(tmp_path: Path) -> None:
+    """Threads without loops, each saving and loading its own run through one store,
+    and one thread inside a running loop, all get their own answers back."""
+    store = SQLiteFlowPersistence(tmp_path / "runs.db")
+    failures: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            for seq in range(1, 21):
+                store.save_checkpoint(name, "step", {"n": seq}, expected_seq=seq - 1)
+                loaded = store.load_checkpoint(name)
+                assert loaded is not None and (loaded.seq, loaded.state) == (seq, {"n": seq})
+        except BaseException as exc:  # collected, checked below
+            failures.append(exc)
+
+    async def inside_a_loop() -> None:
+        worker("in-loop")
+
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(6)]
+    threads.append(threading.Thread(target=lambda: asyncio.run(inside_a_loop())))
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert sorted(run.run_id for run in store.list_runs()) == sorted(
+            ["in-loop", *(f"t{i}" for i in range(6))]
+        )
+    finally:
+        store.close()
