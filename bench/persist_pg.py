@@ -30,7 +30,8 @@ Cases:
   (``kickoff_async``), N = 1, 10, 100, 1000: runs per second (ratio: time per run
   against N = 1, so below 1 means throughput rose).
 
-Run: ``python bench/persist_pg.py`` (``--quick`` for a smoke run).
+Run: ``python bench/persist_pg.py`` (``--quick`` for a smoke run; ``--only reload`` (or
+``kickoff``, ``concurrent``, comma-separated) for some of the cases).
 """
 
 from __future__ import annotations
@@ -628,7 +629,10 @@ def bench_concurrent(url: str, quick: bool) -> list[Row]:
     return rows
 
 
-def run(quick: bool = False) -> list[Row]:
+CASES = ("kickoff", "reload", "concurrent")
+
+
+def run(quick: bool = False, only: tuple[str, ...] = CASES) -> list[Row]:
     url = _url()
     why = _reachable(url)
     if why is not None:
@@ -643,16 +647,25 @@ def run(quick: bool = False) -> list[Row]:
     have_sqlite_peer = peer_version("langgraph-checkpoint-sqlite") is not None
     if not have_sqlite_peer:
         print(f"peer not installed: {SQLITE_PEER} (flowkit reload on SQLite alone)")
-    return (
-        bench_kickoff(url, have_peer, quick)
-        + bench_reload(url, have_peer, have_sqlite_peer, quick)
-        + bench_concurrent(url, quick)
-    )
+    rows: list[Row] = []
+    if "kickoff" in only:
+        rows += bench_kickoff(url, have_peer, quick)
+    if "reload" in only:
+        rows += bench_reload(url, have_peer, have_sqlite_peer, quick)
+    if "concurrent" in only:
+        rows += bench_concurrent(url, quick)
+    return rows
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    rows = run(quick)
+    only = CASES
+    if "--only" in sys.argv[:-1]:
+        only = tuple(sys.argv[sys.argv.index("--only") + 1].split(","))
+        unknown = set(only) - set(CASES)
+        if unknown:
+            sys.exit(f"--only: unknown case(s) {sorted(unknown)}; choose from {CASES}")
+    rows = run(quick, only)
     if not rows:  # no server: said so, nothing to report (bench/run.py shows the line)
         return
     emit(
@@ -664,6 +677,7 @@ def main() -> None:
             "langgraph_version": peer_version("langgraph"),
             "url": _url().split("@")[-1],
             "quick": quick,
+            "only": list(only),
         },
     )
 

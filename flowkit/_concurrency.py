@@ -5,7 +5,8 @@
 - :class:`Portal`: a private event loop on a daemon thread that coroutines are sent to
   from any thread or loop (loop-bound database connections live there).
 - :func:`wait_for`: block until a coroutine is done from sync code, whatever the caller
-  runs (the derived sync forms of the persistence operations).
+  runs (the derived sync forms of the persistence operations); a coroutine that works
+  on any loop runs on the caller's own reusable loop when it has no running one.
 - :func:`in_thread`: await a blocking function run in a worker thread (the derived
   async forms).
 - :class:`LoopAgnosticLock`: a mutual exclusion that tasks of different event loops (and
@@ -90,11 +91,14 @@ class _ThreadLoop(threading.local):
     Closed when the thread ends, or at exit for the main thread."""
 
     loop: asyncio.AbstractEventLoop | None = None
+    pid = 0
 
     def get(self) -> asyncio.AbstractEventLoop:
         loop = self.loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or self.pid != os.getpid():
+            # (after a fork the parent's loop is not ours: its selector is shared)
             loop = self.loop = _new_owned_loop()
+            self.pid = os.getpid()
             thread = threading.current_thread()
             if thread is threading.main_thread():
                 atexit.register(_close, loop)
@@ -304,14 +308,22 @@ def _stop_all_portals() -> None:
 _waiting_portal = Portal("flowkit-persistence-sync")
 
 
-def wait_for(coro: Coroutine[Any, Any, T]) -> T:
+def wait_for(coro: Coroutine[Any, Any, T], *, any_loop: bool = False) -> T:
     """Block until ``coro`` is done and return its result, from any sync caller.
 
     The coroutine runs on a private background loop, so this works with or without a
     running loop in the calling thread and never nests loops. Called from that loop
     itself (an async method calling a derived sync one), the coroutine gets a loop of
     its own on a helper thread instead of deadlocking.
+
+    ``any_loop``: nothing the coroutine uses is bound to one loop (aiosqlite's
+    connection answers each call on the loop that made it). From a thread with no
+    running loop it then runs on that thread's reusable loop, as :func:`run_sync` does
+    (no hop to another thread and back); Ctrl-C cancels it there and lets it unwind (a
+    transaction in flight is rolled back) before the KeyboardInterrupt is raised.
     """
+    if any_loop and running_loop() is None:
+        return _run_on(_local.get(), coro)
     if _waiting_portal.in_portal_thread():
         return _on_helper_thread(coro, "flowkit-persistence-nested")
     return _waiting_portal.run(coro)

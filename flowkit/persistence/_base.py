@@ -84,7 +84,7 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
-        result: T = wait_for(getattr(self, name)(*args, **kwargs))
+        result: T = wait_for(getattr(self, name)(*args, **kwargs), any_loop=self._any_loop)
         return result
 
     plain.__name__ = plain.__qualname__ = op
@@ -148,6 +148,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     _native_ops: ClassVar[frozenset[str]] = frozenset()
 
+    _any_loop: bool = False
+    """True when every async operation of the backend works from any event loop (holds
+    nothing bound to one loop): the blocking forms then run it on the calling thread's
+    own loop instead of the shared portal thread (:func:`~flowkit._concurrency.wait_for`).
+    A subclass that defines an async operation (or gets one from a mixin) is back to
+    False unless it sets the flag in its own body: its resources (a connection made on
+    one loop) must keep seeing one loop."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         native = {
@@ -157,6 +165,13 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             if getattr(cls, name) is not getattr(FlowPersistence, name)
         }
         cls._native_ops = frozenset(native)
+        # _any_loop holds for the async operations of the class that set it: a subclass
+        # (or a mixin) bringing its own async operation does not inherit it.
+        owner = next(k for k in cls.__mro__ if "_any_loop" in k.__dict__)
+        if owner is not cls and any(
+            getattr(cls, "a" + op) is not getattr(owner, "a" + op) for op in ALL_OPS
+        ):
+            cls._any_loop = False
         if "fenced_update_run" not in cls.__dict__:
             form = next((n for n in ("aupdate_run", "update_run") if n in native), None)
             cls.fenced_update_run = form is not None and _takes(getattr(cls, form), "lease_owner")

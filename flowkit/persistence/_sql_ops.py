@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from flowkit.exceptions import CorruptRunError, PersistenceError
 from flowkit.persistence import _metadata, _rules, _schema
@@ -574,24 +574,51 @@ def _fetch_blobs(dialect: str, run_id: str, row: Row) -> Op[dict[str, str]]:
     return {row[0]: row[1] for row in rows}
 
 
+def _checkpoint_row(run_id: str, seq: int | None, rows: list[Row]) -> Row | None:
+    """The checkpoint row a lookup by :func:`_checkpoint_lookup` found, or None."""
+    if not rows:
+        return None
+    if seq is not None:
+        return rows[0]
+    last_seq, *checkpoint_row = rows[0]
+    if checked_last_seq(run_id, last_seq) == 0:
+        return None
+    if checkpoint_row[0] is None:
+        raise corrupt(run_id, last_seq, "its row is missing")
+    return tuple(checkpoint_row)
+
+
+def _checkpoint_lookup(run_id: str, seq: int | None) -> Stmt:
+    if seq is None:  # the run row names the latest: one primary-key lookup, any history
+        return Stmt(_schema.SELECT_LATEST, {"run_id": run_id})
+    return Stmt(_schema.SELECT_CHECKPOINT, {"run_id": run_id, "seq": seq})
+
+
 def load_checkpoint(dialect: str, run_id: str, seq: int | None) -> Op[Checkpoint | None]:
-    if seq is None:
-        rows = yield Stmt(_schema.SELECT_LATEST, {"run_id": run_id})
-        if not rows:
-            return None
-        last_seq, *checkpoint_row = rows[0]
-        if checked_last_seq(run_id, last_seq) == 0:
-            return None
-        if checkpoint_row[0] is None:
-            raise corrupt(run_id, last_seq, "its row is missing")
-        row = tuple(checkpoint_row)
-    else:
-        rows = yield Stmt(_schema.SELECT_CHECKPOINT, {"run_id": run_id, "seq": seq})
-        if not rows:
-            return None
-        row = rows[0]
+    rows = yield _checkpoint_lookup(run_id, seq)
+    row = _checkpoint_row(run_id, seq, rows)
+    if row is None:
+        return None
     blobs = yield from _fetch_blobs(dialect, run_id, row)
     return checkpoint_from_row(run_id, row, blobs)
+
+
+# What load_checkpoint_statement answers for "no such checkpoint" (None: not decided).
+NO_CHECKPOINT: Final = False
+
+
+def load_checkpoint_statement(run_id: str, seq: int | None) -> Op[Checkpoint | bool | None]:
+    """:func:`load_checkpoint` as its one lookup statement, run on its own (SQLite in
+    autocommit: no BEGIN and COMMIT around it). Answers the checkpoint, NO_CHECKPOINT,
+    or None when the checkpoint keeps fields in blobs: then :func:`load_checkpoint`
+    reads it and its blobs in one transaction (one snapshot)."""
+    rows = yield _checkpoint_lookup(run_id, seq)
+    row = _checkpoint_row(run_id, seq, rows)
+    if row is None:
+        return NO_CHECKPOINT
+    if blob_refs(run_id, row[0], row[4]) is not None:
+        return None
+    return checkpoint_from_row(run_id, row, {})
 
 
 def history(run_id: str) -> Op[list[Checkpoint]]:

@@ -60,6 +60,9 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
     supports_runs = True
     supports_cas = True
     supports_leases = True
+    # SQLite: aiosqlite's connection takes calls from any loop, so a blocking call runs
+    # on the caller's own loop (see FlowPersistence._any_loop); set per URL in __init__.
+    _any_loop = True
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.url = normalise_url(url)
+        self._any_loop = type(self)._any_loop and self._dialect() == "sqlite"
         self.secret_key = secret_key
         self._engine_kwargs = dict(engine_kwargs or {})
         self._database_handle: Database | None = None
@@ -148,8 +152,16 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
         )
 
     async def aload_checkpoint(self, run_id: str, seq: int | None = None) -> Checkpoint | None:
-        op = _sql_ops.load_checkpoint(self._dialect(), run_id, seq)
-        return await self._acall(op, write=False, what=f"load_checkpoint({run_id!r}, {seq!r})")
+        dialect = self._dialect()
+        op = _sql_ops.load_checkpoint(dialect, run_id, seq)
+        # SQLite: the lookup alone in autocommit, one call to aiosqlite's thread instead
+        # of three (BEGIN, SELECT, COMMIT); a checkpoint with blobs is read in one
+        # transaction. (PostgreSQL reads in autocommit already.)
+        fast = _sql_ops.load_checkpoint_statement(run_id, seq) if dialect == "sqlite" else None
+        found: Checkpoint | bool | None = await self._acall(
+            op, write=False, what=f"load_checkpoint({run_id!r}, {seq!r})", fast=fast
+        )
+        return found if isinstance(found, Checkpoint) else None
 
     # -- runs ----------------------------------------------------------------------
 
