@@ -195,7 +195,13 @@ def test_racing_kickoffs_with_different_labels_keep_every_label(
     try:
         deadline = time.monotonic() + 120
         while not all(r.exists() for r in ready):
-            assert all(pr.poll() is None for pr in procs), [pr.communicate() for pr in procs]
+            if any(pr.poll() is not None for pr in procs):
+                # One racer died before "go": the others wait for it forever, so they are
+                # stopped first, then every racer's output is shown.
+                for pr in procs:
+                    if pr.poll() is None:
+                        pr.kill()
+                raise AssertionError([pr.communicate(timeout=30) for pr in procs])
             assert time.monotonic() < deadline, "the racers never got ready"
             time.sleep(0.01)
         go.write_text("go")
