@@ -308,7 +308,9 @@ def _stop_all_portals() -> None:
 _waiting_portal = Portal("flowkit-persistence-sync")
 
 
-def wait_for(coro: Coroutine[Any, Any, T], *, any_loop: bool = False) -> T:
+def wait_for(
+    coro: Coroutine[Any, Any, T], *, any_loop: bool = False, home: Portal | None = None
+) -> T:
     """Block until ``coro`` is done and return its result, from any sync caller.
 
     The coroutine runs on a private background loop, so this works with or without a
@@ -321,9 +323,15 @@ def wait_for(coro: Coroutine[Any, Any, T], *, any_loop: bool = False) -> T:
     running loop it then runs on that thread's reusable loop, as :func:`run_sync` does
     (no hop to another thread and back); Ctrl-C cancels it there and lets it unwind (a
     transaction in flight is rolled back) before the KeyboardInterrupt is raised.
+
+    ``home``: the portal the coroutine's resources live on (a PostgreSQL or MariaDB
+    database's). It is run there directly, one thread hop instead of two (through the
+    shared portal, then to its home), unless the caller is on a portal already.
     """
     if any_loop and running_loop() is None:
         return _run_on(_local.get(), coro)
+    if home is not None and not home.in_portal_thread() and not _waiting_portal.in_portal_thread():
+        return home.run(coro)
     if _waiting_portal.in_portal_thread():
         return _on_helper_thread(coro, "flowkit-persistence-nested")
     return _waiting_portal.run(coro)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
-from flowkit._concurrency import in_thread, wait_for
+from flowkit._concurrency import Portal, in_thread, wait_for
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
 from flowkit.persistence._records import Checkpoint, RunRecord
 
@@ -84,7 +84,11 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
-        result: T = wait_for(getattr(self, name)(*args, **kwargs), any_loop=self._any_loop)
+        result: T = wait_for(
+            getattr(self, name)(*args, **kwargs),
+            any_loop=self._any_loop,
+            home=self._home_portal(),
+        )
         return result
 
     plain.__name__ = plain.__qualname__ = op
@@ -155,6 +159,12 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     A subclass that defines an async operation (or gets one from a mixin) is back to
     False unless it sets the flag in its own body: its resources (a connection made on
     one loop) must keep seeing one loop."""
+
+    def _home_portal(self) -> Portal | None:
+        """The portal thread this backend's async operations run on anyway (a server
+        database's connections live there), for the blocking forms to send them straight
+        to it; None: the shared portal (:func:`~flowkit._concurrency.wait_for`)."""
+        return None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

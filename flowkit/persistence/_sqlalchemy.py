@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
+from flowkit._concurrency import Portal
 from flowkit.persistence import _rules, _sql_mysql, _sql_ops
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import dumps
@@ -95,6 +96,15 @@ class SQLAlchemyFlowPersistence(CheckpointWrites, FlowPersistence):
                     self._database_handle = acquire_database(self.url, self._engine_kwargs)
                 handle = self._database_handle
         return handle
+
+    def _home_portal(self) -> Portal | None:
+        # PostgreSQL and MariaDB: every operation runs on the database's portal anyway;
+        # a blocking call is sent straight there. Not for a subclass that brings its own
+        # async operation (its resources may be bound elsewhere: _any_loop says so).
+        if self._dialect() == "sqlite" or not type(self)._any_loop:
+            return None
+        database = self._database()
+        return None if database.closed else database.portal
 
     async def _acall(
         self,

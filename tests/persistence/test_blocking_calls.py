@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,49 @@ def test_blocking_calls_from_many_threads_share_the_connection(tmp_path: Path) -
         )
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("server", ["postgres", "mysql"])
+def test_server_blocking_calls_go_straight_to_the_database_portal(
+    tmp_path: Path, server: str, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL and MariaDB: blocking calls from the main thread, another thread and a
+    thread inside a running loop give the right answers, and none of them goes through
+    the shared sync portal (one thread hop, to the database's own portal); after close()
+    a new call reopens the database."""
+    url = request.getfixturevalue(f"{server}_url")
+    run_id = f"home-{uuid.uuid4().hex}"
+    result = _in_subprocess(
+        tmp_path,
+        """
+        import asyncio, json, sys, threading
+        from flowkit.persistence import SQLAlchemyFlowPersistence
+
+        store = SQLAlchemyFlowPersistence(sys.argv[1])
+        run_id = sys.argv[2]
+        store.save_checkpoint(run_id, "a", {"n": 1}, expected_seq=0)
+        got = [store.load_checkpoint(run_id).state]
+
+        def other():
+            store.save_checkpoint(run_id, "b", {"n": 2}, expected_seq=1)
+            got.append(store.load_state(run_id))
+
+        async def inside_a_loop():
+            got.append(store.load_checkpoint(run_id).seq)
+
+        for target in (other, lambda: asyncio.run(inside_a_loop())):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+        names = [t.name for t in threading.enumerate()]
+        store.close()
+        got.append([c.seq for c in store.history(run_id)])  # reopened after close()
+        store.delete_run(run_id)
+        store.close()
+        print(json.dumps({"got": got, "threads": names}))
+        """,
+        url,
+        run_id,
+    )
+    assert result["got"] == [{"n": 1}, {"n": 2}, 2, [1, 2]]
+    assert "flowkit-persistence-sync" not in result["threads"], result["threads"]
