@@ -284,18 +284,14 @@ def start_run_statement(
             stored_blobs=None,
             run_fields=fields,
         )
-        when = utc_from_timestamp(at)
-        run = RunRecord(
-            run_id=run_id,
-            flow_name=flow_name,
-            status="running",
-            created_at=when,
-            updated_at=when,
-            last_seq=1,
+        run = started_run_record(
+            run_id,
+            flow_name,
+            owner=owner,
+            expires=expires,
             fingerprint=fingerprint,
-            info=decode_object(info_text, run_id=run_id, seq=None, what="run info"),
-            lease_owner=owner,
-            lease_expires_at=None if expires is None else utc_from_timestamp(expires),
+            info_text=info_text,
+            at=at,
         )
         return run, saved
 

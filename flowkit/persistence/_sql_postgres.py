@@ -163,47 +163,29 @@ def begin_statement(
     written nothing, when the id is taken."""
     if (expected_seq is not None and expected_seq != 0) or encoded.blobs:
         return None
-    return _begin(
-        {
-            "run_id": run_id,
-            "flow_name": flow_name,
-            "fingerprint": fingerprint,
-            "info": info_text,
-            "owner": owner,
-            "expires": expires,
-            **_checkpoint_params(method_name, encoded, meta_text, at),
-        },
-        run_id,
-        flow_name,
-        owner=owner,
-        expires=expires,
-        fingerprint=fingerprint,
-        info_text=info_text,
-        at=at,
-    )
+    params = {
+        "run_id": run_id,
+        "flow_name": flow_name,
+        "fingerprint": fingerprint,
+        "info": info_text,
+        "owner": owner,
+        "expires": expires,
+        **_checkpoint_params(method_name, encoded, meta_text, at),
+    }
 
+    def op() -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
+        rows = yield Stmt(BEGIN_NEW_RUN_SQL, params)
+        if not rows:
+            return None
+        run = started_run_record(
+            run_id,
+            flow_name,
+            owner=owner,
+            expires=expires,
+            fingerprint=fingerprint,
+            info_text=info_text,
+            at=at,
+        )
+        return run, SavedCheckpoint(1, at, frozenset())
 
-def _begin(
-    params: dict[str, Any],
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    expires: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    at: float,
-) -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
-    rows = yield Stmt(BEGIN_NEW_RUN_SQL, params)
-    if not rows:
-        return None
-    run = started_run_record(
-        run_id,
-        flow_name,
-        owner=owner,
-        expires=expires,
-        fingerprint=fingerprint,
-        info_text=info_text,
-        at=at,
-    )
-    return run, SavedCheckpoint(1, at, frozenset())
+    return op()
