@@ -309,6 +309,13 @@ class Flow(FlowTools, Generic[T]):
         default SQLite file when ``@persist`` names none."""
         return self._backend()
 
+    def _start_as(self, run_id: str) -> None:
+        """Give the run the next kickoff creates this id, without asking for it through
+        ``inputs`` (which would make kickoff claim a stored run of that id and continue
+        it): the kickoff's first write then creates the run, or is refused if the id is
+        taken. For flowkit's Celery tasks, which know the id of a run not started yet."""
+        self._state = self._adapter.apply_inputs(self._state, {"id": run_id})
+
     def _run_id(self) -> str:
         run = self._run
         return self._adapter.state_id(self._state if run is None else run.state)

@@ -350,7 +350,7 @@ class CeleryFlows:
             # read or claimed first -- a read and a claim attempt are 6 of a 10-step run's
             # 43 round trips to the database. The id is set on the state, not passed in
             # inputs, which would make kickoff claim an existing run and start it again.
-            instance._state = instance._adapter.apply_inputs(instance._state, {"id": run_id})
+            instance._start_as(run_id)
             try:
                 return _result(run_id, instance.kickoff(inputs=data))
             except (RunExistsError, RunLockedError, ConcurrentUpdateError):
