@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from flowkit._edit import edit_of
-from flowkit.persistence._owner import owner_is_dead
+from flowkit.persistence._rules import owner_is_dead
 
 from ._journal import PositionSummary
 

@@ -124,7 +124,7 @@ async def update_state(
     from ._codec import encode
     from ._execution import check_run, durable_backend, load_state
     from .diff import diff_states
-    from .persistence._owner import new_owner
+    from .persistence._rules import new_owner
 
     if not isinstance(reason, str) or not reason.strip():
         raise FlowUsageError(

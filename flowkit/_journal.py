@@ -44,7 +44,7 @@ from .exceptions import (
     PersistenceError,
     UnserializableStateError,
 )
-from .persistence._owner import new_owner
+from .persistence._rules import new_owner
 
 if TYPE_CHECKING:
     from ._secrets import SecretCipher as Cipher

@@ -1156,7 +1156,7 @@ def _owner_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
         [
             sys.executable,
             "-c",
-            "import sys; from flowkit.persistence._owner import new_owner; "
+            "import sys; from flowkit.persistence._rules import new_owner; "
             "print(new_owner(), flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,

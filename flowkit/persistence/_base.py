@@ -696,7 +696,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         so a run advanced or finished by someone else is never re-executed from a stale
         read. The lease can be taken when it is free, expired, already held by
         ``owner``, or held by an owner known to be dead: an owner on this host whose
-        process is gone (see ``flowkit.persistence._owner``), or, on PostgreSQL, an owner
+        process is gone (see ``flowkit.persistence._rules``), or, on PostgreSQL, an owner
         whose database session ended. The lease's expiry is the last resort.
 
         The base class composes it as :meth:`acquire_lease` followed by :meth:`get_run`

@@ -18,7 +18,6 @@ from typing import Any, Final, TypeVar
 from flowkit.exceptions import CorruptRunError, PersistenceError
 from flowkit.persistence import _metadata, _rules, _schema
 from flowkit.persistence._encoding import EncodedState, corrupt, decode_object
-from flowkit.persistence._owner import owner_is_dead, parse_owner, this_host
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 from flowkit.persistence._rows import (
     blob_refs,
@@ -26,6 +25,7 @@ from flowkit.persistence._rows import (
     checkpoint_from_row,
     run_from_row,
 )
+from flowkit.persistence._rules import owner_is_dead, parse_owner, this_host
 from flowkit.persistence._sql_liveness import LIVENESS_SQL
 
 T = TypeVar("T")

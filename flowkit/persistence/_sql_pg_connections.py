@@ -8,7 +8,7 @@ it opened checked out between operations (at most ``pool_size + max_overflow``, 
 checkout, no isolation reset, no per-statement layer, and no connection opened and closed
 again for each operation beyond ``pool_size`` while many flows run at once.
 Statements go to the asyncpg connection under it (``driver_connection``, public in
-SQLAlchemy) with bound parameters (:func:`~._sql_drive.drive_asyncpg`); a transaction is
+SQLAlchemy) with bound parameters (:func:`~._sql_database.drive_asyncpg`); a transaction is
 asyncpg's ``Connection.transaction()``. A connection that failed, or that an operation
 left in a transaction (cancelled half way), is invalidated, never reused; after a
 connection error the kept ones are given back to the pool too.

@@ -100,7 +100,7 @@ class Count(FlowState):
 #: position/journal folds
 ENGINE_PATH_MODULES = 8
 #: all flowkit modules on the same path, storage included (SQLite)
-ALL_PATH_MODULES = 17
+ALL_PATH_MODULES = 14
 
 
 def _kickoff_path(tmp_path: Path) -> tuple[set[str], set[str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from flowkit.persistence import FileFlowPersistence
-from flowkit.persistence._owner import new_owner
+from flowkit.persistence._rules import new_owner
 
 RUN_ID = "crashy"
 

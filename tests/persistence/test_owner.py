@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from flowkit.persistence._owner import (
+from flowkit.persistence._rules import (
     new_owner,
     owner_is_dead,
     parse_owner,
@@ -30,7 +30,7 @@ def test_owner_of_a_killed_process_is_dead() -> None:
         [
             sys.executable,
             "-c",
-            "from flowkit.persistence._owner import new_owner; "
+            "from flowkit.persistence._rules import new_owner; "
             "print(new_owner(), flush=True); import time; time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

@@ -235,7 +235,7 @@ def test_named_parameters_become_numbered_ones_and_casts_stay() -> None:
     keeps its number) and leaves ``::type`` casts alone. It does not parse quoted text,
     so no statement of flowkit's may hold a literal with a colon in it."""
     from flowkit.persistence import _schema, _sql_postgres
-    from flowkit.persistence._sql_drive import asyncpg_sql
+    from flowkit.persistence._sql_database import asyncpg_sql
 
     sql, names = asyncpg_sql("SELECT :a, :b::jsonb, :a, x::text FROM t WHERE y = :c_1")
     assert sql == "SELECT $1, $2::jsonb, $1, x::text FROM t WHERE y = $3"

@@ -17,7 +17,7 @@ from flowkit.exceptions import (
     RunNotFoundError,
 )
 from flowkit.persistence import FileFlowPersistence, InMemoryFlowPersistence
-from flowkit.persistence._owner import new_owner, owner_is_dead
+from flowkit.persistence._rules import new_owner, owner_is_dead
 from flowkit.persistence._store_backend import StoreBackend
 
 FLOW = "ClaimFlow"
@@ -42,7 +42,7 @@ def dead_owner() -> str:
         [
             sys.executable,
             "-c",
-            "from flowkit.persistence._owner import new_owner; print(new_owner())",
+            "from flowkit.persistence._rules import new_owner; print(new_owner())",
         ],
         capture_output=True,
         text=True,

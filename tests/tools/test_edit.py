@@ -19,7 +19,7 @@ from flowkit.persistence import (
     SQLAlchemyFlowPersistence,
     SQLiteFlowPersistence,
 )
-from flowkit.persistence._owner import new_owner
+from flowkit.persistence._rules import new_owner
 
 
 @pytest.fixture(params=["sqlite", "file", pytest.param("postgres", marks=pytest.mark.postgres)])
