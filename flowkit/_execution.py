@@ -251,7 +251,7 @@ def make_journal(
 ) -> Journal:
     if backend is None:
         return Journal()
-    plan = plan_for(type(flow))
+    plan = type(flow)._plan()
     persist_all = plan.persist_all(flow._persistence)
     if _is_durable(backend):
         return DurableJournal(
@@ -554,13 +554,3 @@ def _restore_scheduler(
                 "from methods whose listeners take them."
             )
     return scheduler
-
-
-def plan_for(cls: type[Flow[Any]]) -> _Plan:
-    """The persistence plan of a flow class, computed once (``@persist`` on the class is
-    applied after the class is created, so not at class creation)."""
-    plan = cls.__dict__.get("_plan_cache")
-    if plan is None:
-        plan = _Plan(cls)
-        cls._plan_cache = plan
-    return plan

@@ -174,6 +174,8 @@ class Flow(FlowTools, Generic[T]):
     _graph: ClassVar[FlowGraph]
     _adapter: StateAdapter
     _plan_cache: ClassVar[_Plan | None] = None
+    #: every method's retry policy (None: one attempt), worked out when first needed
+    _retry_table: ClassVar[dict[str, Retry | None] | None] = None
     #: the class keyword ``retry=``: the policy of methods that give none
     _retry_default: ClassVar[Retry | None] = None
 
@@ -187,6 +189,7 @@ class Flow(FlowTools, Generic[T]):
     ) -> None:
         super().__init_subclass__(**kwargs)
         cls._plan_cache = None
+        cls._retry_table = None
         if retry is not None:
             from ._retry import check_retry
 
@@ -464,10 +467,21 @@ class Flow(FlowTools, Generic[T]):
     def _plan(cls) -> _Plan:
         plan = cls.__dict__.get("_plan_cache")  # worked out on the first kickoff
         if plan is None:
-            from ._execution import plan_for
+            # Not at class creation: @persist on the class is applied after it.
+            from ._execution import _Plan
 
-            plan = plan_for(cls)
+            plan = cls._plan_cache = _Plan(cls)
         return plan
+
+    @classmethod
+    def _retry_policies(cls) -> dict[str, Retry | None]:
+        """Every method's retry policy (None: one attempt), worked out once per class."""
+        table = cls.__dict__.get("_retry_table")
+        if table is None:
+            from ._retry import policies
+
+            table = cls._retry_table = policies(cls)
+        return table
 
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)

@@ -184,24 +184,22 @@ def check_retry(retry: Any, where: str) -> Retry | None:
 def policy_for(cls: type[Flow[Any]], method: str) -> Retry | None:
     """The retry policy ``method`` runs under: its own ``retry=``, else the flow's
     (``class MyFlow(Flow, retry=...)``); None when neither allows a second attempt."""
-    return policies(cls).get(method)
+    return cls._retry_policies().get(method)
 
 
 def policies(cls: type[Flow[Any]]) -> dict[str, Retry | None]:
-    """Every method's :func:`policy_for`, computed once per class (the runner looks
-    methods up in it per call)."""
-    table: dict[str, Retry | None] | None = cls.__dict__.get("_retry_table")
-    if table is None:
-        from ._decorators import SPEC_ATTR
+    """Every method's :func:`policy_for`, worked out from the class's decorators; the
+    class keeps the table (``Flow._retry_policies``) and the runner looks methods up in
+    it per call."""
+    from ._decorators import SPEC_ATTR
 
-        default: Retry | None = getattr(cls, "_retry_default", None)
-        table = {}
-        for name in cls._graph.nodes:
-            spec = getattr(getattr(cls, name, None), SPEC_ATTR, None)
-            own = getattr(spec, "retry", None)
-            policy = own if own is not None else default
-            table[name] = policy if policy is not None and policy.attempts > 1 else None
-        cls._retry_table = table  # type: ignore[attr-defined]
+    default: Retry | None = getattr(cls, "_retry_default", None)
+    table: dict[str, Retry | None] = {}
+    for name in cls._graph.nodes:
+        spec = getattr(getattr(cls, name, None), SPEC_ATTR, None)
+        own = getattr(spec, "retry", None)
+        policy = own if own is not None else default
+        table[name] = policy if policy is not None and policy.attempts > 1 else None
     return table
 
 

@@ -30,7 +30,7 @@ from ._interrupt import Interrupted, InterruptSignal
 from ._isolation import copy_state
 from ._journal import FailedAttempts, PendingInterrupt, Position
 from ._merge import Merge
-from ._retry import error_record, policies
+from ._retry import error_record
 from ._workers import Inbox, MethodCall, ThreadCall, keep_moving, workers
 from .events import (
     FlowFinished,
@@ -230,7 +230,7 @@ class Runner:
     def _load_policies(self) -> dict[str, Retry | None]:
         """Every method's retry policy, from the class's table: fetched when first
         needed (a durable run that never fails never asks)."""
-        table = self.policies = policies(type(self.flow))
+        table = self.policies = type(self.flow)._retry_policies()
         return table
 
     def _emit_started(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
