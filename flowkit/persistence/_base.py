@@ -19,8 +19,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
-from flowkit._concurrency import Portal, in_thread, wait_for
+from flowkit._concurrency import Portal, PortalStopped, in_thread, wait_for
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
+from flowkit.persistence import _rules
 from flowkit.persistence._records import Checkpoint, RunRecord
 
 REQUIRED_OPS = ("save_state", "load_state")
@@ -84,11 +85,16 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
-        result: T = wait_for(
-            getattr(self, name)(*args, **kwargs),
-            any_loop=self._any_loop,
-            home=self._home_portal(),
-        )
+        home = self._home_portal()
+        try:
+            result: T = wait_for(
+                getattr(self, name)(*args, **kwargs), any_loop=self._any_loop, home=home
+            )
+        except PortalStopped:
+            if home is None:
+                raise
+            # the database's thread was stopped under the call (close() gave up waiting)
+            raise _rules.cut_off(f"{op}()", repr(self)) from None
         return result
 
     plain.__name__ = plain.__qualname__ = op

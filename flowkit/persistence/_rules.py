@@ -35,6 +35,7 @@ from flowkit.exceptions import (
     FlowConfigurationError,
     InvalidArgumentError,
     LeaseLostError,
+    PersistenceError,
     RunExistsError,
     RunLockedError,
     RunNotFoundError,
@@ -59,6 +60,21 @@ def now() -> float:
         current = max(time.time(), _last_timestamp + 1e-6)
         _last_timestamp = current
         return current
+
+
+#: how long closing a server database's last backend waits for operations in flight
+CLOSE_GRACE = 5.0
+
+
+def cut_off(what: str, where: str) -> PersistenceError:
+    """The error of an operation that close() cut off after ``CLOSE_GRACE`` seconds."""
+    return PersistenceError(
+        f"{what} was cut off on {where}: the backend was closed while the operation "
+        f"was still running after {CLOSE_GRACE:g} s. Close a backend only after the runs "
+        "using it have stopped; whether the operation took effect is unknown, so read "
+        "the run back (load_checkpoint, get_run) before going on; a durable run resumes "
+        "from its last committed checkpoint."
+    )
 
 
 def check_status(status: str) -> RunStatus:

@@ -51,7 +51,7 @@ from flowkit._concurrency import (
     on_owned_loop,
 )
 from flowkit.exceptions import PersistenceError
-from flowkit.persistence import _sql_ops
+from flowkit.persistence import _rules, _sql_ops
 from flowkit.persistence._schema import SCHEMA_VERSION, WRITE_REFUSED
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
@@ -220,6 +220,10 @@ class Database:
         self.stored_blobs: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
         # PostgreSQL, MariaDB/MySQL: the session whose locks say our lease owners are alive.
         self.liveness: SessionLiveness | None = None
+        # PostgreSQL, MariaDB/MySQL: operations running on the portal now, and what
+        # shutdown waits on for them to end (SQLite's lock does that job there).
+        self._in_flight = 0
+        self._drained: asyncio.Event | None = None
 
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)
@@ -393,10 +397,28 @@ class Database:
             if done is _CLOSED:
                 raise DatabaseClosed
             return done  # type: ignore[no-any-return]
-        if self._held is not None:  # PostgreSQL through asyncpg
-            return await self._execute_postgresql(
-                op, write=write, takes=takes, gives=gives, fast=fast
-            )
+        self._in_flight += 1
+        try:
+            if self._held is not None:  # PostgreSQL through asyncpg
+                return await self._execute_postgresql(
+                    op, write=write, takes=takes, gives=gives, fast=fast
+                )
+            return await self._execute_pooled(op, takes=takes, gives=gives, fast=fast)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
+
+    async def _execute_pooled(
+        self,
+        op: Op[T],
+        *,
+        takes: LeaseRef | None,
+        gives: LeaseRef | None,
+        fast: Op[Any] | None,
+    ) -> T:
+        """Other server databases: ``op`` in one transaction on a pooled SQLAlchemy
+        connection, with the owner's liveness lock handled as :meth:`execute` says."""
         if fast is not None:
             fast.close()
         assert self.engine is not None
@@ -550,7 +572,7 @@ class Database:
         except PortalStopped:
             if self.closed and self.dialect == "sqlite":
                 raise DatabaseClosed from None
-            raise
+            raise _rules.cut_off(what, self.describe()) from None
         except (DBAPIError, sqlite3.Error, OSError) as exc:
             raise self._failure(what, exc) from exc
         except PoolTimeout as exc:
@@ -581,8 +603,18 @@ class Database:
     def shutdown(self) -> None:
         self.closed = True
         if self.engine is not None and not self.portal.in_portal_thread():
-            self.portal.run(self.dispose())
+            self.portal.run(self._drain_then_dispose())
         self.portal.stop()
+
+    async def _drain_then_dispose(self) -> None:
+        """Let operations other threads started finish (up to ``_rules.CLOSE_GRACE`` seconds)
+        before the connections close under them; one still running then is cut off and
+        its caller gets a PersistenceError saying so."""
+        if self._in_flight:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), _rules.CLOSE_GRACE)
+        await self.dispose()
 
 
 _registry_lock = threading.Lock()
