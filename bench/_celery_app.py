@@ -6,6 +6,11 @@ writes one JSON line per task to ``DIR/<pid>.jsonl``: when the message was recei
 when the task started and ended, the process's CPU seconds over the task, and every SQL
 statement and commit it made (start, duration, first words), from SQLAlchemy's public
 engine and pool events. ``celery_scaling.py`` reads them to say where a run's time goes.
+
+With ``FLOWKIT_BENCH_READY=DIR`` each worker process creates ``DIR/<pid>`` when Celery says
+it is ready (the ``worker_ready`` signal), so the driver need not run the workers at INFO
+log level to read "ready." in their logs. ``FLOWKIT_BENCH_CELERY_CONF`` (a JSON object)
+is applied to the app's configuration on top of the bench's, to try Celery settings.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import os
 import resource
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from flowkit import Flow, FlowState, listen, start
 from flowkit.celery import CeleryFlows
@@ -88,6 +94,7 @@ def make_app(queue: str, flow_name: str) -> tuple[Celery, CeleryFlows]:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
     )
+    app.conf.update(json.loads(os.environ.get("FLOWKIT_BENCH_CELERY_CONF") or "{}"))
     flows = CeleryFlows(app, persistence=lambda: SQLAlchemyFlowPersistence(PG_URL))
     flows.register(make_flow(flow_name))
     return app, flows
@@ -106,7 +113,6 @@ class _Trace:
         self.last_end = 0.0
 
     def install(self) -> None:
-        from celery import signals
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
         from sqlalchemy.pool import Pool
@@ -174,6 +180,13 @@ class _Trace:
         if begun is not None and self.task is not None:
             self.sql.append(["COMMIT", begun, time.time() - begun])
 
+
+def _say_ready(**_: Any) -> None:
+    (Path(os.environ["FLOWKIT_BENCH_READY"]) / str(os.getpid())).touch()
+
+
+if os.environ.get("FLOWKIT_BENCH_READY"):
+    signals.worker_ready.connect(_say_ready, weak=False)
 
 if os.environ.get("FLOWKIT_BENCH_TRACE"):
     _Trace(os.environ["FLOWKIT_BENCH_TRACE"]).install()
