@@ -190,8 +190,7 @@ def _summarise(tasks: list[dict[str, Any]]) -> dict[str, float]:
     ]
     queued = [1000 * (t["start"] - t["received"]) for t in tasks if t["received"]]
     wall = [1000 * (t["end"] - t["start"]) for t in tasks]
-    sql = [1000 * sum(d for kind, _, d in t["sql"] if kind != "COMMIT") for t in tasks]
-    commit = [1000 * sum(d for kind, _, d in t["sql"] if kind == "COMMIT") for t in tasks]
+    sql = [1000 * sum(d for _, _, d in t["sql"]) for t in tasks]
     first = [1000 * (t["sql"][0][1] - t["start"]) for t in tasks if t["sql"]]
     last = [1000 * (t["end"] - max(s[1] + s[2] for s in t["sql"])) for t in tasks if t["sql"]]
     kinds: Counter[str] = Counter(kind for t in tasks for kind, _, _ in t["sql"])
@@ -199,8 +198,7 @@ def _summarise(tasks: list[dict[str, Any]]) -> dict[str, float]:
         "task_ms": median(wall),
         "task_ms_mean": fmean(wall),
         "sql_ms": fmean(sql),
-        "commit_ms": fmean(commit),
-        "other_ms": fmean(wall) - fmean(sql) - fmean(commit),
+        "other_ms": fmean(wall) - fmean(sql),
         "cpu_ms": 1000 * fmean(t["cpu"] for t in tasks),
         "start_to_first_sql_ms": median(first) if first else 0.0,
         "last_sql_to_end_ms": median(last) if last else 0.0,
@@ -208,7 +206,6 @@ def _summarise(tasks: list[dict[str, Any]]) -> dict[str, float]:
         "between_tasks_ms": median(gaps) if gaps else 0.0,
         "between_tasks_ms_mean": fmean(gaps) if gaps else 0.0,
         "statements": sum(kinds.values()) / len(tasks),
-        "commits": kinds["COMMIT"] / len(tasks),
     }
 
 
@@ -551,12 +548,12 @@ def _describe(n: int, r: dict[str, Any]) -> str:
         t = r["trace"]
         line += (
             f"\n    per task (ms): {t['task_ms']:.1f} median, {t['task_ms_mean']:.1f} mean = "
-            f"sql {t['sql_ms']:.1f} + commit {t['commit_ms']:.1f} + other {t['other_ms']:.1f}"
+            f"statements (each autocommitted) {t['sql_ms']:.1f} + other {t['other_ms']:.1f}"
             f"; worker CPU {t['cpu_ms']:.1f}; start->1st sql {t['start_to_first_sql_ms']:.2f}"
             f", last sql->end {t['last_sql_to_end_ms']:.2f}; received->start "
             f"{t['received_to_start_ms']:.2f}; end->next start {t['between_tasks_ms']:.2f} "
             f"median, {t['between_tasks_ms_mean']:.2f} mean; {t['statements']:.1f} "
-            f"statements + commits/task ({t['commits']:.1f} commits)"
+            "statements/task"
             f"\n    pg active sessions per sample: "
             + ", ".join(f"{k} {v:.2f}" for k, v in r["pg_active"].items())
             + f"; ungranted locks per sample: {r['pg_ungranted_locks'] or 0}"
