@@ -1,25 +1,36 @@
-"""Scaling on Celery: completed runs per second for 1, 2 and 4 worker processes.
+"""Scaling on Celery: completed runs per second for 1, 2 and 4 worker processes, next to
+the same statements sent by bare asyncpg processes.
 
 Each worker is a ``celery worker --pool=threads --concurrency=1`` process (one run at a
 time; not ``--pool=solo``, which on RabbitMQ now and then sits idle for up to 10 s between
-two tasks with messages waiting, see bench/README.md) on one RabbitMQ queue; all of them
+two tasks with messages waiting, see bench/README.md) at log level WARNING; all of them
 store runs in one PostgreSQL database. The flow has 10 sync steps, each
 ``state.counter += 1``, with a checkpoint committed after every step
 (``CeleryFlows(persistence=...)`` persists every method): 11 commits per run plus the
-lease. For each worker count: start the workers, wait until each says it is ready, run
-3 untimed warm-up runs per worker, enqueue RUNS runs, and time from the first enqueue
-until the store shows every run completed (polled every 0.1 s). Median of ROUNDS
-rounds; a fresh flow name and queue per round; each round is also printed as it ends.
+liveness lock. For each worker count: start the workers on a warm-up queue, wait until
+each says it is ready, run 3 untimed warm-up runs per worker, enqueue RUNS runs into a
+queue no worker consumes yet, tell the workers to consume it (``add_consumer``) and time
+from there until the last run's final checkpoint (its ``updated_at`` in the store; the
+driver polls a count every 0.1 s to know when to look). The driver's enqueues are thus
+outside the timed window. Median of ROUNDS rounds; a fresh flow name and queues per
+round; each round is also printed as it ends.
+
+Before each Celery round, the same number of bare asyncpg processes (``--no-bare`` skips
+them) make RUNS runs' worth of the statements a flowkit run sends, copied from the
+server's statement log of a kickoff, back to back on two connections each, with no flowkit
+and no Celery: what the database and the machine give these statements with 1, 2 and 4
+sessions -- the ceiling the hardware sets on the Celery curve.
 
 Also reported per round, to say what limits the curve: the load average, the machine's
 CPU busy fraction during the timed window (``/proc/stat``, all processes) and CPU
-milliseconds per run of the workers, of the PostgreSQL backends connected to the bench
-database, of RabbitMQ (``beam.smp``, shared with anything else using it) and of this
-driver (``/proc/<pid>/stat`` deltas). CPU per run moves much less with the machine's load
-than runs/s do.
+milliseconds per run of the workers (or bare clients), of the PostgreSQL backends
+connected to the bench database, of RabbitMQ (``beam.smp``, shared with anything else
+using it) and of this driver (``/proc/<pid>/stat`` deltas); and so the cores the runs got
+and the cores everything else on the machine took. CPU per run moves much less with the
+machine's load than runs/s do.
 
 ``--trace``: the workers also record, per task, when the message was received, the
-task's start and end, its CPU, and each SQL statement and commit (``_celery_app.py``),
+task's start and end, its CPU, and each statement sent to PostgreSQL (``_celery_app.py``),
 and a sampler polls ``pg_stat_activity``/``pg_locks`` every 20 ms; the round's line then
 says where a task's time goes and what the sessions waited on. Tracing costs CPU: use it
 to explain, not to quote runs/s.
