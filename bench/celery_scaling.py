@@ -108,6 +108,19 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runq_wait(pids: Any) -> float:
+    """Seconds the threads of processes ``pids`` have spent so far ready to run but waiting
+    for a core (``/proc/<pid>/task/<tid>/schedstat``, second field; threads gone since are
+    not counted)."""
+    waited = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    waited += int((task / "schedstat").read_text().split()[1])
+    return waited / 1e9
+
+
 def _named(*names: str) -> dict[int, str]:
     """pid -> command name of the processes called one of ``names`` (any user)."""
     found = {}
@@ -288,6 +301,9 @@ def one_round(workers: int, tmp: Path, trace: bool = False) -> dict[str, Any]:
         sampler = _Sampler(PG_URL) if trace else contextlib.nullcontext()
         with sampler:
             others0 = {pid: _proc_cpu(pid) for pid in _named("postgres", "beam.smp")}
+            backends0 = _bench_backends(PG_URL)
+            waits0 = {pid: _runq_wait([pid]) for pid in backends0}
+            wait0 = _runq_wait(p.pid for p in procs)
             cpu0 = sum(_proc_cpu(p.pid) for p in procs)
             self0 = _self_cpu()
             busy0, total0 = _cpu_busy()
@@ -303,6 +319,8 @@ def one_round(workers: int, tmp: Path, trace: bool = False) -> dict[str, Any]:
                 time.sleep(0.1)
             busy1, total1 = _cpu_busy()
             cpu = sum(_proc_cpu(p.pid) for p in procs) - cpu0
+            wait = _runq_wait(p.pid for p in procs) - wait0
+            pg_wait = sum(_runq_wait([pid]) - w for pid, w in waits0.items())
             driver = _self_cpu() - self0
             others1 = _named("postgres", "beam.smp")
             deltas = {pid: _proc_cpu(pid) - others0.get(pid, 0.0) for pid in others1}
@@ -328,6 +346,8 @@ def one_round(workers: int, tmp: Path, trace: bool = False) -> dict[str, Any]:
             * sum(d for pid, d in deltas.items() if others1[pid] == "beam.smp")
             / RUNS,
             "driver_cpu_ms_per_run": 1000 * driver / RUNS,
+            "worker_runq_ms_per_run": 1000 * wait / RUNS,
+            "pg_runq_ms_per_run": 1000 * pg_wait / RUNS,
         }
         if trace:
             assert isinstance(sampler, _Sampler)
@@ -505,6 +525,7 @@ def bare_round(processes: int, runs: int) -> dict[str, Any]:
                 raise SystemExit("a bare-asyncpg worker did not start")
         backends = _bench_backends(PG_URL)
         pg0 = {pid: _proc_cpu(pid) for pid in backends}
+        waits0 = {pid: _runq_wait([pid]) for pid in [*backends, *(p.pid for p in procs)]}
         busy0, total0 = _cpu_busy()
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
@@ -519,6 +540,7 @@ def bare_round(processes: int, runs: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         busy1, total1 = _cpu_busy()
         pg = sum(_proc_cpu(pid) - cpu for pid, cpu in pg0.items())
+        waits = {pid: _runq_wait([pid]) - w for pid, w in waits0.items()}
     finally:
         for p in procs:
             with contextlib.suppress(OSError):
@@ -534,6 +556,8 @@ def bare_round(processes: int, runs: int) -> dict[str, Any]:
         "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
         "client_cpu_ms_per_run": 1000 * cpu / runs,
         "pg_cpu_ms_per_run": 1000 * pg / runs,
+        "client_runq_ms_per_run": 1000 * sum(waits[p.pid] for p in procs) / runs,
+        "pg_runq_ms_per_run": 1000 * sum(waits[pid] for pid in backends) / runs,
     }
 
 
@@ -554,6 +578,8 @@ def _describe(n: int, r: dict[str, Any]) -> str:
         f"{r['pg_all_cpu_ms_per_run']:.1f}, driver {r['driver_cpu_ms_per_run']:.1f}); the "
         f"runs got {r['runs_per_s'] * _total_cpu(r) / 1000:.2f} cores, everything else "
         f"{max(0.0, r['machine_busy'] * CPUS - r['runs_per_s'] * _total_cpu(r) / 1000):.2f}"
+        f"; waiting for a core, ms/run: workers {r['worker_runq_ms_per_run']:.1f}, PostgreSQL "
+        f"backends {r['pg_runq_ms_per_run']:.1f}"
     )
     if "trace" in r:
         t = r["trace"]
@@ -579,7 +605,9 @@ def _describe_bare(n: int, r: dict[str, Any]) -> str:
         f"machine {100 * r['machine_busy']:.0f}% busy; CPU ms/run: client "
         f"{r['client_cpu_ms_per_run']:.1f} + PostgreSQL backends {r['pg_cpu_ms_per_run']:.1f} = "
         f"{cpu:.1f}; the runs got {r['runs_per_s'] * cpu / 1000:.2f} cores, everything else "
-        f"{max(0.0, r['machine_busy'] * CPUS - r['runs_per_s'] * cpu / 1000):.2f}"
+        f"{max(0.0, r['machine_busy'] * CPUS - r['runs_per_s'] * cpu / 1000):.2f}; waiting "
+        f"for a core, ms/run: clients {r['client_runq_ms_per_run']:.1f}, PostgreSQL backends "
+        f"{r['pg_runq_ms_per_run']:.1f}"
     )
 
 
