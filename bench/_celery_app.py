@@ -3,9 +3,16 @@ a flow of 10 persisted steps on PostgreSQL, queue and flow name from the environ
 
 With ``FLOWKIT_BENCH_TRACE=DIR`` (``celery_scaling.py --trace``) each worker process
 writes one JSON line per task to ``DIR/<pid>.jsonl``: when the message was received,
-when the task started and ended, the process's CPU seconds over the task, and every SQL
-statement and commit it made (start, duration, first words), from SQLAlchemy's public
-engine and pool events. ``celery_scaling.py`` reads them to say where a run's time goes.
+when the task started and ended, the process's CPU seconds over the task, and every
+statement it sent to PostgreSQL (start, duration, first words; each is autocommitted, so
+the duration includes the commit), from asyncpg's query loggers, added to each connection
+SQLAlchemy's pool opens (public pool event and ``driver_connection``).
+``celery_scaling.py`` reads them to say where a run's time goes.
+
+With ``FLOWKIT_BENCH_READY=DIR`` each worker process creates ``DIR/<pid>`` when Celery says
+it is ready (the ``worker_ready`` signal), so the driver need not run the workers at INFO
+log level to read "ready." in their logs. ``FLOWKIT_BENCH_CELERY_CONF`` (a JSON object)
+is applied to the app's configuration on top of the bench's, to try Celery settings.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import os
 import resource
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from flowkit import Flow, FlowState, listen, start
 from flowkit.celery import CeleryFlows
@@ -88,6 +96,7 @@ def make_app(queue: str, flow_name: str) -> tuple[Celery, CeleryFlows]:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
     )
+    app.conf.update(json.loads(os.environ.get("FLOWKIT_BENCH_CELERY_CONF") or "{}"))
     flows = CeleryFlows(app, persistence=lambda: SQLAlchemyFlowPersistence(PG_URL))
     flows.register(make_flow(flow_name))
     return app, flows
@@ -101,23 +110,16 @@ class _Trace:
         self.received: dict[str, float] = {}
         self.task: dict[str, Any] | None = None
         self.sql: list[list[Any]] = []
-        self.started: dict[int, tuple[float, str]] = {}
-        self.committing: dict[int, float] = {}
         self.last_end = 0.0
 
     def install(self) -> None:
-        from celery import signals
         from sqlalchemy import event
-        from sqlalchemy.engine import Engine
         from sqlalchemy.pool import Pool
 
         signals.task_received.connect(self.on_received, weak=False)
         signals.task_prerun.connect(self.on_prerun, weak=False)
         signals.task_postrun.connect(self.on_postrun, weak=False)
-        event.listen(Engine, "before_cursor_execute", self.before)
-        event.listen(Engine, "after_cursor_execute", self.after)
-        event.listen(Engine, "commit", self.on_commit)
-        event.listen(Pool, "checkin", self.on_checkin)
+        event.listen(Pool, "connect", self.on_connect)
         threading.Thread(target=self.watch, daemon=True).start()
 
     def watch(self) -> None:
@@ -158,22 +160,23 @@ class _Trace:
         with open(self.path, "a") as out:
             out.write(json.dumps(task) + "\n")
 
-    def before(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        self.started[id(conn)] = (time.time(), " ".join(statement.split()[:3]))
+    def on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(self.on_query)
 
-    def after(self, conn: Any, *_: Any) -> None:
-        begun = self.started.pop(id(conn), None)
-        if begun is not None and self.task is not None:
-            self.sql.append([begun[1], begun[0], time.time() - begun[0]])
+    def on_query(self, record: Any) -> None:
+        # Called on the connection's loop soon after the statement ended.
+        if self.task is not None:
+            end = time.time()
+            what = " ".join(record.query.split()[:3])
+            self.sql.append([what, end - record.elapsed, record.elapsed])
 
-    def on_commit(self, conn: Any) -> None:
-        self.committing[id(conn.connection.dbapi_connection)] = time.time()
 
-    def on_checkin(self, dbapi_connection: Any, _record: Any) -> None:
-        begun = self.committing.pop(id(dbapi_connection), None)
-        if begun is not None and self.task is not None:
-            self.sql.append(["COMMIT", begun, time.time() - begun])
+def _say_ready(**_: Any) -> None:
+    (Path(os.environ["FLOWKIT_BENCH_READY"]) / str(os.getpid())).touch()
 
+
+if os.environ.get("FLOWKIT_BENCH_READY"):
+    signals.worker_ready.connect(_say_ready, weak=False)
 
 if os.environ.get("FLOWKIT_BENCH_TRACE"):
     _Trace(os.environ["FLOWKIT_BENCH_TRACE"]).install()

@@ -220,23 +220,29 @@ class CeleryFlows:
 
     def backend(self, flow_cls: type[Flow[Any]]) -> FlowPersistence:
         """The backend runs of ``flow_cls`` are stored in (made once per process)."""
-        source = self._persistence
-        if source is None:
-            backend = flow_cls(**self.flow_options).persistence
-        elif not isinstance(source, FlowPersistence):
-            pid = os.getpid()
-            with self._lock:
-                if self._made is None or self._made[0] != pid:
-                    self._made = (pid, source())
-                backend = self._made[1]
-        else:
-            backend = source
-        from ._execution import durable_backend
+        backend = self._flow(flow_cls).persistence
+        assert backend is not None  # _flow checked it
+        return backend
 
-        return durable_backend(flow_cls(backend, **self.flow_options), "run on Celery")
+    def _given_backend(self) -> FlowPersistence | None:
+        """The backend passed to the constructor, or made by its function (once per
+        process); None: each flow's own."""
+        source = self._persistence
+        if source is None or isinstance(source, FlowPersistence):
+            return source
+        pid = os.getpid()
+        with self._lock:
+            if self._made is None or self._made[0] != pid:
+                self._made = (pid, source())
+            return self._made[1]
 
     def _flow(self, cls: type[Flow[Any]]) -> Flow[Any]:
-        return cls(self.backend(cls), **self.flow_options)
+        """A new instance of ``cls`` on the store, checked durable (one object per task)."""
+        from ._execution import durable_backend
+
+        flow = cls(self._given_backend(), **self.flow_options)
+        durable_backend(flow, "run on Celery")
+        return flow
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -332,10 +338,13 @@ class CeleryFlows:
 
         return encode(value, path=path, cipher=self._flow(cls)._cipher())
 
-    def _decode(self, cls: type[Flow[Any]], data: Any, run_id: str) -> Any:
+    @staticmethod
+    def _decode(flow: Flow[Any], data: Any, run_id: str) -> Any:
+        """``data`` from a message, decoded with the cipher of ``flow`` (the instance the
+        task runs: making another one per message for its cipher cost 2 flow objects)."""
         from ._codec import decode
 
-        return decode(data, cipher=self._flow(cls)._cipher(), run_id=run_id, path="message")
+        return decode(data, cipher=flow._cipher(), run_id=run_id, path="message")
 
     # -- the worker's side ---------------------------------------------------------------
 
@@ -343,7 +352,7 @@ class CeleryFlows:
         cls = self._flow_class(flow, f"task {task.name} for run {run_id!r}")
         instance = self._flow(cls)
         assert instance.persistence is not None
-        data = self._decode(cls, inputs, run_id)
+        data = self._decode(instance, inputs, run_id)
         if not _delivered_before(task):
             # A first delivery: the run almost never exists yet. The kickoff's first write
             # creates it (compare-and-set on seq 0, refused if it exists), so nothing is
@@ -377,8 +386,8 @@ class CeleryFlows:
             return self._continue(task, cls, run)
         if run.last_seq != seq:  # a later interrupt: this answer was for an earlier one
             return _outcome(run_id, "interrupted", "the answer was already used")
-        answer = self._decode(cls, value, run_id)
         flow = self._flow(cls)
+        answer = self._decode(flow, value, run_id)
         return self._execute(task, run_id, lambda: flow.resume(run_id, answer))
 
     def _continue(
