@@ -233,8 +233,11 @@ class Database:
         # shutdown waits on for them to end (SQLite's lock does that job there).
         self._in_flight = 0
         self._drained: asyncio.Event | None = None
-        # SQLite file: read-only connections for blocking reads on the caller's thread,
-        # made by the first such read.
+        # SQLite file: its path, made absolute once (the working folder may change, and
+        # every connection must open the same file); read-only connections for blocking
+        # reads on the caller's thread, made by the first such read.
+        path = sqlite_file(url) if self.dialect == "sqlite" else None
+        self.sqlite_path = None if path is None else path.expanduser().absolute()
         self._readers: ReadConnections | None = None
         self._readers_lock = threading.Lock()
 
@@ -277,8 +280,7 @@ class Database:
     def _file_missing(self) -> bool:
         """True for a SQLite file that does not exist but could be created; a path that
         cannot (under a regular file) is opened anyway, so the read reports why."""
-        path = sqlite_file(self.url) if self.dialect == "sqlite" else None
-        return path is not None and file_missing(path)
+        return self.sqlite_path is not None and file_missing(self.sqlite_path)
 
     async def _open(self) -> None:
         engine = self._create_engine()
@@ -337,16 +339,18 @@ class Database:
 
     def _create_engine(self) -> AsyncEngine:
         kwargs = dict(self.engine_kwargs)
+        url = self.url
         if self.dialect == "sqlite":
-            path = sqlite_file(self.url)
+            path = self.sqlite_path
             if path is not None:
-                path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                url = url.set(database=str(path))  # the file the blocking reads open
             # sqlite3 in autocommit mode: transactions are opened explicitly, and a
             # single statement commits by itself.
             kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "isolation_level": None}
         if self.dialect == "mysql":
             kwargs.setdefault("isolation_level", "READ COMMITTED")
-        engine = create_async_engine(self.url, **kwargs)
+        engine = create_async_engine(url, **kwargs)
         if self.dialect == "mysql":
             event.listen(engine.sync_engine, "connect", mysql_session)
         if self.dialect == "sqlite":
@@ -608,7 +612,7 @@ class Database:
             raise self._failure(what, exc) from exc
 
     def _start_readers(self) -> ReadConnections | None:
-        path = sqlite_file(self.url) if self.dialect == "sqlite" else None
+        path = self.sqlite_path
         with self._readers_lock:
             if self._readers is None and path is not None and not self.closed:
                 self._readers = ReadConnections(path)

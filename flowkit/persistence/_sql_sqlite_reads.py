@@ -58,7 +58,7 @@ class ReadConnections:
     """Read-only connections to one SQLite file, each used by one thread at a time."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path.expanduser().absolute()
+        self.path = path
         self._lock = threading.Lock()
         self._idle: list[PoolProxiedConnection] = []
         self._engine: Engine | None = None

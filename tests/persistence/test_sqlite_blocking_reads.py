@@ -384,3 +384,24 @@ def test_a_forked_child_reads_on_connections_of_its_own(
     assert report is not None and report["seq"] == 1 and report["runs"] == ["big", "r1"]
     assert report["opened"] >= 1
     assert _reads(store)[0] == (1, {"id": "r1", "n": 1})
+
+
+def test_a_relative_path_means_one_file_to_reads_and_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend given a relative path keeps using the file it first used after the
+    working folder changes: blocking reads, awaited reads and writes alike."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    store = SQLiteFlowPersistence("flows.db")
+    try:
+        store.save_state("r1", "a", {"id": "r1"})
+        monkeypatch.chdir(second)
+        assert store.load_state("r1") == {"id": "r1"}
+        store.save_checkpoint("r1", "b", {"id": "r1", "n": 2}, expected_seq=1)
+        assert _reads(store)[:4] == ((2, {"id": "r1", "n": 2}), {"id": "r1", "n": 2}, 2, [1, 2])
+    finally:
+        store.close()
+    assert (first / "flows.db").exists() and not (second / "flows.db").exists()
