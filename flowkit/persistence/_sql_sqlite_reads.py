@@ -21,14 +21,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import urllib.parse
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool, PoolProxiedConnection
+from sqlalchemy.pool import NullPool
 
 from flowkit._concurrency import NotInline
 from flowkit.persistence import _sql_ops
@@ -42,7 +41,7 @@ KEEP_IDLE = 8
 
 # Connections a forked child inherited: never used there, and never closed there either
 # (closing one would act on the parent's locks and files), so kept referenced for good.
-_inherited: list[PoolProxiedConnection] = []
+_inherited: list[sqlite3.Connection] = []
 
 
 def _read_only(dbapi_connection: Any, _record: Any) -> None:
@@ -60,7 +59,7 @@ class ReadConnections:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._idle: list[PoolProxiedConnection] = []
+        self._idle: list[sqlite3.Connection] = []
         self._engine: Engine | None = None
         self._pid = os.getpid()
         self._closed = False
@@ -81,17 +80,16 @@ class ReadConnections:
             _close_ops(op, fast)
             return empty
         try:
-            driver: sqlite3.Connection = connection.driver_connection  # type: ignore[assignment]
             if not self._tables_found:
-                if not _drive(driver, _sql_ops.read_schema_version("sqlite"), None):
+                if not _drive(connection, _sql_ops.read_schema_version("sqlite"), None):
                     _close_ops(op, fast)
                     return empty
                 self._tables_found = True  # (older schema versions read the same)
-            return _drive(driver, op, fast)
+            return _drive(connection, op, fast)
         finally:
             self._give_back(connection)
 
-    def _take(self) -> PoolProxiedConnection | None:
+    def _take(self) -> sqlite3.Connection | None:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's connections are not ours
                 _inherited.extend(self._idle)
@@ -106,27 +104,28 @@ class ReadConnections:
         if file_missing(self.path):
             return None
         try:
-            return engine.raw_connection()
+            proxy = engine.raw_connection()
         except DBAPIError:
             raise NotInline from None  # the usual path opens it, or says why it cannot
+        connection: sqlite3.Connection = proxy.driver_connection  # type: ignore[assignment]
+        proxy.detach()  # ours from now on: closed by us, never handed back to a pool
+        return connection
 
     def _create_engine(self) -> Engine:
         # mode=ro: this connection cannot write the file (nor create it); uri=true lets
-        # SQLite read the mode from the file name, in which the path is percent-encoded.
+        # SQLite read the mode from a file: URI (the absolute path, percent-encoded).
         url = URL.create(
-            "sqlite+pysqlite",
-            database="file:" + urllib.parse.quote(str(self.path)),
-            query={"mode": "ro", "uri": "true"},
+            "sqlite+pysqlite", database=self.path.as_uri(), query={"mode": "ro", "uri": "true"}
         )
         engine = create_engine(
             url,
-            poolclass=NullPool,  # the pool is ours (see _take): closing one really closes it
+            poolclass=NullPool,  # the pool is ours (see _take)
             connect_args={"check_same_thread": False, "isolation_level": None},
         )
         event.listen(engine, "connect", _read_only)
         return engine
 
-    def _give_back(self, connection: PoolProxiedConnection) -> None:
+    def _give_back(self, connection: sqlite3.Connection) -> None:
         with self._lock:
             keep = not self._closed and self._pid == os.getpid() and len(self._idle) < KEEP_IDLE
             if keep:

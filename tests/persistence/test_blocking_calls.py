@@ -238,11 +238,11 @@ def _read_statements(store: SQLiteFlowPersistence, call: Any) -> list[str]:
     assert readers is not None
     [connection] = readers._idle
     seen: list[str] = []
-    connection.driver_connection.set_trace_callback(seen.append)
+    connection.set_trace_callback(seen.append)
     try:
         call()
     finally:
-        connection.driver_connection.set_trace_callback(None)
+        connection.set_trace_callback(None)
     return [" ".join(sql.split()[:2]).upper() for sql in seen]
 
 

@@ -405,3 +405,18 @@ def test_a_relative_path_means_one_file_to_reads_and_writes(
     finally:
         store.close()
     assert (first / "flows.db").exists() and not (second / "flows.db").exists()
+
+
+def test_a_path_with_uri_characters_reads_its_own_file(tmp_path: Path) -> None:
+    """Characters that mean something in a file: URI (?, #, %, spaces) in the folder and
+    file names: the blocking reads open that very file, read-only."""
+    path = tmp_path / "odd ?#%20 folder" / "runs ?#%.db"
+    store = SQLiteFlowPersistence(path)
+    try:
+        assert store.load_state("r1") is None  # nothing there yet: nothing created
+        assert not path.parent.exists()
+        store.save_state("r1", "a", {"id": "r1"})
+        assert _reads(store)[:4] == ((1, {"id": "r1"}), {"id": "r1"}, 1, [1])
+    finally:
+        store.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["runs ?#%.db"]
