@@ -7,6 +7,10 @@
 - :func:`wait_for`: block until a coroutine is done from sync code, whatever the caller
   runs (the derived sync forms of the persistence operations); a coroutine that works
   on any loop runs on the caller's own reusable loop when it has no running one.
+- :func:`run_inline`: run a coroutine to its end on the calling thread with no event
+  loop at all, for one that answers without awaiting anything while :func:`inline` is
+  true (the built-in SQLite backend's blocking reads); it raises :class:`NotInline`,
+  having done nothing, when it cannot.
 - :func:`in_thread`: await a blocking function run in a worker thread (the derived
   async forms).
 - :class:`LoopAgnosticLock`: a mutual exclusion that tasks of different event loops (and
@@ -26,6 +30,7 @@ import atexit
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import os
 import threading
@@ -38,11 +43,14 @@ P = ParamSpec("P")
 
 __all__ = [
     "LoopAgnosticLock",
+    "NotInline",
     "Portal",
     "PortalStopped",
     "completing",
     "in_thread",
+    "inline",
     "on_owned_loop",
+    "run_inline",
     "run_sync",
     "running_loop",
     "wait_for",
@@ -335,6 +343,37 @@ def wait_for(
     if _waiting_portal.in_portal_thread():
         return _on_helper_thread(coro, "flowkit-persistence-nested")
     return _waiting_portal.run(coro)
+
+
+class NotInline(Exception):
+    """Raised by a coroutine run by :func:`run_inline` that cannot answer without
+    awaiting something; it did nothing, and the caller runs it the usual way."""
+
+
+_inline: contextvars.ContextVar[bool] = contextvars.ContextVar("flowkit_inline", default=False)
+
+
+def inline() -> bool:
+    """True inside a coroutine run by :func:`run_inline`: it must answer without
+    awaiting anything that suspends, or raise :class:`NotInline` before doing anything."""
+    return _inline.get()
+
+
+def run_inline(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on this thread, without an event loop: one step of the
+    coroutine protocol, for a coroutine that awaits nothing that suspends while
+    :func:`inline` is true (a blocking read the backend answers on the caller's thread:
+    no loop to run, no thread to wake). Whatever it raises is raised here; it raises
+    :class:`NotInline` when it cannot answer that way."""
+    token = _inline.set(True)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        _inline.reset(token)
+    coro.close()
+    raise RuntimeError(f"{coro!r} awaited something while run inline (a flowkit bug)")
 
 
 async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
-from flowkit._concurrency import Portal, PortalStopped, in_thread, wait_for
+from flowkit._concurrency import NotInline, Portal, PortalStopped, in_thread, run_inline, wait_for
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
 from flowkit.persistence import _rules
 from flowkit.persistence._records import Checkpoint, RunRecord
@@ -85,6 +85,12 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
+        if op in self._inline_reads:
+            try:  # answered on this thread, no loop run and no thread woken
+                answer: T = run_inline(getattr(self, name)(*args, **kwargs))
+                return answer
+            except NotInline:
+                pass  # nothing was done: the usual way below
         home = self._home_portal()
         try:
             result: T = wait_for(
@@ -166,6 +172,12 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     False unless it sets the flag in its own body: its resources (a connection made on
     one loop) must keep seeing one loop."""
 
+    _inline_reads: frozenset[str] = frozenset()
+    """Operations whose async form answers without awaiting anything when run by
+    :func:`~flowkit._concurrency.run_inline` (or raises ``NotInline`` having done
+    nothing): their blocking forms run them so, on the calling thread. Dropped, like
+    ``_any_loop``, by a subclass that brings an async operation of its own."""
+
     def _home_portal(self) -> Portal | None:
         """The portal thread this backend's async operations run on anyway (a server
         database's connections live there), for the blocking forms to send them straight
@@ -181,13 +193,14 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             if getattr(cls, name) is not getattr(FlowPersistence, name)
         }
         cls._native_ops = frozenset(native)
-        # _any_loop holds for the async operations of the class that set it: a subclass
-        # (or a mixin) bringing its own async operation does not inherit it.
-        owner = next(k for k in cls.__mro__ if "_any_loop" in k.__dict__)
-        if owner is not cls and any(
-            getattr(cls, "a" + op) is not getattr(owner, "a" + op) for op in ALL_OPS
-        ):
-            cls._any_loop = False
+        # _any_loop and _inline_reads hold for the async operations of the class that set
+        # them: a subclass (or a mixin) bringing its own async operation does not inherit them.
+        for flag, off in (("_any_loop", False), ("_inline_reads", frozenset())):
+            owner = next(k for k in cls.__mro__ if flag in k.__dict__)
+            if owner is not cls and any(
+                getattr(cls, "a" + op) is not getattr(owner, "a" + op) for op in ALL_OPS
+            ):
+                setattr(cls, flag, off)
         if "fenced_update_run" not in cls.__dict__:
             form = next((n for n in ("aupdate_run", "update_run") if n in native), None)
             cls.fenced_update_run = form is not None and _takes(getattr(cls, form), "lease_owner")

@@ -45,6 +45,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from flowkit._concurrency import (
     LoopAgnosticLock,
+    NotInline,
     Portal,
     PortalStopped,
     completing,
@@ -56,6 +57,7 @@ from flowkit.persistence._schema import SCHEMA_VERSION, WRITE_REFUSED
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
 from flowkit.persistence._sql_pg_connections import HeldConnections, pool_limits
+from flowkit.persistence._sql_sqlite_reads import ReadConnections, file_missing
 from flowkit.persistence._sql_url import dialect_of, mysql_session, sqlite_file, sqlite_pragmas
 
 T = TypeVar("T")
@@ -127,6 +129,13 @@ async def drive_sqlite_statement(driver: Any, op: Op[T]) -> T | None:
         op.close()
         if exc.args == (WRITE_REFUSED,):
             return None
+        raise
+    except asyncio.CancelledError:
+        # aiosqlite's worker runs (and commits) the statement anyway: wait until it
+        # has (a no-op queued behind it), so that what comes next sees it settled --
+        # a blocking read, which runs on another connection, included.
+        with contextlib.suppress(Exception):
+            await driver.execute_fetchall("SELECT 1")
         raise
     try:
         op.send(rows if type(rows) is list else list(rows))
@@ -224,6 +233,13 @@ class Database:
         # shutdown waits on for them to end (SQLite's lock does that job there).
         self._in_flight = 0
         self._drained: asyncio.Event | None = None
+        # SQLite file: its path, made absolute once (the working folder may change, and
+        # every connection must open the same file); read-only connections for blocking
+        # reads on the caller's thread, made by the first such read.
+        path = sqlite_file(url) if self.dialect == "sqlite" else None
+        self.sqlite_path = None if path is None else path.expanduser().absolute()
+        self._readers: ReadConnections | None = None
+        self._readers_lock = threading.Lock()
 
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)
@@ -264,11 +280,7 @@ class Database:
     def _file_missing(self) -> bool:
         """True for a SQLite file that does not exist but could be created; a path that
         cannot (under a regular file) is opened anyway, so the read reports why."""
-        path = sqlite_file(self.url) if self.dialect == "sqlite" else None
-        if path is None or path.expanduser().exists():
-            return False
-        existing = next((p for p in path.expanduser().absolute().parents if p.exists()), None)
-        return existing is not None and existing.is_dir()
+        return self.sqlite_path is not None and file_missing(self.sqlite_path)
 
     async def _open(self) -> None:
         engine = self._create_engine()
@@ -327,16 +339,18 @@ class Database:
 
     def _create_engine(self) -> AsyncEngine:
         kwargs = dict(self.engine_kwargs)
+        url = self.url
         if self.dialect == "sqlite":
-            path = sqlite_file(self.url)
+            path = self.sqlite_path
             if path is not None:
-                path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                url = url.set(database=str(path))  # the file the blocking reads open
             # sqlite3 in autocommit mode: transactions are opened explicitly, and a
             # single statement commits by itself.
             kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "isolation_level": None}
         if self.dialect == "mysql":
             kwargs.setdefault("isolation_level", "READ COMMITTED")
-        engine = create_async_engine(self.url, **kwargs)
+        engine = create_async_engine(url, **kwargs)
         if self.dialect == "mysql":
             event.listen(engine.sync_engine, "connect", mysql_session)
         if self.dialect == "sqlite":
@@ -582,6 +596,28 @@ class Database:
                 raise self._failure(what, exc) from exc
             raise
 
+    def read_inline(self, op: Op[T], *, what: str, empty: Any, fast: Op[Any] | None) -> T:
+        """SQLite file: answer the read ``op`` on the caller's thread (see
+        ``_sql_sqlite_reads``), for a blocking read run inline; NotInline, having run
+        nothing, when it cannot be answered there."""
+        readers = self._readers or self._start_readers()
+        if readers is None:
+            op.close()
+            if fast is not None:
+                fast.close()
+            raise NotInline
+        try:
+            return readers.read(op, fast=fast, empty=empty)  # type: ignore[no-any-return]
+        except (DBAPIError, sqlite3.Error, OSError) as exc:
+            raise self._failure(what, exc) from exc
+
+    def _start_readers(self) -> ReadConnections | None:
+        path = self.sqlite_path
+        with self._readers_lock:
+            if self._readers is None and path is not None and not self.closed:
+                self._readers = ReadConnections(path)
+            return self._readers
+
     def _failure(self, what: str, exc: BaseException) -> PersistenceError:
         return PersistenceError(
             f"{what} failed on {self.describe()}: {exc}. Check that the database is reachable "
@@ -602,6 +638,10 @@ class Database:
 
     def shutdown(self) -> None:
         self.closed = True
+        with self._readers_lock:
+            readers = self._readers
+        if readers is not None:
+            readers.close()
         if self.engine is not None and not self.portal.in_portal_thread():
             self.portal.run(self._drain_then_dispose())
         self.portal.stop()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
-from flowkit._concurrency import Portal
+from flowkit._concurrency import NotInline, Portal, inline
 from flowkit.persistence import _rules, _sql_mysql, _sql_ops, _sql_postgres
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._encoding import EncodedState, dumps, encode_state, inflate_state
@@ -32,7 +32,7 @@ from flowkit.persistence._sql_database import (
     release_database,
 )
 from flowkit.persistence._sql_ops import Op
-from flowkit.persistence._sql_url import dialect_of, normalise_url
+from flowkit.persistence._sql_url import dialect_of, normalise_url, sqlite_file
 
 T = TypeVar("T")
 
@@ -67,6 +67,9 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
     # SQLite: aiosqlite's connection takes calls from any loop, so a blocking call runs
     # on the caller's own loop (see FlowPersistence._any_loop); set per URL in __init__.
     _any_loop = True
+    # SQLite file: the blocking forms of the reads are answered on the caller's thread,
+    # on a read-only connection (see _sql_sqlite_reads); set per URL in __init__.
+    _inline_reads = frozenset({"load_checkpoint", "load_state", "get_run", "history", "list_runs"})
 
     def __init__(
         self,
@@ -77,6 +80,8 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
     ) -> None:
         self.url = normalise_url(url)
         self._any_loop = type(self)._any_loop and self._dialect() == "sqlite"
+        if self._dialect() != "sqlite" or sqlite_file(self.url) is None:
+            self._inline_reads = frozenset()  # a server, or SQLite in memory
         self.secret_key = secret_key
         self._engine_kwargs = dict(engine_kwargs or {})
         self._database_handle: Database | None = None
@@ -120,6 +125,14 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         empty: Any = None,
         fast: Op[Any] | None = None,
     ) -> T:
+        if inline():  # a blocking read run inline (FlowPersistence._inline_reads)
+            database = self._database()
+            if write or database.closed:
+                op.close()
+                if fast is not None:
+                    fast.close()
+                raise NotInline
+            return database.read_inline(op, what=what, empty=empty, fast=fast)
         while True:
             try:
                 return await self._database().acall(

@@ -151,8 +151,9 @@ class PlainSQLiteSubclass(SQLiteFlowPersistence):
 def test_only_the_built_in_sqlite_operations_are_taken_to_work_on_any_loop(
     tmp_path: Path,
 ) -> None:
-    """The flag follows the async operations: kept by a subclass that adds none, dropped
-    by one that defines or mixes one in, and off for non-SQLite URLs."""
+    """The flags follow the async operations: kept by a subclass that adds none, dropped
+    by one that defines or mixes one in, and off for non-SQLite URLs (reads answered on
+    the caller's thread: off for SQLite in memory too)."""
     from flowkit.persistence import SQLAlchemyFlowPersistence
 
     assert SQLiteFlowPersistence(tmp_path / "a.db")._any_loop
@@ -161,6 +162,15 @@ def test_only_the_built_in_sqlite_operations_are_taken_to_work_on_any_loop(
     assert not SQLiteWithMixin(tmp_path / "a.db")._any_loop
     assert not SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._any_loop
     assert not LoopBound()._any_loop
+    # Reads answered on the caller's thread: the same rule, and only for a SQLite file.
+    reads = {"load_checkpoint", "load_state", "get_run", "history", "list_runs"}
+    assert SQLiteFlowPersistence(tmp_path / "a.db")._inline_reads == reads
+    assert PlainSQLiteSubclass(tmp_path / "a.db")._inline_reads == reads
+    assert not SQLiteWithLoopBoundCache(tmp_path / "a.db")._inline_reads
+    assert not SQLiteWithMixin(tmp_path / "a.db")._inline_reads
+    assert not SQLiteFlowPersistence(":memory:")._inline_reads
+    assert not SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._inline_reads
+    assert not LoopBound()._inline_reads
 
 
 def _from_everywhere(call: Any) -> None:
@@ -208,7 +218,7 @@ def test_a_subclass_defining_an_async_operation_keeps_one_loop(tmp_path: Path) -
 
 
 def _statements(store: SQLiteFlowPersistence, call: Any) -> list[str]:
-    """The SQL statements SQLite runs for ``call()`` on the store's connection."""
+    """The SQL statements SQLite runs for ``call()`` on the store's aiosqlite connection."""
     store.init_db()
     database = store._database()
     seen: list[str] = []
@@ -220,28 +230,50 @@ def _statements(store: SQLiteFlowPersistence, call: Any) -> list[str]:
     return [" ".join(sql.split()[:2]).upper() for sql in seen]
 
 
+def _read_statements(store: SQLiteFlowPersistence, call: Any) -> list[str]:
+    """The SQL statements SQLite runs for ``call()`` on the store's read-only connection
+    (the one a blocking read on this thread takes, once one is open)."""
+    store.load_state("r")  # opens it
+    readers = store._database()._readers
+    assert readers is not None
+    [connection] = readers._idle
+    seen: list[str] = []
+    connection.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        connection.set_trace_callback(None)
+    return [" ".join(sql.split()[:2]).upper() for sql in seen]
+
+
 def test_loading_the_latest_checkpoint_is_one_statement(tmp_path: Path) -> None:
     """The latest checkpoint (and a given seq) is read by one statement in autocommit;
-    one with blob-stored fields is read with its blobs in one transaction."""
+    one with blob-stored fields is read with its blobs in one transaction: awaited (on
+    aiosqlite's connection) and blocking (on a read-only connection, this thread)."""
     store = SQLiteFlowPersistence(tmp_path / "runs.db")
     try:
         store.save_checkpoint("r", "a", {"n": 1}, expected_seq=0)
         big = {"text": "x" * 200_000}
         store.save_checkpoint("b", "a", big, expected_seq=0)
-        assert _statements(store, lambda: store.load_checkpoint("r")) == ["SELECT R.LAST_SEQ,"]
-        assert _statements(store, lambda: store.load_checkpoint("r", 1)) == ["SELECT SEQ,"]
-        with_blobs = _statements(store, lambda: store.load_checkpoint("b"))
-        assert with_blobs[0] == "SELECT R.LAST_SEQ,"  # tried alone first
-        assert with_blobs[1] == "BEGIN" and with_blobs[-1] == "COMMIT", with_blobs
-        assert len(with_blobs) == 5
-        loaded = store.load_checkpoint("b")
-        assert loaded is not None and loaded.state == big
+
+        def check(statements: Any, load: Any) -> None:
+            assert statements(store, lambda: load("r")) == ["SELECT R.LAST_SEQ,"]
+            assert statements(store, lambda: load("r", 1)) == ["SELECT SEQ,"]
+            with_blobs = statements(store, lambda: load("b"))
+            assert with_blobs[0] == "SELECT R.LAST_SEQ,"  # tried alone first
+            assert with_blobs[1] == "BEGIN" and with_blobs[-1] == "COMMIT", with_blobs
+            assert len(with_blobs) == 5
+            loaded = load("b")
+            assert loaded is not None and loaded.state == big
+
+        check(_statements, lambda *a: asyncio.run(store.aload_checkpoint(*a)))
+        check(_read_statements, store.load_checkpoint)
     finally:
         store.close()
 
 
 CTRL_C = """
-import json, os, signal, sys, threading
+import asyncio, json, os, signal, sys, threading
 from flowkit.persistence import SQLiteFlowPersistence
 
 store = SQLiteFlowPersistence(sys.argv[1])
@@ -256,9 +288,11 @@ def trace(sql):  # on aiosqlite's thread: Ctrl-C while the caller waits for SQLi
         signal.pthread_kill(main, signal.SIGINT)
 
 database.portal.run(database._sqlite_driver.set_trace_callback(trace))
+loop = asyncio.new_event_loop()
 outcome = {}
 for name, marker, call in (
-    ("read", "SELECT", lambda: store.load_checkpoint("r")),
+    # (a blocking read runs on this thread: tests/persistence/test_sqlite_blocking_reads.py)
+    ("awaited read", "SELECT", lambda: loop.run_until_complete(store.aload_checkpoint("r"))),
     ("write", "INSERT", lambda: store.save_checkpoint("r", "b", {"n": 2}, expected_seq=1)),
     (
         "big write",
@@ -283,17 +317,19 @@ outcome["latest"] = [latest.seq, latest.state.get("n")]
 outcome["next"] = store.save_checkpoint("r", "d", {"n": 4}, expected_seq=latest.seq).seq
 outcome["loaded"] = store.load_state("r")
 store.close()
+loop.close()
 print(json.dumps(outcome))
 """
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pthread_kill and SIGINT")
 def test_ctrl_c_during_a_blocking_call_leaves_nothing_half_done(tmp_path: Path) -> None:
-    """Ctrl-C while a blocking read or write waits for SQLite raises KeyboardInterrupt;
-    the store stays usable and each write is wholly there or wholly absent."""
+    """Ctrl-C while an awaited read or a blocking write waits for SQLite raises
+    KeyboardInterrupt; the store stays usable and each write is wholly there or wholly
+    absent."""
     db = tmp_path / "runs.db"
     outcome = _in_subprocess(tmp_path, CTRL_C, str(db))
-    assert outcome["read"] == "interrupted"
+    assert outcome["awaited read"] == "interrupted"
     assert outcome["write"] == "interrupted"
     assert outcome["big write"] == "interrupted"
     seq, n = outcome["latest"]
