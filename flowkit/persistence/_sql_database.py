@@ -586,6 +586,7 @@ class Database:
                 self.portal.call_soon(liveness.drop, *takes)
             raise
         finally:
+            mine.release()
             if fast is not None:
                 fast.close()
         if gives is not None and liveness is not None:

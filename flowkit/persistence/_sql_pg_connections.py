@@ -221,32 +221,32 @@ class ThreadConnection:
         # asyncio lock, which must never be shared by two threads' loops.
         self._engine: AsyncEngine | None = None
         self._held: tuple[AsyncConnection, Any] | None = None
-        self._busy = False
+        self.busy = False
         self.closed = False
         self._cut = False  # closed under a running operation (see aclose)
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Any]:
-        """The asyncpg connection (in autocommit), for one operation; opened on first use.
-        A connection that failed or was left in a transaction is closed, and the next
-        operation opens another."""
-        self._busy = True
+        """The asyncpg connection (in autocommit), for the operation that claimed it;
+        opened on first use. A connection that failed or was left in a transaction is
+        closed, and the next operation opens another."""
+        if self._held is None:
+            if self._engine is None:
+                self._engine = self._home.engine()
+            self._held = await _open(self._engine)
+        driver = self._held[1]
         try:
-            if self._held is None:
-                if self._engine is None:
-                    self._engine = self._home.engine()
-                self._held = await _open(self._engine)
-            driver = self._held[1]
-            try:
-                yield driver
-            except BaseException as exc:
-                if not self._home.reusable(driver, exc):
-                    await self._drop(broken=True)
-                if self._cut:
-                    raise ClosedUnder from exc
-                raise
-        finally:
-            self._busy = False
+            yield driver
+        except BaseException as exc:
+            if not self._home.reusable(driver, exc):
+                await self._drop(broken=True)
+            if self._cut:
+                raise ClosedUnder from exc
+            raise
+
+    def release(self) -> None:
+        """The operation that claimed it (see ThreadConnections.claim) is over."""
+        self.busy = False
 
     async def _drop(self, *, broken: bool) -> None:
         held, self._held = self._held, None
@@ -263,10 +263,10 @@ class ThreadConnection:
         still running after ``CLOSE_GRACE`` seconds is cut off (:class:`ClosedUnder`)."""
         self.closed = True
         deadline = asyncio.get_running_loop().time() + _rules.CLOSE_GRACE
-        while self._busy and asyncio.get_running_loop().time() < deadline:
+        while self.busy and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
-        self._cut = self._busy
-        await self._drop(broken=self._busy)
+        self._cut = self.busy
+        await self._drop(broken=self.busy)
         engine, self._engine = self._engine, None
         if engine is not None:
             with contextlib.suppress(Exception):
@@ -294,18 +294,22 @@ class ThreadConnections:
         self.closed = False
 
     def claim(self, owner: ThreadLoop) -> ThreadConnection | None:
-        """The calling thread's connection (``owner`` is its loop, running), or None
-        when it gets none: the operation takes the portal's path."""
+        """The calling thread's connection (``owner`` is its loop, running), for one
+        operation until its ``release()``; None when the thread gets none, or while
+        another operation of the same loop has it (a checkpoint save and a lease renewal
+        at once): the operation then takes the portal's path."""
         mine: ThreadConnection | None = getattr(self._mine, "connection", None)
-        if mine is not None and not mine.closed and mine.owner() is owner:
-            return mine
-        with self._lock:
-            if self.closed or self._pid != os.getpid() or len(self._owned) >= self._limit:
-                return None
-            mine = ThreadConnection(self, owner)
-            self._owned[id(mine)] = mine
-        owner.on_end(id(mine), mine.aclose)
-        self._mine.connection = mine
+        if mine is None or mine.closed or mine.owner() is not owner:
+            with self._lock:
+                if self.closed or self._pid != os.getpid() or len(self._owned) >= self._limit:
+                    return None
+                mine = ThreadConnection(self, owner)
+                self._owned[id(mine)] = mine
+            owner.on_end(id(mine), mine.aclose)
+            self._mine.connection = mine
+        elif mine.busy:
+            return None
+        mine.busy = True
         return mine
 
     def engine(self) -> AsyncEngine:
