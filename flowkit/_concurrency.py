@@ -77,7 +77,27 @@ _owned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 def _new_owned_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     _owned.add(loop)
+    _made_by[loop] = os.getpid()
     return loop
+
+
+# The process that made each of flowkit's loops. After ``os.fork()`` the child holds
+# copies of the parent's loops, whose selector (epoll) is shared with the parent: closing
+# one in the child would unregister the parent's sockets and wake-up pipe from it, and
+# the parent's thread would never wake again.
+_made_by: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+_from_parent: list[object] = []
+
+
+def keep_from_parent(thing: object) -> None:
+    """Keep ``thing``, a loop or a resource bound to one that this process inherited
+    from its parent, alive and untouched for the life of the process: never used,
+    never closed, never collected (see ``_made_by``)."""
+    _from_parent.append(thing)
+
+
+def made_here(loop: asyncio.AbstractEventLoop) -> bool:
+    return _made_by.get(loop, os.getpid()) == os.getpid()
 
 
 def on_owned_loop() -> bool:
@@ -107,7 +127,8 @@ class _ThreadLoop(threading.local):
     def get(self) -> asyncio.AbstractEventLoop:
         loop = self.loop
         if loop is None or loop.is_closed() or self.pid != os.getpid():
-            # (after a fork the parent's loop is not ours: its selector is shared)
+            if loop is not None and self.pid != os.getpid():
+                keep_from_parent(loop)  # the parent's (see ``_made_by``)
             loop = self.loop = _new_owned_loop()
             self.pid = os.getpid()
             thread = threading.current_thread()
@@ -130,7 +151,7 @@ _abandoned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
-    if loop.is_closed() or loop.is_running():
+    if loop.is_closed() or loop.is_running() or not made_here(loop):
         return
     try:
         # A finalizer may run on a thread that has a loop running: then just close.
@@ -319,6 +340,8 @@ class Portal:
             return loop
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
+                if self._loop is not None:
+                    keep_from_parent(self._loop)  # the parent's (see ``_made_by``)
                 if _exiting:
                     # (a coroutine closed by the garbage collector at exit, unwinding)
                     raise PortalStopped(f"{self._name} is not started while Python exits")
@@ -389,7 +412,10 @@ class Portal:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
             self._stops += 1
-        if loop is None or thread is None or self._pid != os.getpid():
+        if loop is not None and self._pid != os.getpid():
+            keep_from_parent(loop)  # the parent's (see ``_made_by``)
+            return
+        if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
