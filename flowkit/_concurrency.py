@@ -2,8 +2,8 @@
 
 - :func:`run_sync`: run a coroutine to completion from sync code (``Flow.kickoff()``),
   on this thread's reusable loop, or on a helper thread when a loop already runs here.
-  On the main thread Ctrl-C cancels the run, lets it unwind, then raises
-  KeyboardInterrupt (a second Ctrl-C raises at once), as ``asyncio.run`` does.
+  On the main thread Ctrl-C cancels a run that stores something, lets it unwind, then
+  raises KeyboardInterrupt (a second Ctrl-C raises at once), as ``asyncio.run`` does.
 - :class:`Portal`: a private event loop on a daemon thread that coroutines are sent to
   from any thread or loop (loop-bound database connections live there).
 - :func:`wait_for`: block until a coroutine is done from sync code, whatever the caller
@@ -223,12 +223,14 @@ def _nothing() -> None:
     pass
 
 
-def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+def _run_on(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], graceful: bool = False
+) -> T:
     # run_forever until the coroutine stops the loop itself, rather than
     # run_until_complete: that stops the loop from the task's done callback, one more
     # turn of the loop (a poll of the selector) per call -- a tenth of a small kickoff.
     task = loop.create_task(_then_stop(loop, coro))
-    ctrl_c = _CtrlC.watch(task)
+    ctrl_c = _CtrlC.watch(task) if graceful else None
     try:
         try:
             loop.run_forever()
@@ -269,8 +271,15 @@ def _unwind(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], *, wait: b
         _local.forget(loop)
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync(coro: Coroutine[Any, Any, T], *, graceful: bool = False) -> T:
     """Run ``coro`` and return its result.
+
+    ``graceful`` (a run that stores something, a storage operation): on the main thread
+    Ctrl-C cancels it and lets it unwind before KeyboardInterrupt is raised (see
+    ``_CtrlC``); without it, KeyboardInterrupt is raised where the thread is, and the
+    task is then cancelled and given ``UNWIND_LIMIT`` seconds (a kickoff that stores
+    nothing has nothing to give back, and saves the handler's cost, a fifth of a small
+    kickoff).
 
     In a thread with no running event loop, on this thread's reusable loop. Called from
     inside a running loop (a notebook, an async web handler), on a fresh thread with its
@@ -278,7 +287,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     nothing in the flow needs the caller's loop.
     """
     if running_loop() is None:
-        return _run_on(_local.get(), coro)
+        return _run_on(_local.get(), coro, graceful)
     return _on_helper_thread(coro, "flowkit-kickoff")
 
 
@@ -460,7 +469,7 @@ def wait_for(
     shared portal, then to its home), unless the caller is on a portal already.
     """
     if any_loop and running_loop() is None:
-        return _run_on(_local.get(), coro)
+        return _run_on(_local.get(), coro, graceful=True)
     if home is not None and not home.in_portal_thread() and not _waiting_portal.in_portal_thread():
         return home.run(coro)
     if _waiting_portal.in_portal_thread():

@@ -63,10 +63,19 @@ if "own-handler" in kind:
         print("own handler", flush=True)
         raise KeyboardInterrupt
     signal.signal(signal.SIGINT, handler)
+class Sleepy(Flow[S], name="sleepy"):
+    @start()
+    def nap(self) -> None:
+        print("ticking", flush=True)
+        import time
+        time.sleep(600)
+
 p = flows.backend(sys.argv[2])
 flow = Ticking(persistence=p, lease_ttl=30)
 try:
-    if kind == "resume":
+    if kind == "unpersisted":
+        Sleepy().kickoff()
+    elif kind == "resume":
         print(flow.resume(run_id), flush=True)
     else:
         flow.kickoff(inputs={"id": run_id})
@@ -179,3 +188,12 @@ def test_unwinding_after_a_keyboard_interrupt_is_bounded(
     assert "own handler" in out and "swallowed" in out, out
     assert _lease(backend_spec, run_id)[1] == "running"
     _resume_finishes(backend_spec, run_id, stop)
+
+
+def test_ctrl_c_stops_a_flow_without_persistence_at_once(
+    backend_spec: str, run_id: str, tmp_path: Path
+) -> None:
+    """Nothing to give back: KeyboardInterrupt cuts the sleeping method short (the
+    child would otherwise sleep 600 s, far past the wait in _interrupt)."""
+    out, _ = _interrupt(_child("unpersisted", backend_spec, run_id, tmp_path / "stop"))
+    assert "handler after: default" in out, out
