@@ -344,8 +344,11 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         self, run_id: str, owner: str, ttl: float
     ) -> tuple[RunRecord, Checkpoint | None]:
         op = self._claim_op(run_id, owner, ttl)
+        fast = None
+        if self._dialect() == "postgresql":
+            fast = _sql_postgres.claim_statement(run_id, owner, ttl, _rules.now())
         what = f"claim_run({run_id!r})"
-        return await self._acall(op, write=True, what=what, takes=(owner, run_id))
+        return await self._acall(op, write=True, what=what, takes=(owner, run_id), fast=fast)
 
     async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         op = self._renew_op(run_id, owner, ttl)
