@@ -2,6 +2,8 @@
 
 - :func:`run_sync`: run a coroutine to completion from sync code (``Flow.kickoff()``),
   on this thread's reusable loop, or on a helper thread when a loop already runs here.
+  On the main thread Ctrl-C cancels a run that stores something, lets it unwind, then
+  raises KeyboardInterrupt (a second Ctrl-C raises at once), as ``asyncio.run`` does.
 - :class:`ThreadLoop`: that reusable loop of one thread, and the resources bound to it
   (closed on the loop before it closes); :func:`thread_loop`: the calling thread's, when
   it is the loop running here.
@@ -35,15 +37,11 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
-import inspect
 import os
 import queue
-import selectors
 import signal
-import sys
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -86,7 +84,27 @@ _owned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 def _new_owned_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     _owned.add(loop)
+    _made_by[loop] = os.getpid()
     return loop
+
+
+# The process that made each of flowkit's loops. After ``os.fork()`` the child holds
+# copies of the parent's loops, whose selector (epoll) is shared with the parent: closing
+# one in the child would unregister the parent's sockets and wake-up pipe from it, and
+# the parent's thread would never wake again.
+_made_by: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+_from_parent: list[object] = []
+
+
+def keep_from_parent(thing: object) -> None:
+    """Keep ``thing``, a loop or a resource bound to one that this process inherited
+    from its parent, alive and untouched for the life of the process: never used,
+    never closed, never collected (see ``_made_by``)."""
+    _from_parent.append(thing)
+
+
+def made_here(loop: asyncio.AbstractEventLoop) -> bool:
+    return _made_by.get(loop, os.getpid()) == os.getpid()
 
 
 def on_owned_loop() -> bool:
@@ -105,10 +123,28 @@ async def completing(coro: Coroutine[Any, Any, T]) -> T:
 # -- run_sync: Flow.kickoff() and friends ----------------------------------------------
 
 
+# Loops left with a task that would not unwind: closed at exit without running it again.
+_abandoned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running() or not made_here(loop):
+        return
+    try:
+        # A finalizer may run on a thread that has a loop running: then just close.
+        if running_loop() is None:
+            pending = asyncio.all_tasks(loop)
+            if pending and loop not in _abandoned:  # still completing (see ``completing``)
+                loop.run_until_complete(asyncio.wait(pending, timeout=UNWIND_LIMIT))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
 class ThreadLoop:
     """One thread's reusable event loop (``run_sync``'s and ``wait_for``'s): a new loop (or
-    ``asyncio.Runner``, which installs a SIGINT handler on every call) costs more than a
-    small flow's kickoff.
+    an ``asyncio.Runner``, which makes one) costs more than a small flow's kickoff.
 
     Resources bound to the loop (a PostgreSQL connection this thread owns) register a
     closer with :meth:`on_end`; the closers run on the loop before it closes. The loop
@@ -124,7 +160,6 @@ class ThreadLoop:
         self.loop = _new_owned_loop()
         # Held by whoever runs the loop: its own thread (run_sync, wait_for), a closer.
         self.turn = threading.Lock()
-        self._main = threading.current_thread() is threading.main_thread()
         self._closers: dict[int, Callable[[], Coroutine[Any, Any, None]]] = {}
         self._ended = False
 
@@ -132,32 +167,11 @@ class ThreadLoop:
         """True when this loop is the one running in the calling thread."""
         return running_loop() is self.loop
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop, from its own thread (no loop running there).
-
-        On the main thread, with Python's own SIGINT handler in place, Ctrl-C is
-        delivered by :meth:`_on_sigint` meanwhile (see there)."""
+    def run(self, coro: Coroutine[Any, Any, T], graceful: bool = False) -> T:
+        """Run ``coro`` on the loop, from its own thread (no loop running there); see
+        :func:`run_sync` for ``graceful``."""
         with self.turn:
-            if not self._main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-                return _run_on(self.loop, coro)
-            signal.signal(signal.SIGINT, self._on_sigint)
-            try:
-                return _run_on(self.loop, coro)
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
-        """Ctrl-C while the loop runs: KeyboardInterrupt at once, as Python's handler
-        does, unless it would be raised inside the loop's own machinery -- a callback of
-        a transport, which may be a database driver's protocol (compiled code that calls
-        back into asyncio: asyncpg's, parsing the server's reply). Raised there, it leaves
-        the protocol half way through a message, and the flow's unwinding then feeds it
-        more data (a segmentation fault was seen). Then it is raised by a callback of its
-        own, between two callbacks: the flow is cancelled and unwinds as usual."""
-        if frame is not None and _in_loop_machinery(frame) and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_interrupt)
-            return
-        signal.default_int_handler(signum, frame)
+            return _run_on(self.loop, coro, graceful)
 
     def on_end(self, key: int, closer: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Await ``closer()`` on the loop before it closes (``key``: see :meth:`forget`)."""
@@ -223,24 +237,6 @@ class ThreadLoop:
                 with contextlib.suppress(Exception):
                     self.loop.run_until_complete(closer())
             _close(self.loop)
-
-
-def _interrupt() -> None:
-    raise KeyboardInterrupt
-
-
-_ASYNCIO_DIR = os.path.dirname(inspect.getfile(asyncio)) + os.sep
-
-
-def _in_loop_machinery(frame: types.FrameType) -> bool:
-    """Whether ``frame`` runs asyncio's code (a loop, a transport, a future's callbacks:
-    what a driver's compiled protocol calls back into) or a driver's (asyncpg's)."""
-    filename = frame.f_code.co_filename
-    if filename.startswith(_ASYNCIO_DIR) or filename == selectors.__file__:
-        return True
-    driver = sys.modules.get("asyncpg")
-    driver_file = getattr(driver, "__file__", None)
-    return driver_file is not None and filename.startswith(os.path.dirname(driver_file) + os.sep)
 
 
 class _Sentinel:
@@ -312,7 +308,8 @@ class _PerThread(threading.local):
     def get(self) -> ThreadLoop:
         owner = self.owner
         if owner is None or owner.pid != os.getpid() or owner.ended():
-            # (after a fork the parent's loop is not ours: its selector is shared)
+            if owner is not None and owner.pid != os.getpid():
+                keep_from_parent(owner)  # the parent's (see ``_made_by``)
             owner = self.owner = ThreadLoop()
             if threading.current_thread() is threading.main_thread():
                 atexit.register(owner.end)  # runs before the databases shut down
@@ -320,6 +317,14 @@ class _PerThread(threading.local):
                 _closer.start()
                 self.sentinel = _Sentinel(owner)
         return owner
+
+    def forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop using ``loop`` on this thread (a task that would not unwind is left on
+        it); it is still closed (its closers run first) when the thread ends, or at exit."""
+        owner = self.owner
+        if owner is not None and owner.loop is loop:
+            self.owner = None  # (its sentinel still hands it to the closer thread)
+        _abandoned.add(loop)
 
 
 _local = _PerThread()
@@ -334,21 +339,6 @@ def thread_loop() -> ThreadLoop | None:
     return None
 
 
-def _close(loop: asyncio.AbstractEventLoop) -> None:
-    if loop.is_closed() or loop.is_running():
-        return
-    try:
-        # A finalizer may run on a thread that has a loop running: then just close.
-        if running_loop() is None:
-            pending = asyncio.all_tasks(loop)
-            if pending:  # operations still completing (see ``completing``)
-                loop.run_until_complete(asyncio.wait(pending))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        loop.close()
-
-
 async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     try:
         return await coro
@@ -356,28 +346,111 @@ async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, 
         loop.stop()
 
 
-def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+# How long Ctrl-C waits for a cancelled flow to unwind (give its lease back, roll back
+# a transaction) before the KeyboardInterrupt is raised anyway.
+UNWIND_LIMIT = 10.0
+
+
+class _CtrlC:
+    """Ctrl-C while flowkit's loop runs on the main thread, as ``asyncio.run`` takes it:
+    the first press cancels the running task (it unwinds at its next ``await``, giving
+    its lease back) and :func:`run_sync` then raises KeyboardInterrupt; a second press
+    raises KeyboardInterrupt at once. Without this, Python raises KeyboardInterrupt
+    wherever the main thread is -- possibly inside a loop callback handing a result to
+    a task, which then waits forever (a lost wake-up). Installed only over Python's
+    default handler, and only while the task runs."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.pressed = False
+
+    @classmethod
+    def watch(cls, task: asyncio.Task[Any]) -> _CtrlC | None:
+        if threading.get_ident() != _MAIN_THREAD:
+            return None
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # the program's own handler decides
+        watcher = cls(task)
+        signal.signal(signal.SIGINT, watcher.on_signal)
+        return watcher
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        if self.pressed or self.task.done():
+            raise KeyboardInterrupt
+        self.pressed = True
+        self.task.cancel()
+        # The loop may be asleep in its selector: wake it to run the cancellation.
+        self.task.get_loop().call_soon_threadsafe(_nothing)
+
+    def close(self) -> None:
+        if signal.getsignal(signal.SIGINT) == self.on_signal:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+def _nothing() -> None:
+    pass
+
+
+def _run_on(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], graceful: bool = False
+) -> T:
     # run_forever until the coroutine stops the loop itself, rather than
     # run_until_complete: that stops the loop from the task's done callback, one more
     # turn of the loop (a poll of the selector) per call -- a tenth of a small kickoff.
     task = loop.create_task(_then_stop(loop, coro))
+    ctrl_c = _CtrlC.watch(task) if graceful else None
     try:
-        loop.run_forever()
-        return task.result()
-    except BaseException:
-        # Ctrl-C (or another BaseException) while the loop ran: cancel the flow and let
-        # it unwind (releasing its lease) before re-raising.
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):  # the first exception is what matters
-                loop.run_forever()  # until the cancelled flow has unwound (and stops it)
-        elif not task.cancelled():
+        try:
+            loop.run_forever()
+        except BaseException:
+            # KeyboardInterrupt (no handler of ours) or another BaseException while the
+            # loop ran: let the flow unwind first -- unless this is a second Ctrl-C,
+            # which stops at once.
+            _unwind(loop, task, wait=ctrl_c is None or not ctrl_c.pressed)
+            raise
+    finally:
+        if ctrl_c is not None:
+            ctrl_c.close()
+    if ctrl_c is not None and ctrl_c.pressed:
+        if not task.cancelled():
+            task.exception()  # retrieved: the KeyboardInterrupt is what is raised
+        raise KeyboardInterrupt
+    return task.result()
+
+
+def _unwind(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], *, wait: bool) -> None:
+    """Cancel ``task`` and run the loop until it has unwound, for at most
+    ``UNWIND_LIMIT`` seconds (not at all unless ``wait``); a task still running then is
+    left behind with its loop, which this thread stops using (the next call makes a
+    fresh one)."""
+    if task.done():
+        if not task.cancelled():
             task.exception()  # the one being raised: retrieved, so never logged as lost
-        raise
+        return
+    task.cancel()
+    if not wait:
+        _local.forget(loop)
+        return
+    deadline = loop.call_later(UNWIND_LIMIT, loop.stop)
+    with contextlib.suppress(BaseException):  # the first exception is what matters
+        loop.run_forever()  # until the cancelled flow has unwound (and stops it)
+    deadline.cancel()
+    if not task.done():
+        _local.forget(loop)
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync(coro: Coroutine[Any, Any, T], *, graceful: bool = False) -> T:
     """Run ``coro`` and return its result.
+
+    ``graceful`` (a run that stores something, a storage operation): on the main thread
+    Ctrl-C cancels it and lets it unwind before KeyboardInterrupt is raised (see
+    ``_CtrlC``); without it, KeyboardInterrupt is raised where the thread is, and the
+    task is then cancelled and given ``UNWIND_LIMIT`` seconds (a kickoff that stores
+    nothing has nothing to give back, and saves the handler's cost, a fifth of a small
+    kickoff).
 
     In a thread with no running event loop, on this thread's reusable loop. Called from
     inside a running loop (a notebook, an async web handler), on a fresh thread with its
@@ -385,7 +458,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     nothing in the flow needs the caller's loop.
     """
     if running_loop() is None:
-        return _local.get().run(coro)
+        return _local.get().run(coro, graceful)
     return _on_helper_thread(coro, "flowkit-kickoff")
 
 
@@ -447,6 +520,11 @@ class Portal:
             return loop
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
+                if self._loop is not None:
+                    keep_from_parent(self._loop)  # the parent's (see ``_made_by``)
+                if _exiting:
+                    # (a coroutine closed by the garbage collector at exit, unwinding)
+                    raise PortalStopped(f"{self._name} is not started while Python exits")
                 # After a fork the thread is gone: start a fresh one in this process.
                 ready = threading.Event()
                 new_loop = _new_owned_loop()
@@ -523,15 +601,24 @@ class Portal:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
             self._stops += 1
-        if loop is None or thread is None or self._pid != os.getpid():
+        if loop is not None and self._pid != os.getpid():
+            keep_from_parent(loop)  # the parent's (see ``_made_by``)
+            return
+        if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()
 
 
+_exiting = False
+
+
 @atexit.register
 def _stop_all_portals() -> None:
+    # The last of flowkit's exit handlers: no portal thread starts after it.
+    global _exiting
+    _exiting = True
     for portal in list(_live_portals):
         portal.stop()
 
@@ -567,7 +654,7 @@ def wait_for(
     shared portal, then to its home), unless the caller is on a portal already.
     """
     if any_loop and running_loop() is None:
-        return _local.get().run(coro)
+        return _local.get().run(coro, graceful=True)
     if home is not None and not home.in_portal_thread() and not _waiting_portal.in_portal_thread():
         return home.run(coro)
     if _waiting_portal.in_portal_thread():
