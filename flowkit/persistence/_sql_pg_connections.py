@@ -27,7 +27,7 @@ caller. A sync caller (a ``Flow.kickoff()``, or a blocking call such as
 thread ends, at exit, or by ``close()`` of the database's last backend. At most
 ``pool_size`` threads own one (none for a ``NullPool``); the others take the portal's.
 They are unpooled (a ``NullPool`` engine of their own), in autocommit, driven the same way.
-A forked child never uses its parent's: it takes the portal's path.
+A forked child never uses its parent's (it acquires a database of its own).
 """
 
 from __future__ import annotations
