@@ -7,6 +7,14 @@ operation once, in whichever form suits it: an async form is used as it is and i
 form waits for it; a plain form (a CrewAI-style class with sync ``save_state`` /
 ``load_state``) is used as it is and its async form runs it in a worker thread
 (:meth:`FlowPersistence._fallback`).
+
+Three operations hand their arguments to the backend as one value instead: the checkpoint
+writes of a kickoff (``begin_run``: :class:`RunStart`; ``save_checkpoint`` and
+``end_run``: :class:`CheckpointWrite`). Their public methods keep the contract and the
+keyword arguments, and call a seam one parameter wide (``_astart_run`` /
+``_awrite_checkpoint``) that the built-in backends implement, async or plain
+(``_start_run`` / ``_write_checkpoint``), so no backend writes the keyword lists again.
+A backend that defines the public method itself instead is used as before.
 """
 
 from __future__ import annotations
@@ -16,10 +24,19 @@ import functools
 import inspect
 from abc import ABC
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
-from flowkit._concurrency import NotInline, Portal, PortalStopped, in_thread, run_inline, wait_for
+from flowkit._concurrency import (
+    NotInline,
+    Portal,
+    PortalStopped,
+    in_thread,
+    inline,
+    run_inline,
+    wait_for,
+)
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
 from flowkit.persistence import _rules
 from flowkit.persistence._records import Checkpoint, RunRecord
@@ -49,6 +66,14 @@ ALL_OPS = (
     + tuple(op for ops in CAPABILITY_OPS.values() for op in ops)
     + COMPOSITE_OPS
 )
+
+# Operations whose public method hands its arguments to a seam as one value: op -> the
+# seam's name (``_a<seam>`` async, ``_<seam>`` plain).
+SEAMS = {
+    "begin_run": "start_run",
+    "save_checkpoint": "write_checkpoint",
+    "end_run": "write_checkpoint",
+}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -85,7 +110,7 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
-        if op in self._inline_reads:
+        if op in self._inline_ops:
             try:  # answered on this thread, no loop run and no thread woken
                 answer: T = run_inline(getattr(self, name)(*args, **kwargs))
                 return answer
@@ -115,6 +140,47 @@ def _takes(function: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """The arguments of :meth:`FlowPersistence.begin_run` as one value, for the seam
+    :meth:`FlowPersistence._astart_run`; each field means what that method's contract says."""
+
+    run_id: str
+    flow_name: str
+    owner: str | None
+    ttl: float | None
+    fingerprint: str | None
+    info: dict[str, Any] | None
+    method_name: str
+    state: dict[str, Any]
+    meta: dict[str, Any] | None
+    expected_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """The arguments of :meth:`FlowPersistence.save_checkpoint` as one value, for the seam
+    :meth:`FlowPersistence._awrite_checkpoint`; each field means what that method's
+    contract says. :meth:`FlowPersistence.end_run` hands one too: its ``owner`` as
+    ``lease_owner``, ``flow_name`` None and ``release`` True (give the lease up in the
+    same transaction)."""
+
+    run_id: str
+    method_name: str
+    state: dict[str, Any]
+    expected_seq: int | None
+    meta: dict[str, Any] | None
+    status: str
+    flow_name: str | None
+    lease_owner: str | None
+    release: bool
+
+
+def _own(cls: type[FlowPersistence], *names: str) -> bool:
+    """Whether ``cls`` defines (or inherits from a backend) any of the methods ``names``."""
+    return any(getattr(cls, name) is not getattr(FlowPersistence, name) for name in names)
 
 
 class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subclass__)
@@ -172,7 +238,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     False unless it sets the flag in its own body: its resources (a connection made on
     one loop) must keep seeing one loop."""
 
-    _inline_reads: frozenset[str] = frozenset()
+    _inline_ops: frozenset[str] = frozenset()
     """Operations whose async form answers without awaiting anything when run by
     :func:`~flowkit._concurrency.run_inline` (or raises ``NotInline`` having done
     nothing): their blocking forms run them so, on the calling thread. Dropped, like
@@ -192,15 +258,24 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             for name in (op, "a" + op)
             if getattr(cls, name) is not getattr(FlowPersistence, name)
         }
+        # Implementing an operation's seam (async or plain) implements its async form.
+        native.update("a" + op for op, seam in SEAMS.items() if _own(cls, "_a" + seam, "_" + seam))
         cls._native_ops = frozenset(native)
-        # _any_loop and _inline_reads hold for the async operations of the class that set
+        # _any_loop and _inline_ops hold for the async operations of the class that set
         # them: a subclass (or a mixin) bringing its own async operation does not inherit them.
-        for flag, off in (("_any_loop", False), ("_inline_reads", frozenset())):
+        async_forms = ["a" + op for op in ALL_OPS] + ["_a" + seam for seam in SEAMS.values()]
+        for flag, off in (("_any_loop", False), ("_inline_ops", frozenset())):
             owner = next(k for k in cls.__mro__ if flag in k.__dict__)
             if owner is not cls and any(
-                getattr(cls, "a" + op) is not getattr(owner, "a" + op) for op in ALL_OPS
+                getattr(cls, n) is not getattr(owner, n) for n in async_forms
             ):
                 setattr(cls, flag, off)
+        # The base class's async seam runs a plain seam on the calling thread when run inline.
+        plain = {
+            op for op, seam in SEAMS.items() if _own(cls, "_" + seam) and not _own(cls, "_a" + seam)
+        }
+        if not plain <= cls._inline_ops:
+            cls._inline_ops = cls._inline_ops | plain
         if "fenced_update_run" not in cls.__dict__:
             form = next((n for n in ("aupdate_run", "update_run") if n in native), None)
             cls.fenced_update_run = form is not None and _takes(getattr(cls, form), "lease_owner")
@@ -248,35 +323,21 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             return await getattr(self, "_composed_" + op)(*args, **kwargs)
         return self._unsupported(op)
 
-    async def _composed_begin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        from flowkit.persistence import _rules
-
+    async def _composed_begin_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        run_id, owner = start.run_id, start.owner
         run = await self.acreate_run(
-            run_id, flow_name, fingerprint=fingerprint, info=info, exist_ok=True
+            run_id, start.flow_name, fingerprint=start.fingerprint, info=start.info, exist_ok=True
         )
-        _rules.check_flow(run, flow_name)
+        _rules.check_flow(run, start.flow_name)
         if owner is not None:
-            run = await self.aacquire_lease(run_id, owner, _rules.lease_ttl(ttl))
+            run = await self.aacquire_lease(run_id, owner, _rules.lease_ttl(start.ttl))
         try:
             saved = await self.asave_checkpoint(
                 run_id,
-                method_name,
-                state,
-                expected_seq=expected_seq,
-                meta=meta,
+                start.method_name,
+                start.state,
+                expected_seq=start.expected_seq,
+                meta=start.meta,
                 lease_owner=owner,
             )
         except BaseException:
@@ -301,29 +362,70 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             raise
         return (run if latest is None else latest), checkpoint
 
-    async def _composed_end_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None,
-        status: str,
-    ) -> Checkpoint:
+    async def _composed_end_run(self, write: CheckpointWrite) -> Checkpoint:
+        owner = write.lease_owner
         saved = await self.asave_checkpoint(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
+            write.run_id,
+            write.method_name,
+            write.state,
+            expected_seq=write.expected_seq,
+            meta=write.meta,
+            status=write.status,
             lease_owner=owner,
         )
         if owner is not None:
-            await self.arelease_lease(run_id, owner)
+            await self.arelease_lease(write.run_id, owner)
         return saved
+
+    # -- the seams of the checkpoint writes (see the module docstring) -------------------
+
+    async def _astart_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        """:meth:`abegin_run`, its arguments as one value. A built-in backend implements
+        it (or :meth:`_start_run`); otherwise the backend's own plain ``begin_run`` runs in
+        a worker thread, or the base class composes it (:meth:`_composed_begin_run`)."""
+        if _own(type(self), "_start_run"):
+            return self._start_run(start) if inline() else await in_thread(self._start_run, start)
+        if "begin_run" in self._native_ops:
+            return cast(tuple[RunRecord, Checkpoint], await self._call_plain("begin_run", start))
+        return await self._composed_begin_run(start)
+
+    def _start_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        """The plain form of :meth:`_astart_run`, for a backend whose storage blocks."""
+        raise NotImplementedError  # a backend's plain seam replaces it
+
+    async def _awrite_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
+        """:meth:`asave_checkpoint` (or :meth:`aend_run` when ``write.release``), its
+        arguments as one value. A built-in backend implements it (or
+        :meth:`_write_checkpoint`); otherwise the backend's own plain ``save_checkpoint``
+        / ``end_run`` runs in a worker thread, or ``end_run`` is composed
+        (:meth:`_composed_end_run`)."""
+        if _own(type(self), "_write_checkpoint"):
+            plain = self._write_checkpoint
+            return plain(write) if inline() else await in_thread(plain, write)
+        if not write.release:
+            return cast(Checkpoint, await self._call_plain("save_checkpoint", write))
+        if "end_run" in self._native_ops:
+            return cast(Checkpoint, await self._call_plain("end_run", write, owner="lease_owner"))
+        return await self._composed_end_run(write)
+
+    def _write_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
+        """The plain form of :meth:`_awrite_checkpoint`, for a backend whose storage blocks."""
+        raise NotImplementedError  # a backend's plain seam replaces it
+
+    async def _call_plain(
+        self, op: str, request: RunStart | CheckpointWrite, **renamed: str
+    ) -> Any:
+        """The backend's own ``op`` for a seam's ``request``, as :meth:`_fallback` calls it
+        (its plain form in a worker thread, or UnsupportedOperationError): each parameter
+        of the contract gets the request's field of that name (or of the name
+        ``renamed`` gives it), positional ones by position."""
+        contract = inspect.signature(getattr(FlowPersistence, "a" + op))
+        given = {
+            name: getattr(request, renamed.get(name, name))
+            for name in list(contract.parameters)[1:]
+        }
+        call = contract.bind(self, **given)
+        return await self._fallback(op, *call.args[1:], **call.kwargs)
 
     # -- required (CrewAI-compatible) --------------------------------------------------
 
@@ -547,7 +649,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- compare-and-set (supports_cas) ------------------------------------------------
 
-    @operation
     async def asave_checkpoint(
         self,
         run_id: str,
@@ -586,7 +687,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state`` or ``meta`` is not JSON-ready.
                 (Nothing is written when any of these is raised.)
         """
-        raise NotImplementedError  # replaced by @operation
+        write = CheckpointWrite(
+            run_id, method_name, state, expected_seq, meta, status, flow_name, lease_owner, False
+        )
+        return await self._awrite_checkpoint(write)
 
     save_checkpoint = blocking(asave_checkpoint)
 
@@ -630,7 +734,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- one transaction per kickoff boundary (composed from the above by default) -------
 
-    @operation
     async def abegin_run(
         self,
         run_id: str,
@@ -674,11 +777,13 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state``, ``meta`` or ``info`` is not JSON-ready.
                 (Built-in backends write nothing when any of these is raised.)
         """
-        raise NotImplementedError  # replaced by @operation
+        start = RunStart(
+            run_id, flow_name, owner, ttl, fingerprint, info, method_name, state, meta, expected_seq
+        )
+        return await self._astart_run(start)
 
     begin_run = blocking(abegin_run)
 
-    @operation
     async def aend_run(
         self,
         run_id: str,
@@ -699,7 +804,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             The errors of :meth:`save_checkpoint` (nothing written, lease kept).
         """
-        raise NotImplementedError  # replaced by @operation
+        write = CheckpointWrite(
+            run_id, method_name, state, expected_seq, meta, status, None, owner, True
+        )
+        return await self._awrite_checkpoint(write)
 
     end_run = blocking(aend_run)
 

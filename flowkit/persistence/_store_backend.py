@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowkit.persistence import _rules
-from flowkit.persistence._base import FlowPersistence
+from flowkit.persistence._base import CheckpointWrite, FlowPersistence, RunStart
 from flowkit.persistence._encoding import corrupt, dumps, encode_state
 from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 from flowkit.persistence._store import PendingCheckpoint, RunStore
@@ -206,66 +206,27 @@ class StoreBackend(FlowPersistence):
 
     # -- writes with compare-and-set -------------------------------------------------
 
-    def save_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        return self._save(
-            run_id, method_name, state, expected_seq, meta, status, flow_name, lease_owner
-        )
-
-    def end_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        return self._save(
-            run_id, method_name, state, expected_seq, meta, status, None, owner, release=True
-        )
-
-    def _save(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        expected_seq: int | None,
-        meta: dict[str, Any] | None,
-        status: str,
-        flow_name: str | None,
-        lease_owner: str | None,
-        release: bool = False,
-    ) -> Checkpoint:
-        checked_status = _rules.check_status(status)
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
+    def _write_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
+        # save_checkpoint and end_run (FlowPersistence hands their arguments over as one
+        # value; the contract is in its docstrings)
+        checked_status = _rules.check_status(write.status)
+        run_id, lease_owner, flow_name = write.run_id, write.lease_owner, write.flow_name
+        encoded = encode_state(write.state)
+        meta_text = dumps(write.meta or {}, what="meta")
         store = self._store
         with store.lock(run_id):
             at = _rules.now()
             run = store.read_run(run_id)
             _rules.check_save(
-                run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at
+                run_id, run, expected_seq=write.expected_seq, lease_owner=lease_owner, at=at
             )
             if run is None:
                 run = _new_run(run_id, flow_name, at)
                 store.discard_uncommitted(run)
-            if release and lease_owner is not None and run.lease_owner == lease_owner:
+            if write.release and lease_owner is not None and run.lease_owner == lease_owner:
                 run = run.replace(lease_owner=None, lease_expires_at=None)
             pending = PendingCheckpoint(
-                run_id, run.last_seq + 1, method_name, encoded, meta_text, at
+                run_id, run.last_seq + 1, write.method_name, encoded, meta_text, at
             )
             store.commit_checkpoint(
                 run.replace(
@@ -278,37 +239,27 @@ class StoreBackend(FlowPersistence):
             )
         return pending.record()
 
-    def begin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
-        info_copy = _json_copy(info or {}, "info")
-        lease_ttl = _rules.lease_ttl(ttl) if owner is not None else 0.0
+    def _start_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        # begin_run (its arguments as one value; the contract is FlowPersistence.begin_run's)
+        run_id, flow_name, owner = start.run_id, start.flow_name, start.owner
+        encoded = encode_state(start.state)
+        meta_text = dumps(start.meta or {}, what="meta")
+        info_copy = _json_copy(start.info or {}, "info")
+        lease_ttl = _rules.lease_ttl(start.ttl) if owner is not None else 0.0
         store = self._store
         with store.lock(run_id):
             at = _rules.now()
             run = store.read_run(run_id)
             if run is None:
-                run = _new_run(run_id, flow_name, at, fingerprint=fingerprint, info=info_copy)
+                run = _new_run(run_id, flow_name, at, fingerprint=start.fingerprint, info=info_copy)
             _rules.check_flow(run, flow_name)
             if owner is not None:
                 run = _rules.acquire(run, owner, lease_ttl, at)
+            expected_seq = start.expected_seq
             _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=owner, at=at)
             store.discard_uncommitted(run)
             pending = PendingCheckpoint(
-                run_id, run.last_seq + 1, method_name, encoded, meta_text, at
+                run_id, run.last_seq + 1, start.method_name, encoded, meta_text, at
             )
             run = run.replace(
                 last_seq=pending.seq, status="running", updated_at=utc_from_timestamp(at)
