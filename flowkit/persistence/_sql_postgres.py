@@ -20,8 +20,7 @@ import functools
 import json
 from typing import Any
 
-from flowkit.persistence._encoding import EncodedState
-from flowkit.persistence._records import RunRecord
+from flowkit.persistence._records import EncodedState, RunRecord
 from flowkit.persistence._sql_ops import Op, SavedCheckpoint, Stmt, started_run_record
 
 _INSERT_CHECKPOINT_FROM = (

@@ -21,9 +21,16 @@ from sqlalchemy.engine import URL
 from flowkit._concurrency import NotInline, Portal, inline
 from flowkit.persistence import _rules, _sql_mysql, _sql_ops, _sql_postgres
 from flowkit.persistence._base import CheckpointWrite, FlowPersistence, RunStart
-from flowkit.persistence._encoding import EncodedState, dumps, encode_state, inflate_state
 from flowkit.persistence._paths import default_db_path
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    EncodedState,
+    RunRecord,
+    dumps,
+    encode_state,
+    inflate_state,
+    utc_from_timestamp,
+)
 from flowkit.persistence._sql_database import (
     Database,
     DatabaseClosed,

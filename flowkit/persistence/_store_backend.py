@@ -14,8 +14,14 @@ from typing import Any
 
 from flowkit.persistence import _rules
 from flowkit.persistence._base import CheckpointWrite, FlowPersistence, RunStart
-from flowkit.persistence._encoding import corrupt, dumps, encode_state
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    RunRecord,
+    corrupt,
+    dumps,
+    encode_state,
+    utc_from_timestamp,
+)
 from flowkit.persistence._store import PendingCheckpoint, RunStore
 
 
