@@ -8,13 +8,15 @@ form waits for it; a plain form (a CrewAI-style class with sync ``save_state`` /
 ``load_state``) is used as it is and its async form runs it in a worker thread
 (:meth:`FlowPersistence._fallback`).
 
-Three operations hand their arguments to the backend as one value instead: the checkpoint
-writes of a kickoff (``begin_run``: :class:`RunStart`; ``save_checkpoint`` and
-``end_run``: :class:`CheckpointWrite`). Their public methods keep the contract and the
-keyword arguments, and call a seam one parameter wide (``_astart_run`` /
-``_awrite_checkpoint``) that the built-in backends implement, async or plain
-(``_start_run`` / ``_write_checkpoint``), so no backend writes the keyword lists again.
-A backend that defines the public method itself instead is used as before.
+The operations with long keyword lists (``begin_run``, ``save_checkpoint``, ``end_run``,
+``create_run``, ``update_run``, ``list_runs``) hand their arguments to the backend as one
+frozen value instead (:class:`RunStart`, :class:`CheckpointWrite`, :class:`NewRun`,
+:class:`RunUpdate`, :class:`RunQuery`). Their public methods keep the contract and the
+keyword arguments, and call a seam one parameter wide that the built-in backends
+implement, async (``_abegin_run``, ``_awrite_checkpoint`` for both checkpoint writes,
+``_acreate_run``, ``_aupdate_run``, ``_alist_runs``) or plain (the same names without the
+``a``; :func:`seam` derives the async form), so no backend writes the keyword lists
+again. A backend that defines the public method itself instead is used as before.
 """
 
 from __future__ import annotations
@@ -70,15 +72,19 @@ ALL_OPS = (
 # Operations whose public method hands its arguments to a seam as one value: op -> the
 # seam's name (``_a<seam>`` async, ``_<seam>`` plain).
 SEAMS = {
-    "begin_run": "start_run",
+    "begin_run": "begin_run",
     "save_checkpoint": "write_checkpoint",
     "end_run": "write_checkpoint",
+    "create_run": "create_run",
+    "update_run": "update_run",
+    "list_runs": "list_runs",
 }
 
 P = ParamSpec("P")
 T = TypeVar("T")
 S = TypeVar("S", bound="FlowPersistence")
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+R = TypeVar("R", bound="Request")
 
 
 def operation(contract: F) -> F:
@@ -110,17 +116,18 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
+        # Reached from a backend's own plain form (super().op()) whose async form runs
+        # that plain form: the inherited way is the contract's (to the seam), not that.
+        form = contract if _derived(type(self), op) else getattr(type(self), name)
         if op in self._inline_ops:
             try:  # answered on this thread, no loop run and no thread woken
-                answer: T = run_inline(getattr(self, name)(*args, **kwargs))
+                answer: T = run_inline(form(self, *args, **kwargs))
                 return answer
             except NotInline:
                 pass  # nothing was done: the usual way below
         home = self._home_portal()
         try:
-            result: T = wait_for(
-                getattr(self, name)(*args, **kwargs), any_loop=self._any_loop, home=home
-            )
+            result: T = wait_for(form(self, *args, **kwargs), any_loop=self._any_loop, home=home)
         except PortalStopped:
             if home is None:
                 raise
@@ -142,11 +149,17 @@ def _takes(function: Callable[..., Any], name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
+# -- the requests: an operation's arguments as one value, for its seam --------------------
+#
+# Each field means what the parameter of the same name means in the operation's contract
+# (FlowPersistence's docstrings); ``op`` names the operation.
+
+
 @dataclass(frozen=True, slots=True)
 class RunStart:
-    """The arguments of :meth:`FlowPersistence.begin_run` as one value, for the seam
-    :meth:`FlowPersistence._astart_run`; each field means what that method's contract says."""
+    """The arguments of :meth:`FlowPersistence.begin_run`."""
 
+    op: ClassVar[str] = "begin_run"
     run_id: str
     flow_name: str
     owner: str | None
@@ -161,12 +174,11 @@ class RunStart:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointWrite:
-    """The arguments of :meth:`FlowPersistence.save_checkpoint` as one value, for the seam
-    :meth:`FlowPersistence._awrite_checkpoint`; each field means what that method's
-    contract says. :meth:`FlowPersistence.end_run` hands one too: its ``owner`` as
-    ``lease_owner``, ``flow_name`` None and ``release`` True (give the lease up in the
-    same transaction)."""
+    """The arguments of :meth:`FlowPersistence.save_checkpoint`, or of
+    :meth:`FlowPersistence.end_run`: its ``owner`` as ``lease_owner``, ``flow_name`` None
+    and ``release`` True (give the lease up in the same transaction)."""
 
+    op: ClassVar[str] = "save_checkpoint"
     run_id: str
     method_name: str
     state: dict[str, Any]
@@ -178,9 +190,77 @@ class CheckpointWrite:
     release: bool
 
 
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """The arguments of :meth:`FlowPersistence.create_run`."""
+
+    op: ClassVar[str] = "create_run"
+    run_id: str
+    flow_name: str
+    parent_run_id: str | None
+    parent_seq: int | None
+    fingerprint: str | None
+    info: dict[str, Any] | None
+    exist_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """The arguments of :meth:`FlowPersistence.update_run`."""
+
+    op: ClassVar[str] = "update_run"
+    run_id: str
+    status: str | None
+    fingerprint: str | None
+    info: dict[str, Any] | None
+    lease_owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """The arguments of :meth:`FlowPersistence.list_runs`."""
+
+    op: ClassVar[str] = "list_runs"
+    flow_name: str | None
+    status: str | None
+    parent_run_id: str | None
+    limit: int
+    offset: int
+    metadata: Mapping[str, Any] | None
+
+
+Request = RunStart | CheckpointWrite | NewRun | RunUpdate | RunQuery
+
+
+def seam(
+    plain: Callable[[S, R], T],
+) -> Callable[[S, R], Coroutine[Any, Any, T]]:
+    """The async seam whose plain form is ``plain`` (``_acreate_run = seam(_create_run)``).
+    It runs the backend's plain seam if the backend defines one (on the calling thread
+    when run inline by a blocking form, see ``_inline_ops``; in a worker thread
+    otherwise); else the backend's own public operation (:meth:`FlowPersistence._hand_on`).
+    A backend that defines the async seam replaces it."""
+    name = plain.__name__
+
+    async def default(self: S, request: R) -> T:
+        if _own(type(self), name):
+            own: Callable[[R], T] = getattr(self, name)
+            return own(request) if inline() else await in_thread(own, request)
+        answer: T = await self._hand_on(request)
+        return answer
+
+    default.__name__ = default.__qualname__ = "_a" + name.removeprefix("_")
+    return default
+
+
 def _own(cls: type[FlowPersistence], *names: str) -> bool:
     """Whether ``cls`` defines (or inherits from a backend) any of the methods ``names``."""
     return any(getattr(cls, name) is not getattr(FlowPersistence, name) for name in names)
+
+
+def _derived(cls: type[FlowPersistence], op: str) -> bool:
+    """Whether the async form of ``op`` on ``cls`` is the one that runs its plain form."""
+    return op in _PLAIN_CALLS and getattr(cls, "a" + op) is _PLAIN_CALLS[op]
 
 
 class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subclass__)
@@ -252,28 +332,33 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        native = {
-            name
-            for op in ALL_OPS
-            for name in (op, "a" + op)
-            if getattr(cls, name) is not getattr(FlowPersistence, name)
+        native = {op for op in ALL_OPS if _own(cls, op)}
+        native |= {"a" + op for op in ALL_OPS if _own(cls, "a" + op) and not _derived(cls, op)}
+        # A public method the backend writes wins over a seam it inherits: its own plain
+        # form gets the async form that runs it in a worker thread (@operation's).
+        for op in SEAMS:
+            if op in native and "a" + op not in native:
+                setattr(cls, "a" + op, _PLAIN_CALLS[op])
+        seamed = {
+            op
+            for op, seam in SEAMS.items()
+            if not {op, "a" + op} & native and _own(cls, "_a" + seam, "_" + seam)
         }
         # Implementing an operation's seam (async or plain) implements its async form.
-        native.update("a" + op for op, seam in SEAMS.items() if _own(cls, "_a" + seam, "_" + seam))
+        native |= {"a" + op for op in seamed}
         cls._native_ops = frozenset(native)
         # _any_loop and _inline_ops hold for the async operations of the class that set
         # them: a subclass (or a mixin) bringing its own async operation does not inherit them.
-        async_forms = ["a" + op for op in ALL_OPS] + ["_a" + seam for seam in SEAMS.values()]
+        async_forms = [("a" + op, op) for op in ALL_OPS] + [("_a" + s, "") for s in SEAMS.values()]
         for flag, off in (("_any_loop", False), ("_inline_ops", frozenset())):
             owner = next(k for k in cls.__mro__ if flag in k.__dict__)
             if owner is not cls and any(
-                getattr(cls, n) is not getattr(owner, n) for n in async_forms
+                getattr(cls, name) is not getattr(owner, name) and not _derived(cls, op)
+                for name, op in async_forms
             ):
                 setattr(cls, flag, off)
         # The base class's async seam runs a plain seam on the calling thread when run inline.
-        plain = {
-            op for op, seam in SEAMS.items() if _own(cls, "_" + seam) and not _own(cls, "_a" + seam)
-        }
+        plain = {op for op in seamed if not _own(cls, "_a" + SEAMS[op])}
         if not plain <= cls._inline_ops:
             cls._inline_ops = cls._inline_ops | plain
         if "fenced_update_run" not in cls.__dict__:
@@ -377,55 +462,48 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             await self.arelease_lease(write.run_id, owner)
         return saved
 
-    # -- the seams of the checkpoint writes (see the module docstring) -------------------
+    # -- the seams (see the module docstring) -------------------------------------------
+    #
+    # Each is declared by its plain form, whose body is never run (a backend's plain seam
+    # replaces it); its async form is derived by seam(). A backend implements one of
+    # the two.
 
-    async def _astart_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
-        """:meth:`abegin_run`, its arguments as one value. A built-in backend implements
-        it (or :meth:`_start_run`); otherwise the backend's own plain ``begin_run`` runs in
-        a worker thread, or the base class composes it (:meth:`_composed_begin_run`)."""
-        if _own(type(self), "_start_run"):
-            return self._start_run(start) if inline() else await in_thread(self._start_run, start)
-        if "begin_run" in self._native_ops:
-            return cast(tuple[RunRecord, Checkpoint], await self._call_plain("begin_run", start))
-        return await self._composed_begin_run(start)
+    def _begin_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        raise NotImplementedError  # begin_run's plain seam
 
-    def _start_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
-        """The plain form of :meth:`_astart_run`, for a backend whose storage blocks."""
-        raise NotImplementedError  # a backend's plain seam replaces it
-
-    async def _awrite_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
-        """:meth:`asave_checkpoint` (or :meth:`aend_run` when ``write.release``), its
-        arguments as one value. A built-in backend implements it (or
-        :meth:`_write_checkpoint`); otherwise the backend's own plain ``save_checkpoint``
-        / ``end_run`` runs in a worker thread, or ``end_run`` is composed
-        (:meth:`_composed_end_run`)."""
-        if _own(type(self), "_write_checkpoint"):
-            plain = self._write_checkpoint
-            return plain(write) if inline() else await in_thread(plain, write)
-        if not write.release:
-            return cast(Checkpoint, await self._call_plain("save_checkpoint", write))
-        if "end_run" in self._native_ops:
-            return cast(Checkpoint, await self._call_plain("end_run", write, owner="lease_owner"))
-        return await self._composed_end_run(write)
+    _abegin_run = seam(_begin_run)
 
     def _write_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
-        """The plain form of :meth:`_awrite_checkpoint`, for a backend whose storage blocks."""
-        raise NotImplementedError  # a backend's plain seam replaces it
+        raise NotImplementedError  # save_checkpoint's and end_run's plain seam
 
-    async def _call_plain(
-        self, op: str, request: RunStart | CheckpointWrite, **renamed: str
-    ) -> Any:
-        """The backend's own ``op`` for a seam's ``request``, as :meth:`_fallback` calls it
-        (its plain form in a worker thread, or UnsupportedOperationError): each parameter
-        of the contract gets the request's field of that name (or of the name
-        ``renamed`` gives it), positional ones by position."""
-        contract = inspect.signature(getattr(FlowPersistence, "a" + op))
-        given = {
-            name: getattr(request, renamed.get(name, name))
-            for name in list(contract.parameters)[1:]
-        }
-        call = contract.bind(self, **given)
-        return await self._fallback(op, *call.args[1:], **call.kwargs)
+    _awrite_checkpoint = seam(_write_checkpoint)
+
+    def _create_run(self, new: NewRun) -> RunRecord:
+        raise NotImplementedError  # create_run's plain seam
+
+    _acreate_run = seam(_create_run)
+
+    def _update_run(self, update: RunUpdate) -> RunRecord:
+        raise NotImplementedError  # update_run's plain seam
+
+    _aupdate_run = seam(_update_run)
+
+    def _list_runs(self, query: RunQuery) -> list[RunRecord]:
+        raise NotImplementedError  # list_runs' plain seam
+
+    _alist_runs = seam(_list_runs)
+
+    async def _hand_on(self, request: Request) -> Any:
+        """What a seam the backend does not implement does: the base class's composition
+        (``begin_run``, ``end_run``), or UnsupportedOperationError. (A backend that writes
+        the public method itself never gets here: its own async form runs, or the one
+        that runs its plain form, see :meth:`__init_subclass__`.)"""
+        op = request.op
+        if isinstance(request, CheckpointWrite) and request.release:
+            op = "end_run"
+        if op in COMPOSITE_OPS:
+            return await getattr(self, "_composed_" + op)(request)
+        return self._unsupported(op)
 
     # -- required (CrewAI-compatible) --------------------------------------------------
 
@@ -534,7 +612,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- runs (supports_runs) ----------------------------------------------------------
 
-    @operation
     async def acreate_run(
         self,
         run_id: str,
@@ -557,7 +634,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             RunExistsError: The id is taken and ``exist_ok`` is False.
         """
-        raise NotImplementedError  # replaced by @operation
+        new = NewRun(run_id, flow_name, parent_run_id, parent_seq, fingerprint, info, exist_ok)
+        return await self._acreate_run(new)
 
     create_run = blocking(acreate_run)
 
@@ -568,7 +646,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     get_run = blocking(aget_run)
 
-    @operation
     async def aupdate_run(
         self,
         run_id: str,
@@ -598,11 +675,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
                 owner's expired one (nothing written).
             FlowConfigurationError: ``status`` is not a known status.
         """
-        raise NotImplementedError  # replaced by @operation
+        return await self._aupdate_run(RunUpdate(run_id, status, fingerprint, info, lease_owner))
 
     update_run = blocking(aupdate_run)
 
-    @operation
     async def alist_runs(
         self,
         *,
@@ -619,7 +695,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         has every given key with an equal JSON value (numbers by value, ``true`` never
         ``1``); ``limit`` and ``offset`` count matching runs.
         """
-        raise NotImplementedError  # replaced by @operation
+        query = RunQuery(flow_name, status, parent_run_id, limit, offset, metadata)
+        return await self._alist_runs(query)
 
     list_runs = blocking(alist_runs)
 
@@ -780,7 +857,7 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         start = RunStart(
             run_id, flow_name, owner, ttl, fingerprint, info, method_name, state, meta, expected_seq
         )
-        return await self._astart_run(start)
+        return await self._abegin_run(start)
 
     begin_run = blocking(abegin_run)
 
@@ -857,3 +934,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         raise NotImplementedError  # replaced by @operation
 
     claim_run = blocking(aclaim_run)
+
+
+# The async form of a seam operation for a backend that writes its plain form (see
+# FlowPersistence.__init_subclass__): @operation's, which runs it in a worker thread.
+_PLAIN_CALLS: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
+    op: operation(getattr(FlowPersistence, "a" + op)) for op in SEAMS
+}

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
 from flowkit._concurrency import NotInline, Portal, inline
-from flowkit.persistence import _rules, _sql_mysql, _sql_ops, _sql_postgres
-from flowkit.persistence._base import CheckpointWrite, FlowPersistence, RunStart
+from flowkit.persistence import _base, _rules, _sql_mysql, _sql_ops, _sql_postgres
+from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._paths import default_db_path
 from flowkit.persistence._records import (
     Checkpoint,
@@ -198,107 +198,49 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
     # -- runs ----------------------------------------------------------------------
 
-    def _create_op(
-        self,
-        run_id: str,
-        flow_name: str,
-        parent_run_id: str | None,
-        parent_seq: int | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        exist_ok: bool,
-    ) -> Op[RunRecord]:
+    # create_run, update_run and list_runs are FlowPersistence's: they hand their
+    # arguments to the seams below as one value.
+
+    async def _acreate_run(self, new: _base.NewRun) -> RunRecord:
         create = _sql_mysql.create_run if self._mysql() else _sql_ops.create_run
-        return create(
-            run_id,
-            flow_name,
-            parent_run_id=parent_run_id,
-            parent_seq=parent_seq,
-            fingerprint=fingerprint,
-            info_text=dumps(info or {}, what="info"),
-            exist_ok=exist_ok,
+        op = create(
+            new.run_id,
+            new.flow_name,
+            parent_run_id=new.parent_run_id,
+            parent_seq=new.parent_seq,
+            fingerprint=new.fingerprint,
+            info_text=dumps(new.info or {}, what="info"),
+            exist_ok=new.exist_ok,
             at=_rules.now(),
         )
-
-    async def acreate_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        parent_run_id: str | None = None,
-        parent_seq: int | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        exist_ok: bool = False,
-    ) -> RunRecord:
-        op = self._create_op(
-            run_id, flow_name, parent_run_id, parent_seq, fingerprint, info, exist_ok
-        )
-        return await self._acall(op, write=True, what=f"create_run({run_id!r})")
+        return await self._acall(op, write=True, what=f"create_run({new.run_id!r})")
 
     async def aget_run(self, run_id: str) -> RunRecord | None:
         return await self._acall(_sql_ops.get_run(run_id), write=False, what=f"get_run({run_id!r})")
 
-    def _update_op(
-        self,
-        run_id: str,
-        status: str | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        lease_owner: str | None = None,
-    ) -> Op[RunRecord]:
-        update = _sql_mysql.update_run if self._mysql() else _sql_ops.update_run
-        return update(
-            run_id,
+    async def _aupdate_run(self, update: _base.RunUpdate) -> RunRecord:
+        status, info = update.status, update.info
+        op = (_sql_mysql.update_run if self._mysql() else _sql_ops.update_run)(
+            update.run_id,
             status=None if status is None else _rules.check_status(status),
-            fingerprint=fingerprint,
+            fingerprint=update.fingerprint,
             info_text=None if info is None else dumps(info, what="info"),
             at=_rules.now(),
-            lease_owner=lease_owner,
+            lease_owner=update.lease_owner,
         )
+        return await self._acall(op, write=True, what=f"update_run({update.run_id!r})")
 
-    async def aupdate_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        lease_owner: str | None = None,
-    ) -> RunRecord:
-        op = self._update_op(run_id, status, fingerprint, info, lease_owner)
-        return await self._acall(op, write=True, what=f"update_run({run_id!r})")
-
-    @staticmethod
-    def _list_op(
-        flow_name: str | None,
-        status: str | None,
-        parent_run_id: str | None,
-        limit: int,
-        offset: int,
-        metadata: Mapping[str, Any] | None,
-    ) -> Op[list[RunRecord]]:
-        wanted = _rules.check_list_filters(status, limit, offset, metadata)
-        return _sql_ops.list_runs(
-            flow_name=flow_name,
+    async def _alist_runs(self, query: _base.RunQuery) -> list[RunRecord]:
+        status, limit, offset = query.status, query.limit, query.offset
+        wanted = _rules.check_list_filters(status, limit, offset, query.metadata)
+        op = _sql_ops.list_runs(
+            flow_name=query.flow_name,
             status=status,
-            parent_run_id=parent_run_id,
+            parent_run_id=query.parent_run_id,
             limit=limit,
             offset=offset,
             metadata=wanted,
         )
-
-    async def alist_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        status: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
         return await self._acall(op, write=False, what="list_runs", empty=[])
 
     def _delete_op(self, run_id: str) -> Op[bool]:
@@ -365,7 +307,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
     # Checkpoint returned to the caller.
 
     def _save_op(
-        self, write: CheckpointWrite
+        self, write: _base.CheckpointWrite
     ) -> tuple[
         Op[_sql_ops.SavedCheckpoint],
         Op[_sql_ops.SavedCheckpoint | None] | None,
@@ -430,7 +372,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
         return finish
 
-    async def _awrite_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
+    async def _awrite_checkpoint(self, write: _base.CheckpointWrite) -> Checkpoint:
         op, fast, finish = self._save_op(write)
         owner, run_id = write.lease_owner, write.run_id
         gives = (owner, run_id) if write.release and owner is not None else None
@@ -438,7 +380,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         return finish(await self._acall(op, write=True, what=what, gives=gives, fast=fast))
 
     def _begin_op(
-        self, start: RunStart
+        self, start: _base.RunStart
     ) -> tuple[
         Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
         Op[tuple[RunRecord, _sql_ops.SavedCheckpoint] | None] | None,
@@ -497,7 +439,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
         return op, fast, finish
 
-    async def _astart_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+    async def _abegin_run(self, start: _base.RunStart) -> tuple[RunRecord, Checkpoint]:
         op, fast, finish = self._begin_op(start)
         takes = None if start.owner is None else (start.owner, start.run_id)
         what = f"begin_run({start.run_id!r})"

@@ -9,11 +9,10 @@ store.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
-from flowkit.persistence import _rules
-from flowkit.persistence._base import CheckpointWrite, FlowPersistence, RunStart
+from flowkit.persistence import _base, _rules
+from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._records import (
     Checkpoint,
     RunRecord,
@@ -107,32 +106,27 @@ class StoreBackend(FlowPersistence):
 
     # -- runs ----------------------------------------------------------------------
 
-    def create_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        parent_run_id: str | None = None,
-        parent_seq: int | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        exist_ok: bool = False,
-    ) -> RunRecord:
-        info_copy = _json_copy(info or {}, "info")
+    # create_run, update_run, list_runs, save_checkpoint, end_run and begin_run are
+    # FlowPersistence's: they hand their arguments to the plain seams here as one value
+    # (the contract is in FlowPersistence's docstrings).
+
+    def _create_run(self, new: _base.NewRun) -> RunRecord:
+        run_id = new.run_id
+        info_copy = _json_copy(new.info or {}, "info")
         store = self._store
         with store.lock(run_id):
             existing = store.read_run(run_id)
             if existing is not None:
-                if exist_ok:
+                if new.exist_ok:
                     return _handed_out(existing)
                 raise _rules.run_exists(run_id)
             run = _new_run(
                 run_id,
-                flow_name,
+                new.flow_name,
                 _rules.now(),
-                parent_run_id=parent_run_id,
-                parent_seq=parent_seq,
-                fingerprint=fingerprint,
+                parent_run_id=new.parent_run_id,
+                parent_seq=new.parent_seq,
+                fingerprint=new.fingerprint,
                 info=info_copy,
             )
             store.discard_uncommitted(run)
@@ -144,22 +138,15 @@ class StoreBackend(FlowPersistence):
             run = self._store.read_run(run_id)
         return None if run is None else _handed_out(run)
 
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        lease_owner: str | None = None,
-    ) -> RunRecord:
+    def _update_run(self, update: _base.RunUpdate) -> RunRecord:
+        run_id, lease_owner = update.run_id, update.lease_owner
         changes: dict[str, Any] = {}
-        if status is not None:
-            changes["status"] = _rules.check_status(status)
-        if fingerprint is not None:
-            changes["fingerprint"] = fingerprint
-        if info is not None:
-            changes["info"] = _json_copy(info, "info")
+        if update.status is not None:
+            changes["status"] = _rules.check_status(update.status)
+        if update.fingerprint is not None:
+            changes["fingerprint"] = update.fingerprint
+        if update.info is not None:
+            changes["info"] = _json_copy(update.info, "info")
         store = self._store
         with self._existing(run_id, "update_run"):
             run = self._must_read(run_id, "update_run")
@@ -170,24 +157,15 @@ class StoreBackend(FlowPersistence):
             store.write_run(run)
             return _handed_out(run)
 
-    def list_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        status: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunRecord]:
+    def _list_runs(self, query: _base.RunQuery) -> list[RunRecord]:
         chosen = _rules.select_runs(
             self._store.all_runs(),
-            flow_name=flow_name,
-            status=status,
-            parent_run_id=parent_run_id,
-            limit=limit,
-            offset=offset,
-            metadata=metadata,
+            flow_name=query.flow_name,
+            status=query.status,
+            parent_run_id=query.parent_run_id,
+            limit=query.limit,
+            offset=query.offset,
+            metadata=query.metadata,
         )
         return [_handed_out(run) for run in chosen]
 
@@ -212,9 +190,7 @@ class StoreBackend(FlowPersistence):
 
     # -- writes with compare-and-set -------------------------------------------------
 
-    def _write_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
-        # save_checkpoint and end_run (FlowPersistence hands their arguments over as one
-        # value; the contract is in its docstrings)
+    def _write_checkpoint(self, write: _base.CheckpointWrite) -> Checkpoint:
         checked_status = _rules.check_status(write.status)
         run_id, lease_owner, flow_name = write.run_id, write.lease_owner, write.flow_name
         encoded = encode_state(write.state)
@@ -245,8 +221,7 @@ class StoreBackend(FlowPersistence):
             )
         return pending.record()
 
-    def _start_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
-        # begin_run (its arguments as one value; the contract is FlowPersistence.begin_run's)
+    def _begin_run(self, start: _base.RunStart) -> tuple[RunRecord, Checkpoint]:
         run_id, flow_name, owner = start.run_id, start.flow_name, start.owner
         encoded = encode_state(start.state)
         meta_text = dumps(start.meta or {}, what="meta")
