@@ -91,7 +91,10 @@ def _mysql_reachable() -> str | None:
     try:
         asyncio.run(probe())
     except (OSError, asyncio.TimeoutError, asyncmy.errors.Error) as exc:
-        return f"MariaDB/MySQL at {MYSQL_URL} is unreachable: {exc}"
+        from sqlalchemy.engine import make_url
+
+        where = make_url(MYSQL_URL).render_as_string()  # password hidden
+        return f"MariaDB/MySQL at {where} is unreachable: {exc}"
     return None
 
 
