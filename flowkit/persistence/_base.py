@@ -238,8 +238,8 @@ def seam(
     """The async seam whose plain form is ``plain`` (``_acreate_run = seam(_create_run)``).
     It runs the backend's plain seam if the backend defines one (on the calling thread
     when run inline by a blocking form, see ``_inline_ops``; in a worker thread
-    otherwise); else the backend's own public operation (:meth:`FlowPersistence._hand_on`).
-    A backend that defines the async seam replaces it."""
+    otherwise); else :meth:`FlowPersistence._hand_on` (a composition, or
+    UnsupportedOperationError). A backend that defines the async seam replaces it."""
     name = plain.__name__
 
     async def default(self: S, request: R) -> T:
@@ -321,7 +321,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     _inline_ops: frozenset[str] = frozenset()
     """Operations whose async form answers without awaiting anything when run by
     :func:`~flowkit._concurrency.run_inline` (or raises ``NotInline`` having done
-    nothing): their blocking forms run them so, on the calling thread. Dropped, like
+    nothing): their blocking forms run them so, on the calling thread. The operations
+    of a plain seam are added by the class statement. Dropped, like
     ``_any_loop``, by a subclass that brings an async operation of its own."""
 
     def _home_portal(self) -> Portal | None:
@@ -395,8 +396,9 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     async def _fallback(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """The async form of ``op`` for a backend that does not define it: its plain
         form in a worker thread if it defines that, else the composition of other
-        operations (``begin_run``, ``end_run``, ``claim_run``), a no-op (``init_db``,
-        ``close``) or UnsupportedOperationError."""
+        operations (``claim_run``; ``begin_run`` and ``end_run`` are composed behind
+        their seams, :meth:`_hand_on`), a no-op (``init_db``, ``close``) or
+        UnsupportedOperationError."""
         if op == "list_runs" and kwargs.get("metadata") is None:
             # only when given: a backend written before the filter existed still lists
             kwargs.pop("metadata", None)
