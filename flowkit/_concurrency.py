@@ -2,6 +2,8 @@
 
 - :func:`run_sync`: run a coroutine to completion from sync code (``Flow.kickoff()``),
   on this thread's reusable loop, or on a helper thread when a loop already runs here.
+  On the main thread Ctrl-C cancels a run that stores something, lets it unwind, then
+  raises KeyboardInterrupt (a second Ctrl-C raises at once), as ``asyncio.run`` does.
 - :class:`Portal`: a private event loop on a daemon thread that coroutines are sent to
   from any thread or loop (loop-bound database connections live there).
 - :func:`wait_for`: block until a coroutine is done from sync code, whatever the caller
@@ -33,6 +35,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -74,7 +77,27 @@ _owned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 def _new_owned_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     _owned.add(loop)
+    _made_by[loop] = os.getpid()
     return loop
+
+
+# The process that made each of flowkit's loops. After ``os.fork()`` the child holds
+# copies of the parent's loops, whose selector (epoll) is shared with the parent: closing
+# one in the child would unregister the parent's sockets and wake-up pipe from it, and
+# the parent's thread would never wake again.
+_made_by: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+_from_parent: list[object] = []
+
+
+def keep_from_parent(thing: object) -> None:
+    """Keep ``thing``, a loop or a resource bound to one that this process inherited
+    from its parent, alive and untouched for the life of the process: never used,
+    never closed, never collected (see ``_made_by``)."""
+    _from_parent.append(thing)
+
+
+def made_here(loop: asyncio.AbstractEventLoop) -> bool:
+    return _made_by.get(loop, os.getpid()) == os.getpid()
 
 
 def on_owned_loop() -> bool:
@@ -94,8 +117,8 @@ async def completing(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class _ThreadLoop(threading.local):
-    """One reusable event loop per thread: a new loop (or ``asyncio.Runner``, which
-    installs a SIGINT handler on every call) costs more than a small flow's kickoff.
+    """One reusable event loop per thread: a new loop (or an ``asyncio.Runner``, which
+    makes one) costs more than a small flow's kickoff.
     Closed when the thread ends, or at exit for the main thread."""
 
     loop: asyncio.AbstractEventLoop | None = None
@@ -104,7 +127,8 @@ class _ThreadLoop(threading.local):
     def get(self) -> asyncio.AbstractEventLoop:
         loop = self.loop
         if loop is None or loop.is_closed() or self.pid != os.getpid():
-            # (after a fork the parent's loop is not ours: its selector is shared)
+            if loop is not None and self.pid != os.getpid():
+                keep_from_parent(loop)  # the parent's (see ``_made_by``)
             loop = self.loop = _new_owned_loop()
             self.pid = os.getpid()
             thread = threading.current_thread()
@@ -114,16 +138,27 @@ class _ThreadLoop(threading.local):
                 weakref.finalize(thread, _close, loop)
         return loop
 
+    def forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop using ``loop`` on this thread (a task that would not unwind is left on
+        it); it is still closed at exit."""
+        if self.loop is loop:
+            self.loop = None
+        _abandoned.add(loop)
+
+
+# Loops left with a task that would not unwind: closed at exit without running it again.
+_abandoned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
-    if loop.is_closed() or loop.is_running():
+    if loop.is_closed() or loop.is_running() or not made_here(loop):
         return
     try:
         # A finalizer may run on a thread that has a loop running: then just close.
         if running_loop() is None:
             pending = asyncio.all_tasks(loop)
-            if pending:  # operations still completing (see ``completing``)
-                loop.run_until_complete(asyncio.wait(pending))
+            if pending and loop not in _abandoned:  # still completing (see ``completing``)
+                loop.run_until_complete(asyncio.wait(pending, timeout=UNWIND_LIMIT))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
     finally:
@@ -140,28 +175,111 @@ async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, 
         loop.stop()
 
 
-def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+# How long Ctrl-C waits for a cancelled flow to unwind (give its lease back, roll back
+# a transaction) before the KeyboardInterrupt is raised anyway.
+UNWIND_LIMIT = 10.0
+
+
+class _CtrlC:
+    """Ctrl-C while flowkit's loop runs on the main thread, as ``asyncio.run`` takes it:
+    the first press cancels the running task (it unwinds at its next ``await``, giving
+    its lease back) and :func:`run_sync` then raises KeyboardInterrupt; a second press
+    raises KeyboardInterrupt at once. Without this, Python raises KeyboardInterrupt
+    wherever the main thread is -- possibly inside a loop callback handing a result to
+    a task, which then waits forever (a lost wake-up). Installed only over Python's
+    default handler, and only while the task runs."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.pressed = False
+
+    @classmethod
+    def watch(cls, task: asyncio.Task[Any]) -> _CtrlC | None:
+        if threading.get_ident() != _MAIN_THREAD:
+            return None
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # the program's own handler decides
+        watcher = cls(task)
+        signal.signal(signal.SIGINT, watcher.on_signal)
+        return watcher
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        if self.pressed or self.task.done():
+            raise KeyboardInterrupt
+        self.pressed = True
+        self.task.cancel()
+        # The loop may be asleep in its selector: wake it to run the cancellation.
+        self.task.get_loop().call_soon_threadsafe(_nothing)
+
+    def close(self) -> None:
+        if signal.getsignal(signal.SIGINT) == self.on_signal:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+def _nothing() -> None:
+    pass
+
+
+def _run_on(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], graceful: bool = False
+) -> T:
     # run_forever until the coroutine stops the loop itself, rather than
     # run_until_complete: that stops the loop from the task's done callback, one more
     # turn of the loop (a poll of the selector) per call -- a tenth of a small kickoff.
     task = loop.create_task(_then_stop(loop, coro))
+    ctrl_c = _CtrlC.watch(task) if graceful else None
     try:
-        loop.run_forever()
-        return task.result()
-    except BaseException:
-        # Ctrl-C (or another BaseException) while the loop ran: cancel the flow and let
-        # it unwind (releasing its lease) before re-raising.
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):  # the first exception is what matters
-                loop.run_forever()  # until the cancelled flow has unwound (and stops it)
-        elif not task.cancelled():
+        try:
+            loop.run_forever()
+        except BaseException:
+            # KeyboardInterrupt (no handler of ours) or another BaseException while the
+            # loop ran: let the flow unwind first -- unless this is a second Ctrl-C,
+            # which stops at once.
+            _unwind(loop, task, wait=ctrl_c is None or not ctrl_c.pressed)
+            raise
+    finally:
+        if ctrl_c is not None:
+            ctrl_c.close()
+    if ctrl_c is not None and ctrl_c.pressed:
+        if not task.cancelled():
+            task.exception()  # retrieved: the KeyboardInterrupt is what is raised
+        raise KeyboardInterrupt
+    return task.result()
+
+
+def _unwind(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], *, wait: bool) -> None:
+    """Cancel ``task`` and run the loop until it has unwound, for at most
+    ``UNWIND_LIMIT`` seconds (not at all unless ``wait``); a task still running then is
+    left behind with its loop, which this thread stops using (the next call makes a
+    fresh one)."""
+    if task.done():
+        if not task.cancelled():
             task.exception()  # the one being raised: retrieved, so never logged as lost
-        raise
+        return
+    task.cancel()
+    if not wait:
+        _local.forget(loop)
+        return
+    deadline = loop.call_later(UNWIND_LIMIT, loop.stop)
+    with contextlib.suppress(BaseException):  # the first exception is what matters
+        loop.run_forever()  # until the cancelled flow has unwound (and stops it)
+    deadline.cancel()
+    if not task.done():
+        _local.forget(loop)
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync(coro: Coroutine[Any, Any, T], *, graceful: bool = False) -> T:
     """Run ``coro`` and return its result.
+
+    ``graceful`` (a run that stores something, a storage operation): on the main thread
+    Ctrl-C cancels it and lets it unwind before KeyboardInterrupt is raised (see
+    ``_CtrlC``); without it, KeyboardInterrupt is raised where the thread is, and the
+    task is then cancelled and given ``UNWIND_LIMIT`` seconds (a kickoff that stores
+    nothing has nothing to give back, and saves the handler's cost, a fifth of a small
+    kickoff).
 
     In a thread with no running event loop, on this thread's reusable loop. Called from
     inside a running loop (a notebook, an async web handler), on a fresh thread with its
@@ -169,7 +287,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     nothing in the flow needs the caller's loop.
     """
     if running_loop() is None:
-        return _run_on(_local.get(), coro)
+        return _run_on(_local.get(), coro, graceful)
     return _on_helper_thread(coro, "flowkit-kickoff")
 
 
@@ -231,6 +349,11 @@ class Portal:
             return loop
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
+                if self._loop is not None:
+                    keep_from_parent(self._loop)  # the parent's (see ``_made_by``)
+                if _exiting:
+                    # (a coroutine closed by the garbage collector at exit, unwinding)
+                    raise PortalStopped(f"{self._name} is not started while Python exits")
                 # After a fork the thread is gone: start a fresh one in this process.
                 ready = threading.Event()
                 new_loop = _new_owned_loop()
@@ -298,15 +421,24 @@ class Portal:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
             self._stops += 1
-        if loop is None or thread is None or self._pid != os.getpid():
+        if loop is not None and self._pid != os.getpid():
+            keep_from_parent(loop)  # the parent's (see ``_made_by``)
+            return
+        if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()
 
 
+_exiting = False
+
+
 @atexit.register
 def _stop_all_portals() -> None:
+    # The last of flowkit's exit handlers: no portal thread starts after it.
+    global _exiting
+    _exiting = True
     for portal in list(_live_portals):
         portal.stop()
 
@@ -337,7 +469,7 @@ def wait_for(
     shared portal, then to its home), unless the caller is on a portal already.
     """
     if any_loop and running_loop() is None:
-        return _run_on(_local.get(), coro)
+        return _run_on(_local.get(), coro, graceful=True)
     if home is not None and not home.in_portal_thread() and not _waiting_portal.in_portal_thread():
         return home.run(coro)
     if _waiting_portal.in_portal_thread():

@@ -483,6 +483,12 @@ class Flow(FlowTools, Generic[T]):
             table = cls._retry_table = policies(cls)
         return table
 
+    def _stores_runs(self) -> bool:
+        """Whether a kickoff stores anything: Ctrl-C then lets it unwind (give its lease
+        back) before KeyboardInterrupt is raised (``_concurrency.run_sync``)."""
+        plan = self._plan()
+        return self._persistence is not None or plan.class_cfg is not None or bool(plan.method_cfgs)
+
     def _backend(self) -> FlowPersistence | None:
         return self._plan().backend(self._persistence)
 
@@ -551,7 +557,8 @@ class Flow(FlowTools, Generic[T]):
         return (_engine or _load_engine()).run_sync(
             self.kickoff_async(
                 inputs, restore_from_state_id=restore_from_state_id, metadata=metadata
-            )
+            ),
+            graceful=self._stores_runs(),
         )
 
     async def kickoff_async(
@@ -607,7 +614,9 @@ class Flow(FlowTools, Generic[T]):
         """
         from ._concurrency import run_sync
 
-        return run_sync(self.resume_async(run_id, value, force=force, metadata=metadata))
+        return run_sync(
+            self.resume_async(run_id, value, force=force, metadata=metadata), graceful=True
+        )
 
     async def resume_async(
         self,
@@ -669,7 +678,7 @@ class Flow(FlowTools, Generic[T]):
         """
         from ._concurrency import run_sync
 
-        return run_sync(cls.arecover(persistence, **options))
+        return run_sync(cls.arecover(persistence, **options), graceful=True)
 
     @classmethod
     async def arecover(
@@ -696,7 +705,9 @@ class Flow(FlowTools, Generic[T]):
         """
         from ._concurrency import run_sync
 
-        return run_sync(self.fork_async(run_id, seq, new_run_id=new_run_id, metadata=metadata))
+        return run_sync(
+            self.fork_async(run_id, seq, new_run_id=new_run_id, metadata=metadata), graceful=True
+        )
 
     async def fork_async(
         self,

@@ -86,7 +86,9 @@ class FlowTools:
         """
         from ._concurrency import run_sync
 
-        return run_sync(self.aupdate_state(run_id, values, reason=reason, actor=actor))
+        return run_sync(
+            self.aupdate_state(run_id, values, reason=reason, actor=actor), graceful=True
+        )
 
     async def aupdate_state(
         self,

@@ -208,6 +208,7 @@ class Database:
         self.engine_kwargs = engine_kwargs
         self.portal = Portal(f"flowkit-db-{next(self._names)}")
         self.users = 0
+        self.pid = os.getpid()  # a forked child acquires its own (see acquire_database)
         self.closed = False  # shut down for good: a backend then acquires a new one
         self.engine: AsyncEngine | None = None
         # PostgreSQL: pooled connections driven through asyncpg (_sql_pg_connections).

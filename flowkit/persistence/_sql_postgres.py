@@ -1,7 +1,8 @@
 """PostgreSQL: the hot writes as one statement each, run in autocommit.
 
 A step's save, the last save of an execution (``end_run``: save and give the lease
-back) and the start of a new run (``begin_run`` of an id not taken yet) are each one
+back), the start of a new run (``begin_run`` of an id not taken yet) and a claim
+(``claim_run``: take the lease, read the latest checkpoint) are each one
 data-modifying CTE: the run row is updated (or inserted) under its guards and the
 checkpoint row is inserted from what that returned, in one statement, so one round trip
 and one commit. The guards are checked by the database in that statement: the run row's
@@ -20,7 +21,9 @@ import functools
 import json
 from typing import Any
 
-from flowkit.persistence._records import EncodedState, RunRecord
+from flowkit.persistence import _rules, _schema
+from flowkit.persistence._records import Checkpoint, EncodedState, RunRecord
+from flowkit.persistence._rows import blob_refs, checkpoint_from_row, run_from_row
 from flowkit.persistence._sql_ops import Op, SavedCheckpoint, Stmt, started_run_record
 
 _INSERT_CHECKPOINT_FROM = (
@@ -188,3 +191,39 @@ def begin_statement(
         return run, SavedCheckpoint(1, at, frozenset())
 
     return op()
+
+
+# claim_run in one statement: take the lease when it is free, expired or ours, and read
+# the checkpoint the run row numbers as its latest. The lease update waits for a writer
+# holding the row and sees the row as that writer left it (READ COMMITTED re-checks the
+# updated row), but the join reads the statement's snapshot, which may predate a
+# checkpoint that writer committed meanwhile: the answer is used only when the row found
+# is the one ``last_seq`` names (or there is none yet), else the transaction decides.
+CLAIM_SQL = (
+    "WITH r AS (" + _schema.ACQUIRE_LEASE + ") "
+    "SELECT r.*, c.seq, c.method_name, c.state, c.meta, c.blobs, c.created_at FROM r "
+    "LEFT JOIN flowkit_checkpoints c ON c.run_id = r.run_id AND c.seq = r.last_seq"
+)
+
+
+def claim_statement(
+    run_id: str, owner: str, ttl: float, at: float
+) -> Op[tuple[RunRecord, Checkpoint | None] | None]:
+    """``_sql_ops.claim_run`` as one statement. Answers None when it cannot decide (the
+    lease is held by another owner, who may be dead; the latest checkpoint was committed
+    after the statement's snapshot; its fields are in blobs): ``claim_run`` then runs in a
+    transaction. Having taken the lease then is harmless: that transaction takes it again
+    as its owner."""
+    _rules.check_ttl(ttl)
+    params = {"run_id": run_id, "owner": owner, "expires": at + ttl, "now": at}
+    rows = yield Stmt(CLAIM_SQL, params)
+    if not rows:
+        return None
+    width = len(_schema.RUN_COLUMNS.split(","))
+    run_row, checkpoint_row = rows[0][:width], rows[0][width:]
+    run = run_from_row(run_row)
+    if run.last_seq == 0:
+        return run, None
+    if checkpoint_row[0] != run.last_seq or blob_refs(run_id, run.last_seq, checkpoint_row[4]):
+        return None
+    return run, checkpoint_from_row(run_id, checkpoint_row, {})

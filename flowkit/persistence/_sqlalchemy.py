@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
-from flowkit._concurrency import NotInline, Portal, inline
+from flowkit._concurrency import NotInline, Portal, inline, keep_from_parent
 from flowkit.persistence import _base, _rules, _sql_mysql, _sql_ops, _sql_postgres
 from flowkit.persistence._base import FlowPersistence
 from flowkit.persistence._paths import default_db_path
@@ -105,11 +105,16 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
     def _database(self) -> Database:
         handle = self._database_handle
-        if handle is None:
+        if handle is None or handle.pid != os.getpid():
             with self._handle_lock:
-                if self._database_handle is None:
-                    self._database_handle = acquire_database(self.url, self._engine_kwargs)
                 handle = self._database_handle
+                if handle is not None and handle.pid != os.getpid():
+                    # Forked: the parent's connections and threads are not ours to use
+                    # or close; this process opens its own.
+                    keep_from_parent(handle)
+                    handle = None
+                if handle is None:
+                    handle = self._database_handle = acquire_database(self.url, self._engine_kwargs)
         return handle
 
     def _home_portal(self) -> Portal | None:
@@ -163,6 +168,9 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             if handle is None or (closed and not handle.closed):
                 return
             self._database_handle = None
+            if handle.pid != os.getpid():
+                keep_from_parent(handle)  # the parent's (see _database)
+                return
         if not closed:
             release_database(handle)
 
@@ -285,8 +293,11 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         self, run_id: str, owner: str, ttl: float
     ) -> tuple[RunRecord, Checkpoint | None]:
         op = self._claim_op(run_id, owner, ttl)
+        fast = None
+        if self._dialect() == "postgresql":
+            fast = _sql_postgres.claim_statement(run_id, owner, ttl, _rules.now())
         what = f"claim_run({run_id!r})"
-        return await self._acall(op, write=True, what=what, takes=(owner, run_id))
+        return await self._acall(op, write=True, what=what, takes=(owner, run_id), fast=fast)
 
     async def arenew_lease(self, run_id: str, owner: str, ttl: float) -> None:
         op = self._renew_op(run_id, owner, ttl)

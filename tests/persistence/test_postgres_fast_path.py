@@ -248,3 +248,62 @@ def test_named_parameters_become_numbered_ones_and_casts_stay() -> None:
                 checked += 1
                 assert not literal_with_colon.search(value), f"{module.__name__}.{name}"
     assert checked > 5
+
+
+def test_a_claim_waiting_on_a_writer_returns_what_the_writer_committed(
+    postgres_url: str,
+) -> None:
+    """claim_run is one statement on PostgreSQL, whose lease update waits for a writer
+    holding the run row and then sees the row as the writer left it, while its read of
+    the checkpoint sees the statement's older snapshot. A claim that waited for a writer
+    committing checkpoint 2 must still answer checkpoint 2 (never 1, never none), and
+    hold the lease; a claim with nothing in its way answers the latest in one go."""
+    import asyncpg
+
+    persistence = SQLAlchemyFlowPersistence(postgres_url)
+    run_id = f"claim-{uuid.uuid4().hex}"
+    owner = f"elsewhere:1:1:{uuid.uuid4().hex[:8]}"
+    persistence.save_checkpoint(run_id, "one", {"id": run_id, "n": 1}, expected_seq=0)
+    persistence.save_checkpoint(run_id, "two", {"id": run_id, "n": 2}, expected_seq=1)
+
+    async def scenario() -> Any:
+        writer = await asyncpg.connect(_dsn(postgres_url))
+        try:
+            # Take checkpoint 2 back out, then commit it again from a transaction that
+            # holds the run row while the claim starts.
+            row = await writer.fetchrow(
+                "DELETE FROM flowkit_checkpoints WHERE run_id = $1 AND seq = 2 RETURNING *",
+                run_id,
+            )
+            await writer.execute("UPDATE flowkit_runs SET last_seq = 1 WHERE run_id = $1", run_id)
+            transaction = writer.transaction()
+            await transaction.start()
+            await writer.execute("UPDATE flowkit_runs SET last_seq = 2 WHERE run_id = $1", run_id)
+            columns = list(row.keys())
+            await writer.execute(
+                f"INSERT INTO flowkit_checkpoints ({', '.join(columns)}) VALUES "
+                f"({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+                *row.values(),
+            )
+            claim = asyncio.ensure_future(persistence.aclaim_run(run_id, owner, 60.0))
+            while not await writer.fetchval(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE NOT l.granted AND a.datname = current_database()"
+            ):
+                assert not claim.done(), claim
+                await asyncio.sleep(0.02)
+            await transaction.commit()
+            return await claim
+        finally:
+            await writer.close()
+
+    try:
+        run, checkpoint = asyncio.run(scenario())
+        assert run.last_seq == 2 and run.lease_owner == owner
+        assert checkpoint is not None and checkpoint.seq == 2
+        assert checkpoint.state == {"id": run_id, "n": 2}
+        run, checkpoint = persistence.claim_run(run_id, owner, 60.0)  # ours: taken again
+        assert checkpoint is not None and (run.lease_owner, checkpoint.seq) == (owner, 2)
+    finally:
+        persistence.delete_run(run_id)
+        persistence.close()
