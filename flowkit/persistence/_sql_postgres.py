@@ -194,36 +194,59 @@ def begin_statement(
 
 
 # claim_run in one statement: take the lease when it is free, expired or ours, and read
-# the checkpoint the run row numbers as its latest. The lease update waits for a writer
-# holding the row and sees the row as that writer left it (READ COMMITTED re-checks the
-# updated row), but the join reads the statement's snapshot, which may predate a
-# checkpoint that writer committed meanwhile: the answer is used only when the row found
-# is the one ``last_seq`` names (or there is none yet), else the transaction decides.
+# the checkpoint the run row numbers as its latest -- but only when that checkpoint is
+# there to read without blobs. The lease update waits for a writer holding the row and
+# re-checks its conditions on the row as that writer left it (READ COMMITTED), while the
+# checkpoint table is read in the statement's snapshot, which may predate a checkpoint
+# the writer committed meanwhile: the EXISTS condition then fails, nothing is updated,
+# and the transaction form decides. ``prev`` is who held the lease before (in the
+# snapshot), so a claim that fails after taking it gives back only what it took.
 CLAIM_SQL = (
-    "WITH r AS (" + _schema.ACQUIRE_LEASE + ") "
-    "SELECT r.*, c.seq, c.method_name, c.state, c.meta, c.blobs, c.created_at FROM r "
+    "WITH prev AS (SELECT lease_owner FROM flowkit_runs WHERE run_id = :run_id), "
+    "r AS (UPDATE flowkit_runs SET lease_owner = :owner, lease_expires_at = :expires "
+    "WHERE run_id = :run_id AND (lease_owner IS NULL OR lease_owner = :owner "
+    "OR lease_expires_at <= :now) AND (last_seq = 0 OR EXISTS (SELECT 1 FROM "
+    "flowkit_checkpoints k WHERE k.run_id = flowkit_runs.run_id "
+    "AND k.seq = flowkit_runs.last_seq AND k.blobs IS NULL)) "
+    f"RETURNING {_schema.RUN_COLUMNS}) "
+    "SELECT r.*, (SELECT lease_owner FROM prev), c.seq, c.method_name, c.state, c.meta, "
+    "c.blobs, c.created_at FROM r "
     "LEFT JOIN flowkit_checkpoints c ON c.run_id = r.run_id AND c.seq = r.last_seq"
 )
+_RUN_WIDTH = len(_schema.RUN_COLUMNS.split(","))
+
+
+class _Undecided(Exception):
+    """The one-statement claim cannot answer (see :func:`claim_statement`)."""
 
 
 def claim_statement(
     run_id: str, owner: str, ttl: float, at: float
 ) -> Op[tuple[RunRecord, Checkpoint | None] | None]:
-    """``_sql_ops.claim_run`` as one statement. Answers None when it cannot decide (the
-    lease is held by another owner, who may be dead; the latest checkpoint was committed
-    after the statement's snapshot; its fields are in blobs): ``claim_run`` then runs in a
-    transaction. Having taken the lease then is harmless: that transaction takes it again
-    as its owner."""
+    """``_sql_ops.claim_run`` as one statement. Answers None, having changed nothing,
+    when it cannot decide (the lease is held by another owner, who may be dead; the
+    latest checkpoint was committed after the statement's snapshot, or keeps fields in
+    blobs): ``claim_run`` then runs in a transaction. A stored row that fails its checks
+    after the lease was taken gives the lease back (unless it was ours before) and
+    raises, as the transaction would, having rolled back."""
     _rules.check_ttl(ttl)
     params = {"run_id": run_id, "owner": owner, "expires": at + ttl, "now": at}
     rows = yield Stmt(CLAIM_SQL, params)
     if not rows:
         return None
-    width = len(_schema.RUN_COLUMNS.split(","))
-    run_row, checkpoint_row = rows[0][:width], rows[0][width:]
-    run = run_from_row(run_row)
-    if run.last_seq == 0:
-        return run, None
-    if checkpoint_row[0] != run.last_seq or blob_refs(run_id, run.last_seq, checkpoint_row[4]):
-        return None
-    return run, checkpoint_from_row(run_id, checkpoint_row, {})
+    row = rows[0]
+    held_before = row[_RUN_WIDTH] == owner
+    checkpoint_row = row[_RUN_WIDTH + 1 :]
+    try:
+        run = run_from_row(row[:_RUN_WIDTH])
+        if run.last_seq == 0:
+            return run, None
+        if checkpoint_row[0] != run.last_seq or blob_refs(run_id, run.last_seq, checkpoint_row[4]):
+            raise _Undecided  # (the EXISTS condition rules both out: defensive)
+        return run, checkpoint_from_row(run_id, checkpoint_row, {})
+    except BaseException as exc:
+        if not held_before:
+            yield Stmt(_schema.RELEASE_LEASE, {"run_id": run_id, "owner": owner})
+        if isinstance(exc, _Undecided):
+            return None
+        raise

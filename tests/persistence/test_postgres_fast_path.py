@@ -307,3 +307,35 @@ def test_a_claim_waiting_on_a_writer_returns_what_the_writer_committed(
     finally:
         persistence.delete_run(run_id)
         persistence.close()
+
+
+def test_a_claim_of_a_damaged_run_row_raises_and_takes_no_lease(postgres_url: str) -> None:
+    """The one-statement claim takes the lease before it checks the row it read: a row
+    that fails the check raises the error naming the run and leaves the lease as it was
+    (free), as the transaction form would."""
+    import asyncpg
+
+    from flowkit.exceptions import FlowkitError
+
+    persistence = SQLAlchemyFlowPersistence(postgres_url)
+    run_id = f"claim-bad-{uuid.uuid4().hex}"
+    owner = f"elsewhere:1:1:{uuid.uuid4().hex[:8]}"
+    persistence.save_checkpoint(run_id, "one", {"id": run_id, "n": 1}, expected_seq=0)
+
+    async def raw(sql: str) -> Any:
+        connection = await asyncpg.connect(_dsn(postgres_url))
+        try:
+            return await connection.fetchval(sql, run_id)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(raw("UPDATE flowkit_runs SET info = '{not json' WHERE run_id = $1"))
+        with pytest.raises(FlowkitError, match=re.escape(run_id)):
+            persistence.claim_run(run_id, owner, 60.0)
+        lease = asyncio.run(raw("SELECT lease_owner FROM flowkit_runs WHERE run_id = $1"))
+        assert lease is None
+    finally:
+        asyncio.run(raw("DELETE FROM flowkit_runs WHERE run_id = $1"))
+        asyncio.run(raw("DELETE FROM flowkit_checkpoints WHERE run_id = $1"))
+        persistence.close()
