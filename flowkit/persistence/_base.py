@@ -7,6 +7,16 @@ operation once, in whichever form suits it: an async form is used as it is and i
 form waits for it; a plain form (a CrewAI-style class with sync ``save_state`` /
 ``load_state``) is used as it is and its async form runs it in a worker thread
 (:meth:`FlowPersistence._fallback`).
+
+The operations with long keyword lists (``begin_run``, ``save_checkpoint``, ``end_run``,
+``create_run``, ``update_run``, ``list_runs``) hand their arguments to the backend as one
+frozen value instead (:class:`RunStart`, :class:`CheckpointWrite`, :class:`NewRun`,
+:class:`RunUpdate`, :class:`RunQuery`). Their public methods keep the contract and the
+keyword arguments, and call a seam one parameter wide that the built-in backends
+implement, async (``_abegin_run``, ``_awrite_checkpoint`` for both checkpoint writes,
+``_acreate_run``, ``_aupdate_run``, ``_alist_runs``) or plain (the same names without the
+``a``; :func:`seam` derives the async form), so no backend writes the keyword lists
+again. A backend that defines the public method itself instead is used as before.
 """
 
 from __future__ import annotations
@@ -16,10 +26,19 @@ import functools
 import inspect
 from abc import ABC
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
-from flowkit._concurrency import NotInline, Portal, PortalStopped, in_thread, run_inline, wait_for
+from flowkit._concurrency import (
+    NotInline,
+    Portal,
+    PortalStopped,
+    in_thread,
+    inline,
+    run_inline,
+    wait_for,
+)
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
 from flowkit.persistence import _rules
 from flowkit.persistence._records import Checkpoint, RunRecord
@@ -50,10 +69,22 @@ ALL_OPS = (
     + COMPOSITE_OPS
 )
 
+# Operations whose public method hands its arguments to a seam as one value: op -> the
+# seam's name (``_a<seam>`` async, ``_<seam>`` plain).
+SEAMS = {
+    "begin_run": "begin_run",
+    "save_checkpoint": "write_checkpoint",
+    "end_run": "write_checkpoint",
+    "create_run": "create_run",
+    "update_run": "update_run",
+    "list_runs": "list_runs",
+}
+
 P = ParamSpec("P")
 T = TypeVar("T")
 S = TypeVar("S", bound="FlowPersistence")
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+R = TypeVar("R", bound="Request")
 
 
 def operation(contract: F) -> F:
@@ -85,17 +116,18 @@ def blocking(
     def plain(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if op in NO_OP_DEFAULTS and not {op, name} & self._native_ops:
             return cast(T, None)  # nothing to do: no loop, no thread
-        if op in self._inline_reads:
+        # Reached from a backend's own plain form (super().op()) whose async form runs
+        # that plain form: the inherited way is the contract's (to the seam), not that.
+        form = contract if _derived(type(self), op) else getattr(type(self), name)
+        if op in self._inline_ops:
             try:  # answered on this thread, no loop run and no thread woken
-                answer: T = run_inline(getattr(self, name)(*args, **kwargs))
+                answer: T = run_inline(form(self, *args, **kwargs))
                 return answer
             except NotInline:
                 pass  # nothing was done: the usual way below
         home = self._home_portal()
         try:
-            result: T = wait_for(
-                getattr(self, name)(*args, **kwargs), any_loop=self._any_loop, home=home
-            )
+            result: T = wait_for(form(self, *args, **kwargs), any_loop=self._any_loop, home=home)
         except PortalStopped:
             if home is None:
                 raise
@@ -115,6 +147,120 @@ def _takes(function: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+# -- the requests: an operation's arguments as one value, for its seam --------------------
+#
+# Each field means what the parameter of the same name means in the operation's contract
+# (FlowPersistence's docstrings); ``op`` names the operation.
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """The arguments of :meth:`FlowPersistence.begin_run`."""
+
+    op: ClassVar[str] = "begin_run"
+    run_id: str
+    flow_name: str
+    owner: str | None
+    ttl: float | None
+    fingerprint: str | None
+    info: dict[str, Any] | None
+    method_name: str
+    state: dict[str, Any]
+    meta: dict[str, Any] | None
+    expected_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """The arguments of :meth:`FlowPersistence.save_checkpoint`, or of
+    :meth:`FlowPersistence.end_run`: its ``owner`` as ``lease_owner``, ``flow_name`` None
+    and ``release`` True (give the lease up in the same transaction)."""
+
+    op: ClassVar[str] = "save_checkpoint"
+    run_id: str
+    method_name: str
+    state: dict[str, Any]
+    expected_seq: int | None
+    meta: dict[str, Any] | None
+    status: str
+    flow_name: str | None
+    lease_owner: str | None
+    release: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """The arguments of :meth:`FlowPersistence.create_run`."""
+
+    op: ClassVar[str] = "create_run"
+    run_id: str
+    flow_name: str
+    parent_run_id: str | None
+    parent_seq: int | None
+    fingerprint: str | None
+    info: dict[str, Any] | None
+    exist_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """The arguments of :meth:`FlowPersistence.update_run`."""
+
+    op: ClassVar[str] = "update_run"
+    run_id: str
+    status: str | None
+    fingerprint: str | None
+    info: dict[str, Any] | None
+    lease_owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """The arguments of :meth:`FlowPersistence.list_runs`."""
+
+    op: ClassVar[str] = "list_runs"
+    flow_name: str | None
+    status: str | None
+    parent_run_id: str | None
+    limit: int
+    offset: int
+    metadata: Mapping[str, Any] | None
+
+
+Request = RunStart | CheckpointWrite | NewRun | RunUpdate | RunQuery
+
+
+def seam(
+    plain: Callable[[S, R], T],
+) -> Callable[[S, R], Coroutine[Any, Any, T]]:
+    """The async seam whose plain form is ``plain`` (``_acreate_run = seam(_create_run)``).
+    It runs the backend's plain seam if the backend defines one (on the calling thread
+    when run inline by a blocking form, see ``_inline_ops``; in a worker thread
+    otherwise); else :meth:`FlowPersistence._hand_on` (a composition, or
+    UnsupportedOperationError). A backend that defines the async seam replaces it."""
+    name = plain.__name__
+
+    async def default(self: S, request: R) -> T:
+        if _own(type(self), name):
+            own: Callable[[R], T] = getattr(self, name)
+            return own(request) if inline() else await in_thread(own, request)
+        answer: T = await self._hand_on(request)
+        return answer
+
+    default.__name__ = default.__qualname__ = "_a" + name.removeprefix("_")
+    return default
+
+
+def _own(cls: type[FlowPersistence], *names: str) -> bool:
+    """Whether ``cls`` defines (or inherits from a backend) any of the methods ``names``."""
+    return any(getattr(cls, name) is not getattr(FlowPersistence, name) for name in names)
+
+
+def _derived(cls: type[FlowPersistence], op: str) -> bool:
+    """Whether the async form of ``op`` on ``cls`` is the one that runs its plain form."""
+    return op in _PLAIN_CALLS and getattr(cls, "a" + op) is _PLAIN_CALLS[op]
 
 
 class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subclass__)
@@ -172,10 +318,11 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     False unless it sets the flag in its own body: its resources (a connection made on
     one loop) must keep seeing one loop."""
 
-    _inline_reads: frozenset[str] = frozenset()
+    _inline_ops: frozenset[str] = frozenset()
     """Operations whose async form answers without awaiting anything when run by
     :func:`~flowkit._concurrency.run_inline` (or raises ``NotInline`` having done
-    nothing): their blocking forms run them so, on the calling thread. Dropped, like
+    nothing): their blocking forms run them so, on the calling thread. The operations
+    of a plain seam are added by the class statement. Dropped, like
     ``_any_loop``, by a subclass that brings an async operation of its own."""
 
     def _home_portal(self) -> Portal | None:
@@ -186,21 +333,35 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        native = {
-            name
-            for op in ALL_OPS
-            for name in (op, "a" + op)
-            if getattr(cls, name) is not getattr(FlowPersistence, name)
+        native = {op for op in ALL_OPS if _own(cls, op)}
+        native |= {"a" + op for op in ALL_OPS if _own(cls, "a" + op) and not _derived(cls, op)}
+        # A public method the backend writes wins over a seam it inherits: its own plain
+        # form gets the async form that runs it in a worker thread (@operation's).
+        for op in SEAMS:
+            if op in native and "a" + op not in native:
+                setattr(cls, "a" + op, _PLAIN_CALLS[op])
+        seamed = {
+            op
+            for op, seam in SEAMS.items()
+            if not {op, "a" + op} & native and _own(cls, "_a" + seam, "_" + seam)
         }
+        # Implementing an operation's seam (async or plain) implements its async form.
+        native |= {"a" + op for op in seamed}
         cls._native_ops = frozenset(native)
-        # _any_loop and _inline_reads hold for the async operations of the class that set
+        # _any_loop and _inline_ops hold for the async operations of the class that set
         # them: a subclass (or a mixin) bringing its own async operation does not inherit them.
-        for flag, off in (("_any_loop", False), ("_inline_reads", frozenset())):
+        async_forms = [("a" + op, op) for op in ALL_OPS] + [("_a" + s, "") for s in SEAMS.values()]
+        for flag, off in (("_any_loop", False), ("_inline_ops", frozenset())):
             owner = next(k for k in cls.__mro__ if flag in k.__dict__)
             if owner is not cls and any(
-                getattr(cls, "a" + op) is not getattr(owner, "a" + op) for op in ALL_OPS
+                getattr(cls, name) is not getattr(owner, name) and not _derived(cls, op)
+                for name, op in async_forms
             ):
                 setattr(cls, flag, off)
+        # The base class's async seam runs a plain seam on the calling thread when run inline.
+        plain = {op for op in seamed if not _own(cls, "_a" + SEAMS[op])}
+        if not plain <= cls._inline_ops:
+            cls._inline_ops = cls._inline_ops | plain
         if "fenced_update_run" not in cls.__dict__:
             form = next((n for n in ("aupdate_run", "update_run") if n in native), None)
             cls.fenced_update_run = form is not None and _takes(getattr(cls, form), "lease_owner")
@@ -235,8 +396,9 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
     async def _fallback(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """The async form of ``op`` for a backend that does not define it: its plain
         form in a worker thread if it defines that, else the composition of other
-        operations (``begin_run``, ``end_run``, ``claim_run``), a no-op (``init_db``,
-        ``close``) or UnsupportedOperationError."""
+        operations (``claim_run``; ``begin_run`` and ``end_run`` are composed behind
+        their seams, :meth:`_hand_on`), a no-op (``init_db``, ``close``) or
+        UnsupportedOperationError."""
         if op == "list_runs" and kwargs.get("metadata") is None:
             # only when given: a backend written before the filter existed still lists
             kwargs.pop("metadata", None)
@@ -248,35 +410,21 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             return await getattr(self, "_composed_" + op)(*args, **kwargs)
         return self._unsupported(op)
 
-    async def _composed_begin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        from flowkit.persistence import _rules
-
+    async def _composed_begin_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        run_id, owner = start.run_id, start.owner
         run = await self.acreate_run(
-            run_id, flow_name, fingerprint=fingerprint, info=info, exist_ok=True
+            run_id, start.flow_name, fingerprint=start.fingerprint, info=start.info, exist_ok=True
         )
-        _rules.check_flow(run, flow_name)
+        _rules.check_flow(run, start.flow_name)
         if owner is not None:
-            run = await self.aacquire_lease(run_id, owner, _rules.lease_ttl(ttl))
+            run = await self.aacquire_lease(run_id, owner, _rules.lease_ttl(start.ttl))
         try:
             saved = await self.asave_checkpoint(
                 run_id,
-                method_name,
-                state,
-                expected_seq=expected_seq,
-                meta=meta,
+                start.method_name,
+                start.state,
+                expected_seq=start.expected_seq,
+                meta=start.meta,
                 lease_owner=owner,
             )
         except BaseException:
@@ -301,29 +449,63 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             raise
         return (run if latest is None else latest), checkpoint
 
-    async def _composed_end_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None,
-        status: str,
-    ) -> Checkpoint:
+    async def _composed_end_run(self, write: CheckpointWrite) -> Checkpoint:
+        owner = write.lease_owner
         saved = await self.asave_checkpoint(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
+            write.run_id,
+            write.method_name,
+            write.state,
+            expected_seq=write.expected_seq,
+            meta=write.meta,
+            status=write.status,
             lease_owner=owner,
         )
         if owner is not None:
-            await self.arelease_lease(run_id, owner)
+            await self.arelease_lease(write.run_id, owner)
         return saved
+
+    # -- the seams (see the module docstring) -------------------------------------------
+    #
+    # Each is declared by its plain form, whose body is never run (a backend's plain seam
+    # replaces it); its async form is derived by seam(). A backend implements one of
+    # the two.
+
+    def _begin_run(self, start: RunStart) -> tuple[RunRecord, Checkpoint]:
+        raise NotImplementedError  # begin_run's plain seam
+
+    _abegin_run = seam(_begin_run)
+
+    def _write_checkpoint(self, write: CheckpointWrite) -> Checkpoint:
+        raise NotImplementedError  # save_checkpoint's and end_run's plain seam
+
+    _awrite_checkpoint = seam(_write_checkpoint)
+
+    def _create_run(self, new: NewRun) -> RunRecord:
+        raise NotImplementedError  # create_run's plain seam
+
+    _acreate_run = seam(_create_run)
+
+    def _update_run(self, update: RunUpdate) -> RunRecord:
+        raise NotImplementedError  # update_run's plain seam
+
+    _aupdate_run = seam(_update_run)
+
+    def _list_runs(self, query: RunQuery) -> list[RunRecord]:
+        raise NotImplementedError  # list_runs' plain seam
+
+    _alist_runs = seam(_list_runs)
+
+    async def _hand_on(self, request: Request) -> Any:
+        """What a seam the backend does not implement does: the base class's composition
+        (``begin_run``, ``end_run``), or UnsupportedOperationError. (A backend that writes
+        the public method itself never gets here: its own async form runs, or the one
+        that runs its plain form, see :meth:`__init_subclass__`.)"""
+        op = request.op
+        if isinstance(request, CheckpointWrite) and request.release:
+            op = "end_run"
+        if op in COMPOSITE_OPS:
+            return await getattr(self, "_composed_" + op)(request)
+        return self._unsupported(op)
 
     # -- required (CrewAI-compatible) --------------------------------------------------
 
@@ -432,7 +614,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- runs (supports_runs) ----------------------------------------------------------
 
-    @operation
     async def acreate_run(
         self,
         run_id: str,
@@ -455,7 +636,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             RunExistsError: The id is taken and ``exist_ok`` is False.
         """
-        raise NotImplementedError  # replaced by @operation
+        new = NewRun(run_id, flow_name, parent_run_id, parent_seq, fingerprint, info, exist_ok)
+        return await self._acreate_run(new)
 
     create_run = blocking(acreate_run)
 
@@ -466,7 +648,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     get_run = blocking(aget_run)
 
-    @operation
     async def aupdate_run(
         self,
         run_id: str,
@@ -496,11 +677,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
                 owner's expired one (nothing written).
             FlowConfigurationError: ``status`` is not a known status.
         """
-        raise NotImplementedError  # replaced by @operation
+        return await self._aupdate_run(RunUpdate(run_id, status, fingerprint, info, lease_owner))
 
     update_run = blocking(aupdate_run)
 
-    @operation
     async def alist_runs(
         self,
         *,
@@ -517,7 +697,8 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         has every given key with an equal JSON value (numbers by value, ``true`` never
         ``1``); ``limit`` and ``offset`` count matching runs.
         """
-        raise NotImplementedError  # replaced by @operation
+        query = RunQuery(flow_name, status, parent_run_id, limit, offset, metadata)
+        return await self._alist_runs(query)
 
     list_runs = blocking(alist_runs)
 
@@ -547,7 +728,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- compare-and-set (supports_cas) ------------------------------------------------
 
-    @operation
     async def asave_checkpoint(
         self,
         run_id: str,
@@ -586,7 +766,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state`` or ``meta`` is not JSON-ready.
                 (Nothing is written when any of these is raised.)
         """
-        raise NotImplementedError  # replaced by @operation
+        write = CheckpointWrite(
+            run_id, method_name, state, expected_seq, meta, status, flow_name, lease_owner, False
+        )
+        return await self._awrite_checkpoint(write)
 
     save_checkpoint = blocking(asave_checkpoint)
 
@@ -630,7 +813,6 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
 
     # -- one transaction per kickoff boundary (composed from the above by default) -------
 
-    @operation
     async def abegin_run(
         self,
         run_id: str,
@@ -674,11 +856,13 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
             UnserializableStateError: ``state``, ``meta`` or ``info`` is not JSON-ready.
                 (Built-in backends write nothing when any of these is raised.)
         """
-        raise NotImplementedError  # replaced by @operation
+        start = RunStart(
+            run_id, flow_name, owner, ttl, fingerprint, info, method_name, state, meta, expected_seq
+        )
+        return await self._abegin_run(start)
 
     begin_run = blocking(abegin_run)
 
-    @operation
     async def aend_run(
         self,
         run_id: str,
@@ -699,7 +883,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         Raises:
             The errors of :meth:`save_checkpoint` (nothing written, lease kept).
         """
-        raise NotImplementedError  # replaced by @operation
+        write = CheckpointWrite(
+            run_id, method_name, state, expected_seq, meta, status, None, owner, True
+        )
+        return await self._awrite_checkpoint(write)
 
     end_run = blocking(aend_run)
 
@@ -749,3 +936,10 @@ class FlowPersistence(ABC):  # noqa: B024  (flavours are checked in __init_subcl
         raise NotImplementedError  # replaced by @operation
 
     claim_run = blocking(aclaim_run)
+
+
+# The async form of a seam operation for a backend that writes its plain form (see
+# FlowPersistence.__init_subclass__): @operation's, which runs it in a worker thread.
+_PLAIN_CALLS: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
+    op: operation(getattr(FlowPersistence, "a" + op)) for op in SEAMS
+}

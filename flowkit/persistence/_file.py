@@ -17,7 +17,6 @@ from typing import Any
 
 from flowkit.exceptions import CorruptRunError
 from flowkit.persistence import _rules
-from flowkit.persistence._encoding import decode_object
 from flowkit.persistence._file_layout import (
     checkpoint_path,
     checkpoint_seqs,
@@ -30,7 +29,7 @@ from flowkit.persistence._file_layout import (
     write_checkpoint,
     write_run,
 )
-from flowkit.persistence._records import Checkpoint, RunRecord
+from flowkit.persistence._records import Checkpoint, RunRecord, decode_object
 from flowkit.persistence._store import PendingCheckpoint, RunStore
 from flowkit.persistence._store_backend import StoreBackend
 

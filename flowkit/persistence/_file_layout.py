@@ -26,13 +26,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from flowkit.persistence._encoding import (
+from flowkit.persistence._records import (
+    Checkpoint,
+    RunRecord,
     corrupt,
     decode_object,
     dumps,
     inflate_state,
+    utc_from_timestamp,
 )
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 from flowkit.persistence._rows import parse_run_json
 from flowkit.persistence._store import PendingCheckpoint
 

@@ -12,8 +12,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.persistence._encoding import decode_object, decode_state
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    RunRecord,
+    decode_object,
+    decode_state,
+    utc_from_timestamp,
+)
 from flowkit.persistence._store import PendingCheckpoint, RunStore
 from flowkit.persistence._store_backend import StoreBackend
 

@@ -18,8 +18,15 @@ from datetime import datetime
 from typing import Any
 
 from flowkit.exceptions import CorruptRunError
-from flowkit.persistence._encoding import corrupt, decode_object, decode_state
-from flowkit.persistence._records import RUN_STATUSES, Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    RUN_STATUSES,
+    Checkpoint,
+    RunRecord,
+    corrupt,
+    decode_object,
+    decode_state,
+    utc_from_timestamp,
+)
 
 Row = tuple[Any, ...]
 

@@ -27,8 +27,7 @@ from typing import Any
 
 from flowkit.exceptions import InvalidArgumentError
 from flowkit.persistence import _rules, _schema
-from flowkit.persistence._encoding import EncodedState
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import Checkpoint, EncodedState, RunRecord, utc_from_timestamp
 from flowkit.persistence._rows import run_from_row
 from flowkit.persistence._sql_ops import (
     Op,

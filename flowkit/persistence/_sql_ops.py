@@ -17,8 +17,14 @@ from typing import Any, Final, TypeVar
 
 from flowkit.exceptions import CorruptRunError, PersistenceError
 from flowkit.persistence import _metadata, _rules, _schema
-from flowkit.persistence._encoding import EncodedState, corrupt, decode_object
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    EncodedState,
+    RunRecord,
+    corrupt,
+    decode_object,
+    utc_from_timestamp,
+)
 from flowkit.persistence._rows import (
     blob_refs,
     checked_last_seq,

@@ -22,8 +22,7 @@ import json
 from typing import Any
 
 from flowkit.persistence import _rules, _schema
-from flowkit.persistence._encoding import EncodedState
-from flowkit.persistence._records import Checkpoint, RunRecord
+from flowkit.persistence._records import Checkpoint, EncodedState, RunRecord
 from flowkit.persistence._rows import blob_refs, checkpoint_from_row, run_from_row
 from flowkit.persistence._sql_ops import Op, SavedCheckpoint, Stmt, started_run_record
 

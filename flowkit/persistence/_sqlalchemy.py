@@ -12,18 +12,25 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
 from flowkit._concurrency import NotInline, Portal, inline, keep_from_parent
-from flowkit.persistence import _rules, _sql_mysql, _sql_ops, _sql_postgres
+from flowkit.persistence import _base, _rules, _sql_mysql, _sql_ops, _sql_postgres
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import EncodedState, dumps, encode_state, inflate_state
 from flowkit.persistence._paths import default_db_path
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    EncodedState,
+    RunRecord,
+    dumps,
+    encode_state,
+    inflate_state,
+    utc_from_timestamp,
+)
 from flowkit.persistence._sql_database import (
     Database,
     DatabaseClosed,
@@ -71,7 +78,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
     _any_loop = True
     # SQLite file: the blocking forms of the reads are answered on the caller's thread,
     # on a read-only connection (see _sql_sqlite_reads); set per URL in __init__.
-    _inline_reads = frozenset({"load_checkpoint", "load_state", "get_run", "history", "list_runs"})
+    _inline_ops = frozenset({"load_checkpoint", "load_state", "get_run", "history", "list_runs"})
 
     def __init__(
         self,
@@ -86,7 +93,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             or (self._dialect() == "postgresql" and self.url.get_driver_name() == "asyncpg")
         )
         if self._dialect() != "sqlite" or sqlite_file(self.url) is None:
-            self._inline_reads = frozenset()  # a server, or SQLite in memory
+            self._inline_ops = frozenset()  # a server, or SQLite in memory
         self.secret_key = secret_key
         self._engine_kwargs = dict(engine_kwargs or {})
         self._database_handle: Database | None = None
@@ -135,7 +142,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         empty: Any = None,
         fast: Op[Any] | None = None,
     ) -> T:
-        if inline():  # a blocking read run inline (FlowPersistence._inline_reads)
+        if inline():  # a blocking read run inline (FlowPersistence._inline_ops)
             database = self._database()
             if write or database.closed:
                 op.close()
@@ -204,107 +211,49 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
     # -- runs ----------------------------------------------------------------------
 
-    def _create_op(
-        self,
-        run_id: str,
-        flow_name: str,
-        parent_run_id: str | None,
-        parent_seq: int | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        exist_ok: bool,
-    ) -> Op[RunRecord]:
+    # create_run, update_run and list_runs are FlowPersistence's: they hand their
+    # arguments to the seams below as one value.
+
+    async def _acreate_run(self, new: _base.NewRun) -> RunRecord:
         create = _sql_mysql.create_run if self._mysql() else _sql_ops.create_run
-        return create(
-            run_id,
-            flow_name,
-            parent_run_id=parent_run_id,
-            parent_seq=parent_seq,
-            fingerprint=fingerprint,
-            info_text=dumps(info or {}, what="info"),
-            exist_ok=exist_ok,
+        op = create(
+            new.run_id,
+            new.flow_name,
+            parent_run_id=new.parent_run_id,
+            parent_seq=new.parent_seq,
+            fingerprint=new.fingerprint,
+            info_text=dumps(new.info or {}, what="info"),
+            exist_ok=new.exist_ok,
             at=_rules.now(),
         )
-
-    async def acreate_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        parent_run_id: str | None = None,
-        parent_seq: int | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        exist_ok: bool = False,
-    ) -> RunRecord:
-        op = self._create_op(
-            run_id, flow_name, parent_run_id, parent_seq, fingerprint, info, exist_ok
-        )
-        return await self._acall(op, write=True, what=f"create_run({run_id!r})")
+        return await self._acall(op, write=True, what=f"create_run({new.run_id!r})")
 
     async def aget_run(self, run_id: str) -> RunRecord | None:
         return await self._acall(_sql_ops.get_run(run_id), write=False, what=f"get_run({run_id!r})")
 
-    def _update_op(
-        self,
-        run_id: str,
-        status: str | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        lease_owner: str | None = None,
-    ) -> Op[RunRecord]:
-        update = _sql_mysql.update_run if self._mysql() else _sql_ops.update_run
-        return update(
-            run_id,
+    async def _aupdate_run(self, update: _base.RunUpdate) -> RunRecord:
+        status, info = update.status, update.info
+        op = (_sql_mysql.update_run if self._mysql() else _sql_ops.update_run)(
+            update.run_id,
             status=None if status is None else _rules.check_status(status),
-            fingerprint=fingerprint,
+            fingerprint=update.fingerprint,
             info_text=None if info is None else dumps(info, what="info"),
             at=_rules.now(),
-            lease_owner=lease_owner,
+            lease_owner=update.lease_owner,
         )
+        return await self._acall(op, write=True, what=f"update_run({update.run_id!r})")
 
-    async def aupdate_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        lease_owner: str | None = None,
-    ) -> RunRecord:
-        op = self._update_op(run_id, status, fingerprint, info, lease_owner)
-        return await self._acall(op, write=True, what=f"update_run({run_id!r})")
-
-    @staticmethod
-    def _list_op(
-        flow_name: str | None,
-        status: str | None,
-        parent_run_id: str | None,
-        limit: int,
-        offset: int,
-        metadata: Mapping[str, Any] | None,
-    ) -> Op[list[RunRecord]]:
-        wanted = _rules.check_list_filters(status, limit, offset, metadata)
-        return _sql_ops.list_runs(
-            flow_name=flow_name,
+    async def _alist_runs(self, query: _base.RunQuery) -> list[RunRecord]:
+        status, limit, offset = query.status, query.limit, query.offset
+        wanted = _rules.check_list_filters(status, limit, offset, query.metadata)
+        op = _sql_ops.list_runs(
+            flow_name=query.flow_name,
             status=status,
-            parent_run_id=parent_run_id,
+            parent_run_id=query.parent_run_id,
             limit=limit,
             offset=offset,
             metadata=wanted,
         )
-
-    async def alist_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        status: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunRecord]:
-        op = self._list_op(flow_name, status, parent_run_id, limit, offset, metadata)
         return await self._acall(op, write=False, what="list_runs", empty=[])
 
     def _delete_op(self, run_id: str) -> Op[bool]:
@@ -367,38 +316,30 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
     # -- checkpoint writes: save_checkpoint, begin_run, end_run ---------------------
     #
-    # Each write is built once for both flavours (``_save_op`` / ``_begin_op``): the
-    # state is encoded before anything touches the database, the operation skips the big
-    # fields this process already stored for the run, and a committed save is turned
-    # into the Checkpoint returned to the caller.
+    # The public methods are FlowPersistence's: they hand their arguments to the seams
+    # below as one value. Each write is built by ``_save_op`` / ``_begin_op``: the state is
+    # encoded before anything touches the database, the operation skips the big fields
+    # this process already stored for the run, and a committed save is turned into the
+    # Checkpoint returned to the caller.
 
     def _save_op(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None,
-        status: str,
-        flow_name: str | None,
-        lease_owner: str | None,
-        release: bool = False,
+        self, write: _base.CheckpointWrite
     ) -> tuple[
         Op[_sql_ops.SavedCheckpoint],
         Op[_sql_ops.SavedCheckpoint | None] | None,
         Callable[[_sql_ops.SavedCheckpoint], Checkpoint],
     ]:
-        _rules.check_status(status)
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
+        _rules.check_status(write.status)
+        run_id, release = write.run_id, write.release
+        encoded = encode_state(write.state)
+        meta_text = dumps(write.meta or {}, what="meta")
         database = self._database()
-        args = (run_id, method_name, encoded, meta_text)
+        args = (run_id, write.method_name, encoded, meta_text)
         given: dict[str, Any] = {
-            "status": status,
-            "flow_name": flow_name,
-            "expected_seq": expected_seq,
-            "lease_owner": lease_owner,
+            "status": write.status,
+            "flow_name": write.flow_name,
+            "expected_seq": write.expected_seq,
+            "lease_owner": write.lease_owner,
             "at": _rules.now(),
             "stored_blobs": database.stored_blobs.get(run_id),
         }
@@ -413,7 +354,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             fast = _sql_ops.end_run_statement(*args, **given)
         elif database.dialect == "postgresql":
             fast = _sql_postgres.save_statement(*args, **given, release=release)
-        return op, fast, self._finisher(database, run_id, method_name, encoded, meta_text)
+        return op, fast, self._finisher(database, run_id, write.method_name, encoded, meta_text)
 
     @staticmethod
     def _finisher(
@@ -447,52 +388,24 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
         return finish
 
-    async def asave_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        op, fast, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=flow_name,
-            lease_owner=lease_owner,
-        )
-        what = f"save_checkpoint({run_id!r})"
-        return finish(await self._acall(op, write=True, what=what, fast=fast))
+    async def _awrite_checkpoint(self, write: _base.CheckpointWrite) -> Checkpoint:
+        op, fast, finish = self._save_op(write)
+        owner, run_id = write.lease_owner, write.run_id
+        gives = (owner, run_id) if write.release and owner is not None else None
+        what = f"{'end_run' if write.release else 'save_checkpoint'}({run_id!r})"
+        return finish(await self._acall(op, write=True, what=what, gives=gives, fast=fast))
 
     def _begin_op(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None,
-        fingerprint: str | None,
-        info: dict[str, Any] | None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None,
-        expected_seq: int | None,
+        self, start: _base.RunStart
     ) -> tuple[
         Op[tuple[RunRecord, _sql_ops.SavedCheckpoint]],
         Op[tuple[RunRecord, _sql_ops.SavedCheckpoint] | None] | None,
         Callable[[tuple[RunRecord, _sql_ops.SavedCheckpoint]], tuple[RunRecord, Checkpoint]],
     ]:
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
-        info_text = dumps(info or {}, what="info")
+        run_id, owner, ttl = start.run_id, start.owner, start.ttl
+        encoded = encode_state(start.state)
+        meta_text = dumps(start.meta or {}, what="meta")
+        info_text = dumps(start.info or {}, what="info")
         if owner is not None:
             _rules.lease_ttl(ttl)
         database = self._database()
@@ -500,15 +413,15 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         op = (_sql_mysql.begin_run if database.dialect == "mysql" else _sql_ops.begin_run)(
             database.dialect,
             run_id,
-            flow_name,
+            start.flow_name,
             owner=owner,
             ttl=ttl,
-            fingerprint=fingerprint,
+            fingerprint=start.fingerprint,
             info_text=info_text,
-            method_name=method_name,
+            method_name=start.method_name,
             encoded=encoded,
             meta_text=meta_text,
-            expected_seq=expected_seq,
+            expected_seq=start.expected_seq,
             at=at,
             stored_blobs=database.stored_blobs.get(run_id),
         )
@@ -520,19 +433,19 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         if one_statement is not None:
             fast = one_statement(
                 run_id,
-                flow_name,
+                start.flow_name,
                 owner=owner,
                 expires=None if owner is None else at + _rules.lease_ttl(ttl),
-                fingerprint=fingerprint,
+                fingerprint=start.fingerprint,
                 info_text=info_text,
-                method_name=method_name,
+                method_name=start.method_name,
                 encoded=encoded,
                 meta_text=meta_text,
-                expected_seq=expected_seq,
+                expected_seq=start.expected_seq,
                 at=at,
             )
 
-        finish_save = self._finisher(database, run_id, method_name, encoded, meta_text)
+        finish_save = self._finisher(database, run_id, start.method_name, encoded, meta_text)
 
         def finish(
             result: tuple[RunRecord, _sql_ops.SavedCheckpoint],
@@ -542,61 +455,11 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
         return op, fast, finish
 
-    async def abegin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        op, fast, finish = self._begin_op(
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info=info,
-            method_name=method_name,
-            state=state,
-            meta=meta,
-            expected_seq=expected_seq,
-        )
-        lease = None if owner is None else (owner, run_id)
-        what = f"begin_run({run_id!r})"
-        return finish(await self._acall(op, write=True, what=what, takes=lease, fast=fast))
-
-    async def aend_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        op, fast, finish = self._save_op(
-            run_id,
-            method_name,
-            state,
-            expected_seq=expected_seq,
-            meta=meta,
-            status=status,
-            flow_name=None,
-            lease_owner=owner,
-            release=True,
-        )
-        lease = None if owner is None else (owner, run_id)
-        what = f"end_run({run_id!r})"
-        return finish(await self._acall(op, write=True, what=what, gives=lease, fast=fast))
+    async def _abegin_run(self, start: _base.RunStart) -> tuple[RunRecord, Checkpoint]:
+        op, fast, finish = self._begin_op(start)
+        takes = None if start.owner is None else (start.owner, start.run_id)
+        what = f"begin_run({start.run_id!r})"
+        return finish(await self._acall(op, write=True, what=what, takes=takes, fast=fast))
 
 
 def _noop() -> Op[None]:

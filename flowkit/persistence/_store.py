@@ -20,8 +20,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.persistence._encoding import EncodedState, inflate_state
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    EncodedState,
+    RunRecord,
+    inflate_state,
+    utc_from_timestamp,
+)
 
 
 @dataclass(frozen=True, slots=True)

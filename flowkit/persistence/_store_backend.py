@@ -9,13 +9,18 @@ store.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
-from flowkit.persistence import _rules
+from flowkit.persistence import _base, _rules
 from flowkit.persistence._base import FlowPersistence
-from flowkit.persistence._encoding import corrupt, dumps, encode_state
-from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import (
+    Checkpoint,
+    RunRecord,
+    corrupt,
+    dumps,
+    encode_state,
+    utc_from_timestamp,
+)
 from flowkit.persistence._store import PendingCheckpoint, RunStore
 
 
@@ -101,32 +106,27 @@ class StoreBackend(FlowPersistence):
 
     # -- runs ----------------------------------------------------------------------
 
-    def create_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        parent_run_id: str | None = None,
-        parent_seq: int | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        exist_ok: bool = False,
-    ) -> RunRecord:
-        info_copy = _json_copy(info or {}, "info")
+    # create_run, update_run, list_runs, save_checkpoint, end_run and begin_run are
+    # FlowPersistence's: they hand their arguments to the plain seams here as one value
+    # (the contract is in FlowPersistence's docstrings).
+
+    def _create_run(self, new: _base.NewRun) -> RunRecord:
+        run_id = new.run_id
+        info_copy = _json_copy(new.info or {}, "info")
         store = self._store
         with store.lock(run_id):
             existing = store.read_run(run_id)
             if existing is not None:
-                if exist_ok:
+                if new.exist_ok:
                     return _handed_out(existing)
                 raise _rules.run_exists(run_id)
             run = _new_run(
                 run_id,
-                flow_name,
+                new.flow_name,
                 _rules.now(),
-                parent_run_id=parent_run_id,
-                parent_seq=parent_seq,
-                fingerprint=fingerprint,
+                parent_run_id=new.parent_run_id,
+                parent_seq=new.parent_seq,
+                fingerprint=new.fingerprint,
                 info=info_copy,
             )
             store.discard_uncommitted(run)
@@ -138,22 +138,15 @@ class StoreBackend(FlowPersistence):
             run = self._store.read_run(run_id)
         return None if run is None else _handed_out(run)
 
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        lease_owner: str | None = None,
-    ) -> RunRecord:
+    def _update_run(self, update: _base.RunUpdate) -> RunRecord:
+        run_id, lease_owner = update.run_id, update.lease_owner
         changes: dict[str, Any] = {}
-        if status is not None:
-            changes["status"] = _rules.check_status(status)
-        if fingerprint is not None:
-            changes["fingerprint"] = fingerprint
-        if info is not None:
-            changes["info"] = _json_copy(info, "info")
+        if update.status is not None:
+            changes["status"] = _rules.check_status(update.status)
+        if update.fingerprint is not None:
+            changes["fingerprint"] = update.fingerprint
+        if update.info is not None:
+            changes["info"] = _json_copy(update.info, "info")
         store = self._store
         with self._existing(run_id, "update_run"):
             run = self._must_read(run_id, "update_run")
@@ -164,24 +157,15 @@ class StoreBackend(FlowPersistence):
             store.write_run(run)
             return _handed_out(run)
 
-    def list_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        status: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunRecord]:
+    def _list_runs(self, query: _base.RunQuery) -> list[RunRecord]:
         chosen = _rules.select_runs(
             self._store.all_runs(),
-            flow_name=flow_name,
-            status=status,
-            parent_run_id=parent_run_id,
-            limit=limit,
-            offset=offset,
-            metadata=metadata,
+            flow_name=query.flow_name,
+            status=query.status,
+            parent_run_id=query.parent_run_id,
+            limit=query.limit,
+            offset=query.offset,
+            metadata=query.metadata,
         )
         return [_handed_out(run) for run in chosen]
 
@@ -206,66 +190,25 @@ class StoreBackend(FlowPersistence):
 
     # -- writes with compare-and-set -------------------------------------------------
 
-    def save_checkpoint(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "running",
-        flow_name: str | None = None,
-        lease_owner: str | None = None,
-    ) -> Checkpoint:
-        return self._save(
-            run_id, method_name, state, expected_seq, meta, status, flow_name, lease_owner
-        )
-
-    def end_run(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        *,
-        owner: str | None,
-        expected_seq: int | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "completed",
-    ) -> Checkpoint:
-        return self._save(
-            run_id, method_name, state, expected_seq, meta, status, None, owner, release=True
-        )
-
-    def _save(
-        self,
-        run_id: str,
-        method_name: str,
-        state: dict[str, Any],
-        expected_seq: int | None,
-        meta: dict[str, Any] | None,
-        status: str,
-        flow_name: str | None,
-        lease_owner: str | None,
-        release: bool = False,
-    ) -> Checkpoint:
-        checked_status = _rules.check_status(status)
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
+    def _write_checkpoint(self, write: _base.CheckpointWrite) -> Checkpoint:
+        checked_status = _rules.check_status(write.status)
+        run_id, lease_owner, flow_name = write.run_id, write.lease_owner, write.flow_name
+        encoded = encode_state(write.state)
+        meta_text = dumps(write.meta or {}, what="meta")
         store = self._store
         with store.lock(run_id):
             at = _rules.now()
             run = store.read_run(run_id)
             _rules.check_save(
-                run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at
+                run_id, run, expected_seq=write.expected_seq, lease_owner=lease_owner, at=at
             )
             if run is None:
                 run = _new_run(run_id, flow_name, at)
                 store.discard_uncommitted(run)
-            if release and lease_owner is not None and run.lease_owner == lease_owner:
+            if write.release and lease_owner is not None and run.lease_owner == lease_owner:
                 run = run.replace(lease_owner=None, lease_expires_at=None)
             pending = PendingCheckpoint(
-                run_id, run.last_seq + 1, method_name, encoded, meta_text, at
+                run_id, run.last_seq + 1, write.method_name, encoded, meta_text, at
             )
             store.commit_checkpoint(
                 run.replace(
@@ -278,37 +221,26 @@ class StoreBackend(FlowPersistence):
             )
         return pending.record()
 
-    def begin_run(
-        self,
-        run_id: str,
-        flow_name: str,
-        *,
-        owner: str | None,
-        ttl: float | None = None,
-        fingerprint: str | None = None,
-        info: dict[str, Any] | None = None,
-        method_name: str,
-        state: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        expected_seq: int | None,
-    ) -> tuple[RunRecord, Checkpoint]:
-        encoded = encode_state(state)
-        meta_text = dumps(meta or {}, what="meta")
-        info_copy = _json_copy(info or {}, "info")
-        lease_ttl = _rules.lease_ttl(ttl) if owner is not None else 0.0
+    def _begin_run(self, start: _base.RunStart) -> tuple[RunRecord, Checkpoint]:
+        run_id, flow_name, owner = start.run_id, start.flow_name, start.owner
+        encoded = encode_state(start.state)
+        meta_text = dumps(start.meta or {}, what="meta")
+        info_copy = _json_copy(start.info or {}, "info")
+        lease_ttl = _rules.lease_ttl(start.ttl) if owner is not None else 0.0
         store = self._store
         with store.lock(run_id):
             at = _rules.now()
             run = store.read_run(run_id)
             if run is None:
-                run = _new_run(run_id, flow_name, at, fingerprint=fingerprint, info=info_copy)
+                run = _new_run(run_id, flow_name, at, fingerprint=start.fingerprint, info=info_copy)
             _rules.check_flow(run, flow_name)
             if owner is not None:
                 run = _rules.acquire(run, owner, lease_ttl, at)
+            expected_seq = start.expected_seq
             _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=owner, at=at)
             store.discard_uncommitted(run)
             pending = PendingCheckpoint(
-                run_id, run.last_seq + 1, method_name, encoded, meta_text, at
+                run_id, run.last_seq + 1, start.method_name, encoded, meta_text, at
             )
             run = run.replace(
                 last_seq=pending.seq, status="running", updated_at=utc_from_timestamp(at)

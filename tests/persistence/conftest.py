@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 POSTGRES_URL = os.environ.get(
     "FLOWKIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+
+
+async def connect_postgres(url: str, **options: Any) -> Any:
+    """An asyncpg connection to the database of the SQLAlchemy ``url``."""
+    import asyncpg
+
+    return await asyncpg.connect(
+        url.replace("postgresql+asyncpg://", "postgresql://", 1), **options
+    )
 
 
 def _postgres_reachable() -> str | None:
@@ -20,8 +32,7 @@ def _postgres_reachable() -> str | None:
         return "asyncpg is not installed (pip install flowkit[postgres])"
 
     async def probe() -> None:
-        dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-        connection = await asyncpg.connect(dsn, timeout=3)
+        connection = await connect_postgres(POSTGRES_URL, timeout=3)
         await connection.close()
 
     try:
@@ -41,7 +52,29 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture(scope="session")
+def postgres_connect(postgres_url: str) -> Callable[..., Awaitable[Any]]:
+    """Opens an asyncpg connection to the test database, as the reachability probe does."""
+    return functools.partial(connect_postgres, postgres_url)
+
+
 MYSQL_URL = os.environ.get("FLOWKIT_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
+
+
+async def connect_mysql(url: str, **options: Any) -> Any:
+    """An asyncmy connection to the database of the SQLAlchemy ``url``."""
+    import asyncmy
+    from sqlalchemy.engine import make_url
+
+    parts = make_url(url)
+    return await asyncmy.connect(
+        host=parts.host or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=parts.database,
+        **options,
+    )
 
 
 def _mysql_reachable() -> str | None:
@@ -50,25 +83,18 @@ def _mysql_reachable() -> str | None:
         import asyncmy
     except ImportError:
         return "asyncmy is not installed (pip install flowkit[mysql])"
-    from sqlalchemy.engine import make_url
-
-    url = make_url(MYSQL_URL)
 
     async def probe() -> None:
-        connection = await asyncmy.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 3306,
-            user=url.username or "root",
-            password=url.password or "",
-            db=url.database,
-            connect_timeout=3,
-        )
+        connection = await connect_mysql(MYSQL_URL, connect_timeout=3)
         connection.close()
 
     try:
         asyncio.run(probe())
     except (OSError, asyncio.TimeoutError, asyncmy.errors.Error) as exc:
-        return f"MariaDB/MySQL at {url.render_as_string()} is unreachable: {exc}"
+        from sqlalchemy.engine import make_url
+
+        where = make_url(MYSQL_URL).render_as_string()  # password hidden
+        return f"MariaDB/MySQL at {where} is unreachable: {exc}"
     return None
 
 
@@ -80,3 +106,9 @@ def mysql_url() -> str:
             pytest.fail(f"{problem} (CI is set, so MariaDB tests must run)")
         pytest.skip(problem)
     return MYSQL_URL
+
+
+@pytest.fixture(scope="session")
+def mysql_connect(mysql_url: str) -> Callable[..., Awaitable[Any]]:
+    """Opens an asyncmy connection to the test database, as the reachability probe does."""
+    return functools.partial(connect_mysql, mysql_url)

@@ -168,13 +168,13 @@ def test_only_the_built_in_sqlite_and_asyncpg_operations_are_taken_to_work_on_an
     assert not LoopBound()._any_loop
     # Reads answered on the caller's thread: the same rule, and only for a SQLite file.
     reads = {"load_checkpoint", "load_state", "get_run", "history", "list_runs"}
-    assert SQLiteFlowPersistence(tmp_path / "a.db")._inline_reads == reads
-    assert PlainSQLiteSubclass(tmp_path / "a.db")._inline_reads == reads
-    assert not SQLiteWithLoopBoundCache(tmp_path / "a.db")._inline_reads
-    assert not SQLiteWithMixin(tmp_path / "a.db")._inline_reads
-    assert not SQLiteFlowPersistence(":memory:")._inline_reads
-    assert not SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._inline_reads
-    assert not LoopBound()._inline_reads
+    assert SQLiteFlowPersistence(tmp_path / "a.db")._inline_ops == reads
+    assert PlainSQLiteSubclass(tmp_path / "a.db")._inline_ops == reads
+    assert not SQLiteWithLoopBoundCache(tmp_path / "a.db")._inline_ops
+    assert not SQLiteWithMixin(tmp_path / "a.db")._inline_ops
+    assert not SQLiteFlowPersistence(":memory:")._inline_ops
+    assert not SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._inline_ops
+    assert not LoopBound()._inline_ops
 
 
 def _from_everywhere(call: Any) -> None:

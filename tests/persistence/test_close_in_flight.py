@@ -7,9 +7,10 @@ takes on the run, so it is in flight for as long as the test wants."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,10 +21,10 @@ from flowkit.persistence import SQLAlchemyFlowPersistence, _rules
 
 
 @asynccontextmanager
-async def _postgres_row_lock(url: str, run_id: str) -> AsyncIterator[Callable[[], Any]]:
-    import asyncpg
-
-    blocker = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+async def _postgres_row_lock(
+    connect: Callable[[], Awaitable[Any]], run_id: str
+) -> AsyncIterator[Callable[[], Any]]:
+    blocker = await connect()
     transaction = blocker.transaction()
     await transaction.start()
     await blocker.execute("SELECT 1 FROM flowkit_runs WHERE run_id = $1 FOR UPDATE", run_id)
@@ -44,18 +45,10 @@ async def _postgres_row_lock(url: str, run_id: str) -> AsyncIterator[Callable[[]
 
 
 @asynccontextmanager
-async def _mysql_row_lock(url: str, run_id: str) -> AsyncIterator[Callable[[], Any]]:
-    import asyncmy
-    from sqlalchemy.engine import make_url
-
-    parts = make_url(url)
-    blocker = await asyncmy.connect(
-        host=parts.host or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=parts.database,
-    )
+async def _mysql_row_lock(
+    connect: Callable[[], Awaitable[Any]], run_id: str
+) -> AsyncIterator[Callable[[], Any]]:
+    blocker = await connect()
     cursor = blocker.cursor()
     await cursor.execute("BEGIN")
     await cursor.execute("SELECT 1 FROM flowkit_runs WHERE run_id = %s FOR UPDATE", (run_id,))
@@ -85,9 +78,12 @@ async def _mysql_row_lock(url: str, run_id: str) -> AsyncIterator[Callable[[], A
     ]
 )
 def server(request: pytest.FixtureRequest) -> tuple[str, Any]:
-    if request.param == "postgres":
-        return request.getfixturevalue("postgres_url"), _postgres_row_lock
-    return request.getfixturevalue("mysql_url"), _mysql_row_lock
+    """The server's URL, and the row lock that holds an operation up there (taken on
+    another connection, opened by the conftest's ``<server>_connect``)."""
+    name = request.param
+    connect = request.getfixturevalue(f"{name}_connect")
+    row_lock = {"postgres": _postgres_row_lock, "mysql": _mysql_row_lock}[name]
+    return request.getfixturevalue(f"{name}_url"), functools.partial(row_lock, connect)
 
 
 def _close_during_a_blocked_save(
@@ -110,7 +106,7 @@ def _close_during_a_blocked_save(
             outcome.append(exc)
 
     async def scenario() -> None:
-        async with row_lock(url, run_id) as waiting:
+        async with row_lock(run_id) as waiting:
             saver = threading.Thread(target=save)
             saver.start()
             while not await waiting():

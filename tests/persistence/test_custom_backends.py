@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flowkit.exceptions import FlowConfigurationError, UnsupportedOperationError
-from flowkit.persistence import FlowPersistence, InMemoryFlowPersistence
+from flowkit.persistence import FlowPersistence, InMemoryFlowPersistence, SQLiteFlowPersistence
 from flowkit.persistence._base import CAPABILITY_OPS, REQUIRED_OPS
 from flowkit.testing import PersistenceContract
 
@@ -203,3 +203,26 @@ def test_async_backend_calling_derived_sync_from_its_own_loop() -> None:
     inner = AsyncOnly()
     Outer().save_state("r1", "m", {"id": "r1"})
     assert inner.rows == {"r1": {"id": "r1"}}
+
+
+@pytest.mark.parametrize("base", [InMemoryFlowPersistence, SQLiteFlowPersistence])
+def test_plain_method_written_over_a_builtin_backend_is_the_one_run(
+    base: type[FlowPersistence], tmp_path: Any
+) -> None:
+    """A subclass of a built-in backend that writes the plain save_checkpoint has it run
+    by the async form too (the one the engine calls), and its super() call reaches the
+    built-in implementation, not itself again."""
+
+    class Counting(base):  # type: ignore[valid-type,misc]
+        calls = 0
+
+        def save_checkpoint(self, run_id: str, *args: Any, **kwargs: Any) -> Any:
+            type(self).calls += 1
+            return super().save_checkpoint(run_id, *args, **kwargs)
+
+    backend = Counting() if base is InMemoryFlowPersistence else Counting(tmp_path / "c.db")
+    first = asyncio.run(backend.asave_checkpoint("r", "a", {"id": "r"}, expected_seq=0))
+    second = backend.save_checkpoint("r", "b", {"id": "r", "n": 1}, expected_seq=1)
+    assert (first.seq, second.seq, Counting.calls) == (1, 2, 2)
+    assert backend.load_state("r") == {"id": "r", "n": 1}
+    backend.close()
