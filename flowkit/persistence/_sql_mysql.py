@@ -27,14 +27,19 @@ from typing import Any
 
 from flowkit.exceptions import InvalidArgumentError
 from flowkit.persistence import _rules, _schema
-from flowkit.persistence._records import Checkpoint, EncodedState, RunRecord, utc_from_timestamp
+from flowkit.persistence._records import Checkpoint, RunRecord, utc_from_timestamp
 from flowkit.persistence._rows import run_from_row
 from flowkit.persistence._sql_ops import (
+    Append,
+    NewRunRow,
     Op,
     Row,
+    RunChange,
     SavedCheckpoint,
+    Start,
     Stmt,
     _append,
+    begun,
     holder_is_dead,
     load_checkpoint,
 )
@@ -115,103 +120,48 @@ def _new_run_record(row: Row, last_seq: int) -> RunRecord:
 # -- checkpoints ---------------------------------------------------------------------
 
 
-def save_checkpoint(
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    status: str,
-    flow_name: str | None,
-    expected_seq: int | None,
-    lease_owner: str | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-    release: bool = False,
-) -> Op[SavedCheckpoint]:
+def save_checkpoint(w: Append) -> Op[SavedCheckpoint]:
     """``_sql_ops.save_checkpoint`` for MariaDB/MySQL: lock (or create) the run row, check
     the compare-and-set and the lease under the lock, then append."""
+    run_id, expected_seq, at = w.run_id, w.expected_seq, w.at
     if expected_seq is None or expected_seq == 0:
-        row, created = yield from _ensure_run(run_id, flow_name, at=at)
+        row, created = yield from _ensure_run(run_id, w.flow_name, at=at)
         run = None if created else run_from_row(row)
     else:  # a missing run is a conflict, never created
         run = yield from _lock_run(run_id)
     if run is not None:
-        _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=lease_owner, at=at)
+        _rules.check_save(run_id, run, expected_seq=expected_seq, lease_owner=w.lease_owner, at=at)
     elif expected_seq not in (None, 0):
         raise _rules.concurrent_update(run_id, expected_seq, 0)
     seq = 1 if run is None else run.last_seq + 1
     yield Stmt(
         APPEND_SEQ,
-        {"run_id": run_id, "seq": seq, "now": at, "status": status, "flow_name": flow_name},
+        {"run_id": run_id, "seq": seq, "now": at, "status": w.status, "flow_name": w.flow_name},
     )
-    refs = yield from _append_mysql(
-        run_id, seq, method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs
-    )
-    if release and lease_owner is not None:
-        yield from release_lease(run_id, lease_owner)
+    refs = yield from _append(w, seq, INSERT_BLOB)
+    if w.release and w.lease_owner is not None:
+        yield from release_lease(run_id, w.lease_owner)
     return SavedCheckpoint(seq, at, refs)
 
 
-def _append_mysql(
-    run_id: str,
-    seq: int,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-) -> Op[frozenset[str]]:
-    """``_sql_ops._append`` with MariaDB/MySQL's insert-if-missing for blobs."""
-    return (
-        yield from _append(
-            run_id,
-            seq,
-            method_name,
-            encoded,
-            meta_text,
-            at=at,
-            stored_blobs=stored_blobs,
-            insert_blob=INSERT_BLOB,
-        )
-    )
-
-
-def begin_run(
-    dialect: str,
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    ttl: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    expected_seq: int | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-) -> Op[tuple[RunRecord, SavedCheckpoint]]:
+def begin_run(dialect: str, start: Start) -> Op[tuple[RunRecord, SavedCheckpoint]]:
     """Create the run if missing (already leased), take its lease, append the first
     checkpoint; the run row is locked from the first statement on."""
-    expires = None if owner is None else at + _rules.lease_ttl(ttl)
-    may_create = expected_seq is None or expected_seq == 0
-    if may_create:
+    run_id, expected_seq, at = start.run_id, start.expected_seq, start.at
+    if expected_seq is None or expected_seq == 0:
         row, created = yield from _ensure_run(
             run_id,
-            flow_name,
+            start.flow_name,
             at=at,
-            fingerprint=fingerprint,
-            info_text=info_text,
-            owner=owner,
-            expires=expires,
+            fingerprint=start.fingerprint,
+            info_text=start.info_text,
+            owner=start.owner,
+            expires=start.expires,
         )
         if created:
             yield Stmt(SET_LAST_SEQ, {"run_id": run_id, "seq": 1})
-            refs = yield from _append_mysql(
-                run_id, 1, method_name, encoded, meta_text, at=at, stored_blobs=None
+            refs = yield from _append(
+                start.first(expected_seq=0, stored_blobs=None), 1, INSERT_BLOB
             )
             return _new_run_record(row, 1), SavedCheckpoint(1, at, refs)
         run = run_from_row(row)
@@ -220,72 +170,41 @@ def begin_run(
         if found is None:
             raise _rules.concurrent_update(run_id, expected_seq or 0, 0)
         run = found
-    _rules.check_flow(run, flow_name)
-    if owner is not None:
+    _rules.check_flow(run, start.flow_name)
+    if start.owner is not None:
         run = yield from acquire_lease(
-            dialect, run_id, owner, _rules.lease_ttl(ttl), at, operation="begin_run"
+            dialect, run_id, start.owner, _rules.lease_ttl(start.ttl), at, operation="begin_run"
         )
     saved = yield from save_checkpoint(
-        run_id,
-        method_name,
-        encoded,
-        meta_text,
-        status="running",
-        flow_name=flow_name,
-        expected_seq=expected_seq,
-        lease_owner=owner,
-        at=at,
-        stored_blobs=stored_blobs,
+        start.first(expected_seq=expected_seq, stored_blobs=start.stored_blobs)
     )
-    after = run.replace(
-        last_seq=saved.seq,
-        status="running",
-        updated_at=utc_from_timestamp(at),
-        flow_name=run.flow_name if run.flow_name is not None else flow_name,
-    )
-    return after, saved
+    return begun(run, saved, start), saved
 
 
 # -- runs ----------------------------------------------------------------------------
 
 
-def create_run(
-    run_id: str,
-    flow_name: str,
-    *,
-    parent_run_id: str | None,
-    parent_seq: int | None,
-    fingerprint: str | None,
-    info_text: str,
-    exist_ok: bool,
-    at: float,
-) -> Op[RunRecord]:
+def create_run(new: NewRunRow) -> Op[RunRecord]:
     row, created = yield from _ensure_run(
-        run_id,
-        flow_name,
-        at=at,
-        parent_run_id=parent_run_id,
-        parent_seq=parent_seq,
-        fingerprint=fingerprint,
-        info_text=info_text,
+        new.run_id,
+        new.flow_name,
+        at=new.at,
+        parent_run_id=new.parent_run_id,
+        parent_seq=new.parent_seq,
+        fingerprint=new.fingerprint,
+        info_text=new.info_text,
     )
     if created:
-        yield Stmt(SET_LAST_SEQ, {"run_id": run_id, "seq": 0})
+        yield Stmt(SET_LAST_SEQ, {"run_id": new.run_id, "seq": 0})
         return _new_run_record(row, 0)
-    if not exist_ok:
-        raise _rules.run_exists(run_id)
+    if not new.exist_ok:
+        raise _rules.run_exists(new.run_id)
     return run_from_row(row)
 
 
-def update_run(
-    run_id: str,
-    *,
-    status: str | None,
-    fingerprint: str | None,
-    info_text: str | None,
-    at: float,
-    lease_owner: str | None = None,
-) -> Op[RunRecord]:
+def update_run(change: RunChange) -> Op[RunRecord]:
+    run_id, lease_owner, at = change.run_id, change.lease_owner, change.at
+    status, fingerprint, info_text = change.status, change.fingerprint, change.info_text
     run = yield from _lock_run(run_id)
     if run is None:
         raise _rules.run_not_found(run_id, "update_run")

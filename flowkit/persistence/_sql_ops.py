@@ -55,6 +55,92 @@ class SavedCheckpoint:
     blobs: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Append:
+    """A checkpoint write (``save_checkpoint``, ``end_run`` with ``release``) as the
+    statements take it: the state and meta encoded, the time fixed, and what this process
+    last stored for the run (``stored_blobs``: seq, blob hashes; those blobs are skipped
+    only if that checkpoint is still the one before this one)."""
+
+    run_id: str
+    method_name: str
+    encoded: EncodedState
+    meta_text: str
+    status: str
+    flow_name: str | None
+    expected_seq: int | None
+    lease_owner: str | None
+    at: float
+    stored_blobs: tuple[int, frozenset[str]] | None
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewRunRow:
+    """A ``create_run`` as the statements take it: the info encoded, the time fixed."""
+
+    run_id: str
+    flow_name: str
+    parent_run_id: str | None
+    parent_seq: int | None
+    fingerprint: str | None
+    info_text: str
+    exist_ok: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """An ``update_run`` as the statements take it (None: leave the field as it is);
+    fenced by ``lease_owner`` when given."""
+
+    run_id: str
+    status: str | None
+    fingerprint: str | None
+    info_text: str | None
+    at: float
+    lease_owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A ``begin_run`` as the statements take it (see :class:`Append`): the run to create
+    if missing (``fingerprint``, ``info_text``), the lease to take (``owner`` for ``ttl``
+    seconds) and the first checkpoint to append."""
+
+    run_id: str
+    flow_name: str
+    owner: str | None
+    ttl: float | None
+    fingerprint: str | None
+    info_text: str
+    method_name: str
+    encoded: EncodedState
+    meta_text: str
+    expected_seq: int | None
+    at: float
+    stored_blobs: tuple[int, frozenset[str]] | None
+
+    @property
+    def expires(self) -> float | None:
+        return None if self.owner is None else self.at + _rules.lease_ttl(self.ttl)
+
+    def first(self, *, expected_seq: int | None, stored_blobs: Any) -> Append:
+        """The checkpoint to append, as the lease holder."""
+        return Append(
+            self.run_id,
+            self.method_name,
+            self.encoded,
+            self.meta_text,
+            status="running",
+            flow_name=self.flow_name,
+            expected_seq=expected_seq,
+            lease_owner=self.owner,
+            at=self.at,
+            stored_blobs=stored_blobs,
+        )
+
+
 # -- schema --------------------------------------------------------------------------
 
 
@@ -119,24 +205,12 @@ def init_schema(dialect: str) -> Op[int]:
 # -- checkpoints ---------------------------------------------------------------------
 
 
-def save_checkpoint(
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    status: str,
-    flow_name: str | None,
-    expected_seq: int | None,
-    lease_owner: str | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-    release: bool = False,
-) -> Op[SavedCheckpoint]:
-    """Append a checkpoint. ``stored_blobs`` is what this process last wrote for the run
-    (seq, blob hashes); those blobs are skipped only if that checkpoint is still the one
-    before ours, so a run deleted or rewritten elsewhere gets its blobs re-sent. With
-    ``release`` the lease of ``lease_owner`` is given up in the same transaction."""
+def save_checkpoint(w: Append) -> Op[SavedCheckpoint]:
+    """Append a checkpoint (a run deleted or rewritten elsewhere gets its blobs re-sent,
+    see :class:`Append`). With ``release`` the lease of ``lease_owner`` is given up in the
+    same transaction."""
+    run_id, status, flow_name, at = w.run_id, w.status, w.flow_name, w.at
+    expected_seq, lease_owner = w.expected_seq, w.lease_owner
     sql = _schema.save_run_sql(
         may_create=expected_seq is None or expected_seq == 0,
         check_seq=expected_seq is not None,
@@ -162,144 +236,62 @@ def save_checkpoint(
         yield Stmt(
             _schema.SET_RUN_STATUS, {"run_id": run_id, "status": status, "flow_name": flow_name}
         )
-    refs = yield from _append(
-        run_id, int(seq), method_name, encoded, meta_text, at=at, stored_blobs=stored_blobs
-    )
-    if release and lease_owner is not None:
+    refs = yield from _append(w, int(seq))
+    if w.release and lease_owner is not None:
         yield from release_lease(run_id, lease_owner)
     return SavedCheckpoint(int(seq), at, refs)
 
 
-def save_checkpoint_statement(
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    status: str,
-    flow_name: str | None,
-    expected_seq: int | None,
-    lease_owner: str | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-) -> Op[SavedCheckpoint | None] | None:
+def save_checkpoint_statement(w: Append) -> Op[SavedCheckpoint | None] | None:
     """SQLite: :func:`save_checkpoint` as one guarded statement in autocommit (schema
     3's trigger advances the run row; with blobs the run may lack, an INSERT into
     ``flowkit_writes``), or None when it must write blobs and is not fenced by both a
     seq and an owner. The operation answers None, having written nothing, when the run
     does not admit the save as it is (a guard, a missing run, a status or flow name to
     change): the full operation then runs in a transaction and decides."""
-    refs = frozenset(encoded.blobs)
+    refs = frozenset(w.encoded.blobs)
+    stored = w.stored_blobs
     if refs and not (
-        expected_seq is not None
-        and stored_blobs is not None
-        and stored_blobs[0] == expected_seq
-        and refs <= stored_blobs[1]
+        w.expected_seq is not None
+        and stored is not None
+        and stored[0] == w.expected_seq
+        and refs <= stored[1]
     ):
-        if expected_seq is None or lease_owner is None or flow_name is not None:
+        if w.expected_seq is None or w.lease_owner is None or w.flow_name is not None:
             return None
         # New blobs to write with it: one INSERT into flowkit_writes (a fenced write).
-        return _write_in_one_statement(
-            "save",
-            run_id,
-            method_name,
-            encoded,
-            meta_text,
-            status=status,
-            expected_seq=expected_seq,
-            lease_owner=lease_owner,
-            at=at,
-            stored_blobs=stored_blobs,
-        )
-    return _save_in_one_statement(
-        run_id, method_name, encoded, meta_text, status, flow_name, expected_seq, lease_owner, at
-    )
+        return _write_in_one_statement("save", w, w.expected_seq)
+    return _save_in_one_statement(w)
 
 
-def end_run_statement(
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    status: str,
-    flow_name: str | None,
-    expected_seq: int | None,
-    lease_owner: str | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-) -> Op[SavedCheckpoint] | None:
+def end_run_statement(w: Append) -> Op[SavedCheckpoint] | None:
     """SQLite: ``end_run`` (the last checkpoint, the run's new status and the lease
     given back) as one fenced statement in autocommit, or None when it is not fenced by
     both a seq and an owner, or names a flow (the transaction does it). The operation
     answers None, having written nothing, when the guard refuses."""
-    if expected_seq is None or lease_owner is None or flow_name is not None:
+    if w.expected_seq is None or w.lease_owner is None or w.flow_name is not None:
         return None
-    return _write_in_one_statement(
-        "end",
-        run_id,
-        method_name,
-        encoded,
-        meta_text,
-        status=status,
-        expected_seq=expected_seq,
-        lease_owner=lease_owner,
-        at=at,
-        stored_blobs=stored_blobs,
-    )
+    return _write_in_one_statement("end", w, w.expected_seq)
 
 
-def start_run_statement(
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    expires: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    expected_seq: int | None,
-    at: float,
-) -> Op[tuple[RunRecord, SavedCheckpoint]] | None:
+def start_run_statement(start: Start) -> Op[tuple[RunRecord, SavedCheckpoint]] | None:
     """SQLite: ``begin_run`` of an id not taken yet as one statement in autocommit: the
     run row (leased, ``last_seq`` 1), its first checkpoint and blobs. None when the
     caller expects an existing run. When the id exists the statement is refused and
     writes nothing (the driver answers None); the transaction then does ``begin_run``."""
-    if expected_seq not in (None, 0):
+    if start.expected_seq not in (None, 0):
         return None
     fields = {
-        "flow_name": flow_name,
-        "fingerprint": fingerprint,
-        "info": info_text,
-        "lease_expires_at": expires,
+        "flow_name": start.flow_name,
+        "fingerprint": start.fingerprint,
+        "info": start.info_text,
+        "lease_expires_at": start.expires,
     }
+    first = start.first(expected_seq=0, stored_blobs=None)
 
     def op() -> Op[tuple[RunRecord, SavedCheckpoint]]:
-        saved = yield from _write_in_one_statement(
-            "start",
-            run_id,
-            method_name,
-            encoded,
-            meta_text,
-            status="running",
-            expected_seq=0,
-            lease_owner=owner,
-            at=at,
-            stored_blobs=None,
-            run_fields=fields,
-        )
-        run = started_run_record(
-            run_id,
-            flow_name,
-            owner=owner,
-            expires=expires,
-            fingerprint=fingerprint,
-            info_text=info_text,
-            at=at,
-        )
-        return run, saved
+        saved = yield from _write_in_one_statement("start", first, 0, run_fields=fields)
+        return started_run_record(start), saved
 
     return op()
 
@@ -308,37 +300,18 @@ _NO_RUN_FIELDS = {"flow_name": None, "fingerprint": None, "info": None, "lease_e
 
 
 def _write_in_one_statement(
-    kind: str,
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    status: str,
-    expected_seq: int,
-    lease_owner: str | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-    run_fields: dict[str, Any] = _NO_RUN_FIELDS,
+    kind: str, w: Append, expected_seq: int, *, run_fields: dict[str, Any] = _NO_RUN_FIELDS
 ) -> Op[SavedCheckpoint]:
     """One INSERT into SQLite's ``flowkit_writes`` (see ``_schema``): checkpoint
     ``expected_seq + 1`` and the blobs the run may not have. None if refused (the
     driver answers the trigger's ``WRITE_REFUSED`` as None)."""
-    blobs = encoded.blobs
-    if stored_blobs is not None and stored_blobs[0] == expected_seq:
-        blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
-    refs = sorted(encoded.blobs)
+    blobs = _blobs_to_send(w, expected_seq)
     params: dict[str, Any] = {
         "kind": kind,
-        "run_id": run_id,
-        "status": status,
-        "lease_owner": lease_owner,
+        "status": w.status,
+        "lease_owner": w.lease_owner,
         "expected_seq": expected_seq,
-        "method_name": method_name,
-        "state": encoded.text,
-        "meta": meta_text,
-        "blobs": json.dumps(refs) if refs else None,
-        "now": at,
+        **checkpoint_params(w),
         **run_fields,
     }
     for n, (h, text) in enumerate(blobs.items()):
@@ -346,43 +319,46 @@ def _write_in_one_statement(
         params[f"data{n}"] = text
     # Refused: the trigger raises WRITE_REFUSED, which the driver answers as None.
     yield Stmt(_schema.write_statement(len(blobs)), params)
-    return SavedCheckpoint(expected_seq + 1, at, frozenset(refs))
+    return SavedCheckpoint(expected_seq + 1, w.at, frozenset(w.encoded.blobs))
 
 
-def _save_in_one_statement(
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    status: str,
-    flow_name: str | None,
-    expected_seq: int | None,
-    lease_owner: str | None,
-    at: float,
-) -> Op[SavedCheckpoint | None]:
-    sql = _schema.save_checkpoint_statement(
-        check_seq=expected_seq is not None,
-        check_lease=lease_owner is not None,
-        named_flow=flow_name is not None,
-    )
-    refs = sorted(encoded.blobs)
-    params: dict[str, Any] = {
-        "run_id": run_id,
-        "status": status,
-        "method_name": method_name,
-        "state": encoded.text,
-        "meta": meta_text,
+def _blobs_to_send(w: Append, seq_before: int) -> Mapping[str, str]:
+    """The blobs ``w`` refers to, less those this process stored with checkpoint
+    ``seq_before`` when that is the run's previous checkpoint."""
+    stored = w.stored_blobs
+    if stored is not None and stored[0] == seq_before:
+        return {h: text for h, text in w.encoded.blobs.items() if h not in stored[1]}
+    return w.encoded.blobs
+
+
+def checkpoint_params(w: Append) -> dict[str, Any]:
+    """The bound values of the checkpoint row ``w`` writes (besides its seq)."""
+    refs = sorted(w.encoded.blobs)
+    return {
+        "run_id": w.run_id,
+        "method_name": w.method_name,
+        "state": w.encoded.text,
+        "meta": w.meta_text,
         "blobs": json.dumps(refs) if refs else None,
-        "now": at,
+        "now": w.at,
     }
-    if expected_seq is not None:
-        params["expected_seq"] = expected_seq
-    if lease_owner is not None:
-        params["lease_owner"] = lease_owner
+
+
+def _save_in_one_statement(w: Append) -> Op[SavedCheckpoint | None]:
+    sql = _schema.save_checkpoint_statement(
+        check_seq=w.expected_seq is not None,
+        check_lease=w.lease_owner is not None,
+        named_flow=w.flow_name is not None,
+    )
+    params: dict[str, Any] = {"status": w.status, **checkpoint_params(w)}
+    if w.expected_seq is not None:
+        params["expected_seq"] = w.expected_seq
+    if w.lease_owner is not None:
+        params["lease_owner"] = w.lease_owner
     rows = yield Stmt(sql, params)
     if not rows:
         return None
-    return SavedCheckpoint(int(rows[0][0]), at, frozenset(refs))
+    return SavedCheckpoint(int(rows[0][0]), w.at, frozenset(w.encoded.blobs))
 
 
 @functools.cache
@@ -392,178 +368,86 @@ def _param_names(sql: str) -> tuple[str, ...]:
     return tuple(name for name in names if f":{name}" in sql)
 
 
-def _append(
-    run_id: str,
-    seq: int,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-    insert_blob: str = _schema.INSERT_BLOB,
-) -> Op[frozenset[str]]:
-    """Insert checkpoint ``seq`` (its number already taken on the run row) and the blobs
-    it needs (with ``insert_blob``, which skips a blob the run has); return the hashes
-    it refers to."""
-    blobs = encoded.blobs
-    if stored_blobs is not None and stored_blobs[0] == seq - 1:
-        blobs = {h: text for h, text in blobs.items() if h not in stored_blobs[1]}
+def _append(w: Append, seq: int, insert_blob: str = _schema.INSERT_BLOB) -> Op[frozenset[str]]:
+    """Insert checkpoint ``seq`` of ``w`` (its number already taken on the run row) and
+    the blobs it needs (with ``insert_blob``, which skips a blob the run has); return the
+    hashes it refers to."""
+    blobs = _blobs_to_send(w, seq - 1)
     if blobs:
         yield Stmt(
             insert_blob,
-            [{"run_id": run_id, "hash": h, "data": text} for h, text in blobs.items()],
+            [{"run_id": w.run_id, "hash": h, "data": text} for h, text in blobs.items()],
             many=True,
         )
-    refs = sorted(encoded.blobs)
-    yield Stmt(
-        _schema.INSERT_CHECKPOINT,
-        {
-            "run_id": run_id,
-            "seq": seq,
-            "method_name": method_name,
-            "state": encoded.text,
-            "meta": meta_text,
-            "blobs": json.dumps(refs) if refs else None,
-            "now": at,
-        },
-    )
-    return frozenset(refs)
+    yield Stmt(_schema.INSERT_CHECKPOINT, {"seq": seq, **checkpoint_params(w)})
+    return frozenset(w.encoded.blobs)
 
 
-def begin_run(
-    dialect: str,
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    ttl: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    expected_seq: int | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-) -> Op[tuple[RunRecord, SavedCheckpoint]]:
+def begin_run(dialect: str, start: Start) -> Op[tuple[RunRecord, SavedCheckpoint]]:
     """Create the run if missing, take its lease, append the first checkpoint."""
-    if expected_seq is None or expected_seq == 0:
-        started = yield from _start_new_run(
-            run_id,
-            flow_name,
-            owner=owner,
-            ttl=ttl,
-            fingerprint=fingerprint,
-            info_text=info_text,
-            method_name=method_name,
-            encoded=encoded,
-            meta_text=meta_text,
-            at=at,
-        )
+    run_id, flow_name, owner, at = start.run_id, start.flow_name, start.owner, start.at
+    if start.expected_seq is None or start.expected_seq == 0:
+        started = yield from _start_new_run(start)
         if started is not None:
             return started
-    run = yield from create_run(
-        run_id,
-        flow_name,
-        parent_run_id=None,
-        parent_seq=None,
-        fingerprint=fingerprint,
-        info_text=info_text,
-        exist_ok=True,
-        at=at,
-    )
+    new = NewRunRow(run_id, flow_name, None, None, start.fingerprint, start.info_text, True, at)
+    run = yield from create_run(new)
     _rules.check_flow(run, flow_name)
     if owner is not None:
         run = yield from acquire_lease(
-            dialect, run_id, owner, _rules.lease_ttl(ttl), at, operation="begin_run"
+            dialect, run_id, owner, _rules.lease_ttl(start.ttl), at, operation="begin_run"
         )
     saved = yield from save_checkpoint(
-        run_id,
-        method_name,
-        encoded,
-        meta_text,
-        status="running",
-        flow_name=flow_name,
-        expected_seq=expected_seq,
-        lease_owner=owner,
-        at=at,
-        stored_blobs=stored_blobs,
+        start.first(expected_seq=start.expected_seq, stored_blobs=start.stored_blobs)
     )
-    after = run.replace(
+    return begun(run, saved, start), saved
+
+
+def begun(run: RunRecord, saved: SavedCheckpoint, start: Start) -> RunRecord:
+    """The record of an existing run after ``begin_run`` appended ``saved`` to it."""
+    return run.replace(
         last_seq=saved.seq,
         status="running",
-        updated_at=utc_from_timestamp(at),
-        flow_name=run.flow_name if run.flow_name is not None else flow_name,
+        updated_at=utc_from_timestamp(start.at),
+        flow_name=run.flow_name if run.flow_name is not None else start.flow_name,
     )
-    return after, saved
 
 
-def _start_new_run(
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    ttl: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    at: float,
-) -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
+def _start_new_run(start: Start) -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
     """``begin_run`` of an id not taken yet: the run row (leased, ``last_seq`` 1) and its
     first checkpoint in two statements. None, with nothing written, if the id exists."""
-    expires = None if owner is None else at + _rules.lease_ttl(ttl)
     rows = yield Stmt(
         _schema.INSERT_STARTED_RUN,
         {
-            "run_id": run_id,
-            "flow_name": flow_name,
-            "now": at,
-            "fingerprint": fingerprint,
-            "info": info_text,
-            "owner": owner,
-            "expires": expires,
+            "run_id": start.run_id,
+            "flow_name": start.flow_name,
+            "now": start.at,
+            "fingerprint": start.fingerprint,
+            "info": start.info_text,
+            "owner": start.owner,
+            "expires": start.expires,
         },
     )
     if not rows:
         return None
-    refs = yield from _append(run_id, 1, method_name, encoded, meta_text, at=at, stored_blobs=None)
-    run = started_run_record(
-        run_id,
-        flow_name,
-        owner=owner,
-        expires=expires,
-        fingerprint=fingerprint,
-        info_text=info_text,
-        at=at,
-    )
-    return run, SavedCheckpoint(1, at, refs)
+    refs = yield from _append(start.first(expected_seq=0, stored_blobs=None), 1)
+    return started_run_record(start), SavedCheckpoint(1, start.at, refs)
 
 
-def started_run_record(
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    expires: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    at: float,
-) -> RunRecord:
+def started_run_record(start: Start) -> RunRecord:
     """The record of a run that ``begin_run`` just created with its first checkpoint."""
-    when = utc_from_timestamp(at)
+    when = utc_from_timestamp(start.at)
+    expires = start.expires
     return RunRecord(
-        run_id=run_id,
-        flow_name=flow_name,
+        run_id=start.run_id,
+        flow_name=start.flow_name,
         status="running",
         created_at=when,
         updated_at=when,
         last_seq=1,
-        fingerprint=fingerprint,
-        info=decode_object(info_text, run_id=run_id, seq=None, what="run info"),
-        lease_owner=owner,
+        fingerprint=start.fingerprint,
+        info=decode_object(start.info_text, run_id=start.run_id, seq=None, what="run info"),
+        lease_owner=start.owner,
         lease_expires_at=None if expires is None else utc_from_timestamp(expires),
     )
 
@@ -635,34 +519,24 @@ def history(run_id: str) -> Op[list[Checkpoint]]:
 # -- runs ----------------------------------------------------------------------------
 
 
-def create_run(
-    run_id: str,
-    flow_name: str,
-    *,
-    parent_run_id: str | None,
-    parent_seq: int | None,
-    fingerprint: str | None,
-    info_text: str,
-    exist_ok: bool,
-    at: float,
-) -> Op[RunRecord]:
+def create_run(new: NewRunRow) -> Op[RunRecord]:
     rows = yield Stmt(
         _schema.INSERT_RUN,
         {
-            "run_id": run_id,
-            "flow_name": flow_name,
-            "now": at,
-            "parent_run_id": parent_run_id,
-            "parent_seq": parent_seq,
-            "fingerprint": fingerprint,
-            "info": info_text,
+            "run_id": new.run_id,
+            "flow_name": new.flow_name,
+            "now": new.at,
+            "parent_run_id": new.parent_run_id,
+            "parent_seq": new.parent_seq,
+            "fingerprint": new.fingerprint,
+            "info": new.info_text,
         },
     )
     if rows:
         return run_from_row(rows[0])
-    if not exist_ok:
-        raise _rules.run_exists(run_id)
-    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": run_id})
+    if not new.exist_ok:
+        raise _rules.run_exists(new.run_id)
+    rows = yield Stmt(_schema.SELECT_RUN, {"run_id": new.run_id})
     return run_from_row(rows[0])
 
 
@@ -671,17 +545,16 @@ def get_run(run_id: str) -> Op[RunRecord | None]:
     return run_from_row(rows[0]) if rows else None
 
 
-def update_run(
-    run_id: str,
-    *,
-    status: str | None,
-    fingerprint: str | None,
-    info_text: str | None,
-    at: float,
-    lease_owner: str | None = None,
-) -> Op[RunRecord]:
+def update_run(change: RunChange) -> Op[RunRecord]:
     """Fenced by ``lease_owner`` when given: the guard is in the UPDATE itself; a
     refusal is explained from the run row read in the same transaction."""
+    run_id, status, fingerprint, info_text = (
+        change.run_id,
+        change.status,
+        change.fingerprint,
+        change.info_text,
+    )
+    at, lease_owner = change.at, change.lease_owner
     sql = _schema.update_run_sql(
         status=status is not None,
         fingerprint=fingerprint is not None,

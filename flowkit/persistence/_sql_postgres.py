@@ -18,13 +18,20 @@ the same errors as before). Values are always bound parameters.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from flowkit.persistence import _rules, _schema
-from flowkit.persistence._records import Checkpoint, EncodedState, RunRecord
+from flowkit.persistence._records import Checkpoint, RunRecord
 from flowkit.persistence._rows import blob_refs, checkpoint_from_row, run_from_row
-from flowkit.persistence._sql_ops import Op, SavedCheckpoint, Stmt, started_run_record
+from flowkit.persistence._sql_ops import (
+    Append,
+    Op,
+    SavedCheckpoint,
+    Start,
+    Stmt,
+    checkpoint_params,
+    started_run_record,
+)
 
 _INSERT_CHECKPOINT_FROM = (
     "INSERT INTO flowkit_checkpoints (run_id, seq, method_name, state, meta, blobs, "
@@ -68,73 +75,37 @@ BEGIN_NEW_RUN_SQL = (
 )
 
 
-def _blobs_stored(
-    encoded: EncodedState,
-    expected_seq: int | None,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-) -> bool:
+def _blobs_stored(w: Append) -> bool:
     """Whether every blob the state refers to is known stored for the run (written by
     this process with the checkpoint before this one), so none has to be sent."""
-    refs = encoded.blobs
+    refs, stored = w.encoded.blobs, w.stored_blobs
     return not refs or (
-        expected_seq is not None
-        and stored_blobs is not None
-        and stored_blobs[0] == expected_seq
-        and frozenset(refs) <= stored_blobs[1]
+        w.expected_seq is not None
+        and stored is not None
+        and stored[0] == w.expected_seq
+        and frozenset(refs) <= stored[1]
     )
 
 
-def _checkpoint_params(
-    method_name: str, encoded: EncodedState, meta_text: str, at: float
-) -> dict[str, Any]:
-    refs = sorted(encoded.blobs)
-    return {
-        "method_name": method_name,
-        "state": encoded.text,
-        "meta": meta_text,
-        "blobs": json.dumps(refs) if refs else None,
-        "now": at,
-    }
-
-
-def save_statement(
-    run_id: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    *,
-    status: str,
-    flow_name: str | None,
-    expected_seq: int | None,
-    lease_owner: str | None,
-    at: float,
-    stored_blobs: tuple[int, frozenset[str]] | None,
-    release: bool = False,
-) -> Op[SavedCheckpoint | None] | None:
+def save_statement(w: Append) -> Op[SavedCheckpoint | None] | None:
     """``_sql_ops.save_checkpoint`` as one statement, or None when it cannot be (blobs
     to write, or a release without an owner). The operation answers None, having
     written nothing, when the run does not admit the save as it is."""
-    if not _blobs_stored(encoded, expected_seq, stored_blobs):
+    if not _blobs_stored(w):
         return None
-    if release and lease_owner is None:
+    if w.release and w.lease_owner is None:
         return None
-    return _one(
-        save_sql(
-            check_seq=expected_seq is not None,
-            check_lease=lease_owner is not None,
-            release=release,
-        ),
-        {
-            "run_id": run_id,
-            "status": status,
-            "flow_name": flow_name,
-            **({} if expected_seq is None else {"expected_seq": expected_seq}),
-            **({} if lease_owner is None else {"lease_owner": lease_owner}),
-            **_checkpoint_params(method_name, encoded, meta_text, at),
-        },
-        at,
-        frozenset(encoded.blobs),
+    sql = save_sql(
+        check_seq=w.expected_seq is not None,
+        check_lease=w.lease_owner is not None,
+        release=w.release,
     )
+    params = {"status": w.status, "flow_name": w.flow_name, **checkpoint_params(w)}
+    if w.expected_seq is not None:
+        params["expected_seq"] = w.expected_seq
+    if w.lease_owner is not None:
+        params["lease_owner"] = w.lease_owner
+    return _one(sql, params, w.at, frozenset(w.encoded.blobs))
 
 
 def _one(
@@ -146,49 +117,26 @@ def _one(
     return SavedCheckpoint(int(rows[0][0]), at, refs)
 
 
-def begin_statement(
-    run_id: str,
-    flow_name: str,
-    *,
-    owner: str | None,
-    expires: float | None,
-    fingerprint: str | None,
-    info_text: str,
-    method_name: str,
-    encoded: EncodedState,
-    meta_text: str,
-    expected_seq: int | None,
-    at: float,
-) -> Op[tuple[RunRecord, SavedCheckpoint] | None] | None:
+def begin_statement(start: Start) -> Op[tuple[RunRecord, SavedCheckpoint] | None] | None:
     """``_sql_ops.begin_run`` of a new id as one statement, or None when it cannot be
     (an expected_seq past 0, or blobs to write). The operation answers None, having
     written nothing, when the id is taken."""
-    if (expected_seq is not None and expected_seq != 0) or encoded.blobs:
+    if start.expected_seq not in (None, 0) or start.encoded.blobs:
         return None
     params = {
-        "run_id": run_id,
-        "flow_name": flow_name,
-        "fingerprint": fingerprint,
-        "info": info_text,
-        "owner": owner,
-        "expires": expires,
-        **_checkpoint_params(method_name, encoded, meta_text, at),
+        "flow_name": start.flow_name,
+        "fingerprint": start.fingerprint,
+        "info": start.info_text,
+        "owner": start.owner,
+        "expires": start.expires,
+        **checkpoint_params(start.first(expected_seq=0, stored_blobs=None)),
     }
 
     def op() -> Op[tuple[RunRecord, SavedCheckpoint] | None]:
         rows = yield Stmt(BEGIN_NEW_RUN_SQL, params)
         if not rows:
             return None
-        run = started_run_record(
-            run_id,
-            flow_name,
-            owner=owner,
-            expires=expires,
-            fingerprint=fingerprint,
-            info_text=info_text,
-            at=at,
-        )
-        return run, SavedCheckpoint(1, at, frozenset())
+        return started_run_record(start), SavedCheckpoint(1, start.at, frozenset())
 
     return op()
 

@@ -216,15 +216,18 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
     async def _acreate_run(self, new: _base.NewRun) -> RunRecord:
         create = _sql_mysql.create_run if self._mysql() else _sql_ops.create_run
+        info_text = dumps(new.info or {}, what="info")
         op = create(
-            new.run_id,
-            new.flow_name,
-            parent_run_id=new.parent_run_id,
-            parent_seq=new.parent_seq,
-            fingerprint=new.fingerprint,
-            info_text=dumps(new.info or {}, what="info"),
-            exist_ok=new.exist_ok,
-            at=_rules.now(),
+            _sql_ops.NewRunRow(
+                new.run_id,
+                new.flow_name,
+                new.parent_run_id,
+                new.parent_seq,
+                new.fingerprint,
+                info_text,
+                new.exist_ok,
+                _rules.now(),
+            )
         )
         return await self._acall(op, write=True, what=f"create_run({new.run_id!r})")
 
@@ -233,14 +236,15 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
 
     async def _aupdate_run(self, update: _base.RunUpdate) -> RunRecord:
         status, info = update.status, update.info
-        op = (_sql_mysql.update_run if self._mysql() else _sql_ops.update_run)(
+        change = _sql_ops.RunChange(
             update.run_id,
-            status=None if status is None else _rules.check_status(status),
-            fingerprint=update.fingerprint,
-            info_text=None if info is None else dumps(info, what="info"),
-            at=_rules.now(),
-            lease_owner=update.lease_owner,
+            None if status is None else _rules.check_status(status),
+            update.fingerprint,
+            None if info is None else dumps(info, what="info"),
+            _rules.now(),
+            update.lease_owner,
         )
+        op = (_sql_mysql.update_run if self._mysql() else _sql_ops.update_run)(change)
         return await self._acall(op, write=True, what=f"update_run({update.run_id!r})")
 
     async def _alist_runs(self, query: _base.RunQuery) -> list[RunRecord]:
@@ -334,26 +338,30 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         encoded = encode_state(write.state)
         meta_text = dumps(write.meta or {}, what="meta")
         database = self._database()
-        args = (run_id, write.method_name, encoded, meta_text)
-        given: dict[str, Any] = {
-            "status": write.status,
-            "flow_name": write.flow_name,
-            "expected_seq": write.expected_seq,
-            "lease_owner": write.lease_owner,
-            "at": _rules.now(),
-            "stored_blobs": database.stored_blobs.get(run_id),
-        }
+        append = _sql_ops.Append(
+            run_id,
+            write.method_name,
+            encoded,
+            meta_text,
+            status=write.status,
+            flow_name=write.flow_name,
+            expected_seq=write.expected_seq,
+            lease_owner=write.lease_owner,
+            at=_rules.now(),
+            stored_blobs=database.stored_blobs.get(run_id),
+            release=release,
+        )
         save = (
             _sql_mysql.save_checkpoint if database.dialect == "mysql" else _sql_ops.save_checkpoint
         )
-        op = save(*args, **given, release=release)
+        op = save(append)
         fast: Op[_sql_ops.SavedCheckpoint | None] | None = None
         if database.dialect == "sqlite" and not release:
-            fast = _sql_ops.save_checkpoint_statement(*args, **given)
+            fast = _sql_ops.save_checkpoint_statement(append)
         elif database.dialect == "sqlite":
-            fast = _sql_ops.end_run_statement(*args, **given)
+            fast = _sql_ops.end_run_statement(append)
         elif database.dialect == "postgresql":
-            fast = _sql_postgres.save_statement(*args, **given, release=release)
+            fast = _sql_postgres.save_statement(append)
         return op, fast, self._finisher(database, run_id, write.method_name, encoded, meta_text)
 
     @staticmethod
@@ -409,9 +417,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         if owner is not None:
             _rules.lease_ttl(ttl)
         database = self._database()
-        at = _rules.now()
-        op = (_sql_mysql.begin_run if database.dialect == "mysql" else _sql_ops.begin_run)(
-            database.dialect,
+        begin = _sql_ops.Start(
             run_id,
             start.flow_name,
             owner=owner,
@@ -422,8 +428,11 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             encoded=encoded,
             meta_text=meta_text,
             expected_seq=start.expected_seq,
-            at=at,
+            at=_rules.now(),
             stored_blobs=database.stored_blobs.get(run_id),
+        )
+        op = (_sql_mysql.begin_run if database.dialect == "mysql" else _sql_ops.begin_run)(
+            database.dialect, begin
         )
         fast = None
         one_statement = {
@@ -431,19 +440,7 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
             "postgresql": _sql_postgres.begin_statement,
         }.get(database.dialect)
         if one_statement is not None:
-            fast = one_statement(
-                run_id,
-                start.flow_name,
-                owner=owner,
-                expires=None if owner is None else at + _rules.lease_ttl(ttl),
-                fingerprint=start.fingerprint,
-                info_text=info_text,
-                method_name=start.method_name,
-                encoded=encoded,
-                meta_text=meta_text,
-                expected_seq=start.expected_seq,
-                at=at,
-            )
+            fast = one_statement(begin)
 
         finish_save = self._finisher(database, run_id, start.method_name, encoded, meta_text)
 
