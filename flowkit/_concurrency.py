@@ -233,6 +233,11 @@ class ThreadLoop:
             if self.loop.is_closed() or self.loop.is_running():
                 return
             closers, self._closers = list(self._closers.values()), {}
+            if self.loop in _abandoned:
+                # Left with a task that would not unwind (a second Ctrl-C): what is bound
+                # to the loop may be half way through something; the process's end, or
+                # the server, closes it.
+                closers = []
             for closer in closers:
                 with contextlib.suppress(Exception):
                     self.loop.run_until_complete(closer())
