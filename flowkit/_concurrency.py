@@ -4,6 +4,9 @@
   on this thread's reusable loop, or on a helper thread when a loop already runs here.
   On the main thread Ctrl-C cancels a run that stores something, lets it unwind, then
   raises KeyboardInterrupt (a second Ctrl-C raises at once), as ``asyncio.run`` does.
+- :class:`ThreadLoop`: that reusable loop of one thread, and the resources bound to it
+  (closed on the loop before it closes); :func:`thread_loop`: the calling thread's, when
+  it is the loop running here.
 - :class:`Portal`: a private event loop on a daemon thread that coroutines are sent to
   from any thread or loop (loop-bound database connections live there).
 - :func:`wait_for`: block until a coroutine is done from sync code, whatever the caller
@@ -35,8 +38,10 @@ import contextlib
 import contextvars
 import functools
 import os
+import queue
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -49,6 +54,7 @@ __all__ = [
     "NotInline",
     "Portal",
     "PortalStopped",
+    "ThreadLoop",
     "completing",
     "in_thread",
     "inline",
@@ -56,6 +62,7 @@ __all__ = [
     "run_inline",
     "run_sync",
     "running_loop",
+    "thread_loop",
     "wait_for",
 ]
 
@@ -116,36 +123,6 @@ async def completing(coro: Coroutine[Any, Any, T]) -> T:
 # -- run_sync: Flow.kickoff() and friends ----------------------------------------------
 
 
-class _ThreadLoop(threading.local):
-    """One reusable event loop per thread: a new loop (or an ``asyncio.Runner``, which
-    makes one) costs more than a small flow's kickoff.
-    Closed when the thread ends, or at exit for the main thread."""
-
-    loop: asyncio.AbstractEventLoop | None = None
-    pid = 0
-
-    def get(self) -> asyncio.AbstractEventLoop:
-        loop = self.loop
-        if loop is None or loop.is_closed() or self.pid != os.getpid():
-            if loop is not None and self.pid != os.getpid():
-                keep_from_parent(loop)  # the parent's (see ``_made_by``)
-            loop = self.loop = _new_owned_loop()
-            self.pid = os.getpid()
-            thread = threading.current_thread()
-            if thread is threading.main_thread():
-                atexit.register(_close, loop)
-            else:
-                weakref.finalize(thread, _close, loop)
-        return loop
-
-    def forget(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stop using ``loop`` on this thread (a task that would not unwind is left on
-        it); it is still closed at exit."""
-        if self.loop is loop:
-            self.loop = None
-        _abandoned.add(loop)
-
-
 # Loops left with a task that would not unwind: closed at exit without running it again.
 _abandoned: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
@@ -165,7 +142,206 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-_local = _ThreadLoop()
+class ThreadLoop:
+    """One thread's reusable event loop (``run_sync``'s and ``wait_for``'s): a new loop (or
+    an ``asyncio.Runner``, which makes one) costs more than a small flow's kickoff.
+
+    Resources bound to the loop (a PostgreSQL connection this thread owns) register a
+    closer with :meth:`on_end`; the closers run on the loop before it closes. The loop
+    ends when its thread does (the closer thread closes it then: see ``_closer``), or at
+    exit for the main thread, before the databases shut down and the portals stop. Never
+    from a finalizer, and never while its thread runs it: :meth:`call` borrows the loop
+    only while it is idle (``turn``), or hands the coroutine to it while it runs.
+    """
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+        self.pid = os.getpid()
+        self.loop = _new_owned_loop()
+        # Held by whoever runs the loop: its own thread (run_sync, wait_for), a closer.
+        self.turn = threading.Lock()
+        self._closers: dict[int, Callable[[], Coroutine[Any, Any, None]]] = {}
+        self._ended = False
+
+    def current(self) -> bool:
+        """True when this loop is the one running in the calling thread."""
+        return running_loop() is self.loop
+
+    def run(self, coro: Coroutine[Any, Any, T], graceful: bool = False) -> T:
+        """Run ``coro`` on the loop, from its own thread (no loop running there); see
+        :func:`run_sync` for ``graceful``."""
+        with self.turn:
+            return _run_on(self.loop, coro, graceful)
+
+    def on_end(self, key: int, closer: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Await ``closer()`` on the loop before it closes (``key``: see :meth:`forget`)."""
+        self._closers[key] = closer
+
+    def forget(self, key: int) -> None:
+        self._closers.pop(key, None)
+
+    def ended(self) -> bool:
+        return self._ended or self.loop.is_closed()
+
+    def call(self, make: Callable[[], Coroutine[Any, Any, None]], timeout: float) -> None:
+        """Run ``make()`` on the loop from any thread and wait for it (up to ``timeout``
+        seconds, after which it is left to finish there): on the caller's thread while
+        the loop is idle, else on the loop's own thread while it runs. From inside the
+        loop it is only scheduled there (it runs once the calling callback returns)."""
+        if self.pid != os.getpid() or self.ended():
+            return
+        if self.current():
+            self.loop.create_task(make())
+            return
+        if running_loop() is not None:  # no second loop can run on this thread
+            helper = threading.Thread(target=self.call, args=(make, timeout), name="flowkit-close")
+            helper.start()
+            helper.join()
+            return
+        deadline = time.monotonic() + timeout
+        future: concurrent.futures.Future[None] | None = None
+        while True:
+            if self.turn.acquire(blocking=False):
+                try:
+                    if not self.loop.is_closed():
+                        with contextlib.suppress(Exception):
+                            self.loop.run_until_complete(
+                                make() if future is None else asyncio.wrap_future(future)
+                            )
+                finally:
+                    self.turn.release()
+                return
+            if future is None:
+                try:
+                    future = asyncio.run_coroutine_threadsafe(make(), self.loop)
+                except RuntimeError:  # closed meanwhile
+                    return
+            with contextlib.suppress(concurrent.futures.TimeoutError, Exception):
+                future.result(timeout=max(0.0, min(0.05, deadline - time.monotonic())))
+            if future.done() or time.monotonic() >= deadline:
+                return
+
+    def end(self) -> None:
+        """Run the closers, then close the loop: by a thread that does not run it (the
+        ended thread's closer, or the main thread at exit)."""
+        if self._ended or self.pid != os.getpid() or running_loop() is not None:
+            return
+        with self.turn:
+            if self._ended:
+                return
+            self._ended = True
+            if self.loop.is_closed() or self.loop.is_running():
+                return
+            closers, self._closers = list(self._closers.values()), {}
+            if self.loop in _abandoned:
+                # Left with a task that would not unwind (a second Ctrl-C): what is bound
+                # to the loop may be half way through something; the process's end, or
+                # the server, closes it.
+                closers = []
+            for closer in closers:
+                with contextlib.suppress(Exception):
+                    self.loop.run_until_complete(closer())
+            _close(self.loop)
+
+
+class _Sentinel:
+    """Kept in the thread's local storage: dropped when the thread ends, it hands the
+    thread's loop to the closer thread (no loop is run inside this finalizer)."""
+
+    def __init__(self, owner: ThreadLoop) -> None:
+        self.owner = owner
+
+    def __del__(self) -> None:
+        owner = self.owner
+        if owner.pid == os.getpid() and owner.ident == threading.get_ident():
+            _closer.put(owner)
+
+
+class _Closer:
+    """A daemon thread that ends the loops of threads that have ended (see ThreadLoop)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[ThreadLoop | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def put(self, owner: ThreadLoop) -> None:
+        # SimpleQueue.put is safe from a finalizer; starting the thread is not, so it is
+        # started by whoever makes a ThreadLoop (see _PerThread.get).
+        self._queue.put(owner)
+
+    def start(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._queue = queue.SimpleQueue()  # (after a fork: the parent's items are not ours)
+                self._thread = threading.Thread(
+                    target=self._serve, name="flowkit-loop-closer", daemon=True
+                )
+                self._thread.start()
+                self._pid = os.getpid()
+
+    def _serve(self) -> None:
+        while True:
+            owner = self._queue.get()
+            if owner is None:
+                return
+            with contextlib.suppress(Exception):
+                owner.end()
+
+    def stop(self) -> None:
+        """At exit: end the loops still queued, then the thread."""
+        thread = self._thread
+        if self._pid != os.getpid() or thread is None:
+            return
+        self._queue.put(None)
+        thread.join(timeout=_CLOSER_WAIT)
+
+
+# How long exit waits for the closer thread to end the loops of threads that ended.
+_CLOSER_WAIT = 10.0
+
+_closer = _Closer()
+
+
+class _PerThread(threading.local):
+    owner: ThreadLoop | None = None
+    sentinel: _Sentinel | None = None
+
+    def get(self) -> ThreadLoop:
+        owner = self.owner
+        if owner is None or owner.pid != os.getpid() or owner.ended():
+            if owner is not None and owner.pid != os.getpid():
+                keep_from_parent(owner)  # the parent's (see ``_made_by``)
+            owner = self.owner = ThreadLoop()
+            if threading.current_thread() is threading.main_thread():
+                atexit.register(owner.end)  # runs before the databases shut down
+            else:
+                _closer.start()
+                self.sentinel = _Sentinel(owner)
+        return owner
+
+    def forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop using ``loop`` on this thread (a task that would not unwind is left on
+        it); it is still closed (its closers run first) when the thread ends, or at exit."""
+        owner = self.owner
+        if owner is not None and owner.loop is loop:
+            self.owner = None  # (its sentinel still hands it to the closer thread)
+        _abandoned.add(loop)
+
+
+_local = _PerThread()
+
+
+def thread_loop() -> ThreadLoop | None:
+    """The calling thread's :class:`ThreadLoop` when it is the loop running here (a
+    sync kickoff, a blocking call run by ``wait_for(any_loop=True)``), else None."""
+    owner = _local.owner
+    if owner is not None and owner.current() and owner.pid == os.getpid():
+        return owner
+    return None
 
 
 async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
@@ -287,7 +463,7 @@ def run_sync(coro: Coroutine[Any, Any, T], *, graceful: bool = False) -> T:
     nothing in the flow needs the caller's loop.
     """
     if running_loop() is None:
-        return _run_on(_local.get(), coro, graceful)
+        return _local.get().run(coro, graceful)
     return _on_helper_thread(coro, "flowkit-kickoff")
 
 
@@ -385,6 +561,15 @@ class Portal:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._started_loop())
 
+    def call_soon(self, function: Callable[..., object], *args: object) -> None:
+        """Call ``function(*args)`` on the portal's loop without waiting for it, if the
+        portal runs (a stopped one holds nothing to call it for: it is not restarted)."""
+        loop = self._loop
+        if loop is None or self._pid != os.getpid():
+            return
+        with contextlib.suppress(RuntimeError):  # stopped meanwhile
+            loop.call_soon_threadsafe(function, *args)
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal and wait for its result (sync callers)."""
         if self.in_portal_thread():
@@ -443,6 +628,11 @@ def _stop_all_portals() -> None:
         portal.stop()
 
 
+# (registered after _stop_all_portals, so it runs before: the loops of ended threads are
+# closed while the portals still run)
+atexit.register(_closer.stop)
+
+
 # -- the derived forms of persistence operations ---------------------------------------
 
 _waiting_portal = Portal("flowkit-persistence-sync")
@@ -469,7 +659,7 @@ def wait_for(
     shared portal, then to its home), unless the caller is on a portal already.
     """
     if any_loop and running_loop() is None:
-        return _run_on(_local.get(), coro, graceful=True)
+        return _local.get().run(coro, graceful=True)
     if home is not None and not home.in_portal_thread() and not _waiting_portal.in_portal_thread():
         return home.run(coro)
     if _waiting_portal.in_portal_thread():

@@ -48,15 +48,22 @@ from flowkit._concurrency import (
     NotInline,
     Portal,
     PortalStopped,
+    ThreadLoop,
     completing,
     on_owned_loop,
+    thread_loop,
 )
 from flowkit.exceptions import PersistenceError
 from flowkit.persistence import _rules, _sql_ops
 from flowkit.persistence._schema import SCHEMA_VERSION, WRITE_REFUSED
 from flowkit.persistence._sql_liveness import SessionLiveness
 from flowkit.persistence._sql_ops import Op
-from flowkit.persistence._sql_pg_connections import HeldConnections, pool_limits
+from flowkit.persistence._sql_pg_connections import (
+    ClosedUnder,
+    HeldConnections,
+    ThreadConnections,
+    pool_limits,
+)
 from flowkit.persistence._sql_sqlite_reads import ReadConnections, file_missing
 from flowkit.persistence._sql_url import dialect_of, mysql_session, sqlite_file, sqlite_pragmas
 
@@ -64,6 +71,9 @@ T = TypeVar("T")
 
 # What a SQLite operation answers when the database was closed before it could start.
 _CLOSED: Any = object()
+# What a PostgreSQL operation on a sync caller's thread answers, having run nothing, when
+# the thread owns no connection: it takes the portal's path.
+_PORTAL: Any = object()
 
 
 class DatabaseClosed(Exception):
@@ -205,6 +215,8 @@ class Database:
     def __init__(self, url: URL, engine_kwargs: dict[str, Any]) -> None:
         self.url = url
         self.dialect = dialect_of(url)
+        # PostgreSQL through asyncpg: sync callers run on their own thread's connection.
+        self._thread_path = self.dialect == "postgresql" and url.get_driver_name() == "asyncpg"
         self.engine_kwargs = engine_kwargs
         self.portal = Portal(f"flowkit-db-{next(self._names)}")
         self.users = 0
@@ -213,6 +225,8 @@ class Database:
         self.engine: AsyncEngine | None = None
         # PostgreSQL: pooled connections driven through asyncpg (_sql_pg_connections).
         self._held: HeldConnections | None = None
+        # ... and the connections sync callers' threads own (their own loops, no hop).
+        self._threads: ThreadConnections | None = None
         self._pg_isolation: str | None = None
         self._driver_errors: tuple[type[BaseException], ...] = ()
         self._ready: asyncio.Lock | None = None
@@ -322,6 +336,13 @@ class Database:
             ),
             **pool_limits(engine, self.engine_kwargs),
         )
+        if self._threads is None:  # (kept when reopened: the threads' connections stay)
+            size = getattr(engine.sync_engine.pool, "size", None)
+            self._threads = ThreadConnections(
+                self._create_liveness_engine,
+                self._held.connection_errors,
+                limit=int(size()) if callable(size) else 0,
+            )
         level = self.engine_kwargs.get("isolation_level")
         if isinstance(level, str) and level.upper() not in ("AUTOCOMMIT", "READ COMMITTED"):
             # asyncpg's names: repeatable_read, serializable, ... (a stricter level keeps
@@ -525,6 +546,81 @@ class Database:
             liveness.drop(*gives)
         return result
 
+    async def _execute_on_thread(
+        self,
+        owner: ThreadLoop,
+        op: Op[T],
+        *,
+        write: bool,
+        takes: LeaseRef | None,
+        gives: LeaseRef | None,
+        empty: Any,
+        fast: Op[Any] | None,
+    ) -> Any:
+        """PostgreSQL, a sync caller on its thread's loop (``owner``): ``op`` on the
+        connection this thread owns (``_sql_pg_connections.ThreadConnections``), run as
+        :meth:`_pg_statements` says, with no thread hop. Only the owner's liveness lock
+        goes to the portal, where its session lives: taken (``takes``) before the
+        statement, which may commit the lease by itself; given back (``gives``) without
+        waiting, once committed. Answers ``_PORTAL``, having run nothing, when the thread
+        gets no connection of its own."""
+        if not self._schema_ready and not await self.portal.arun(self._start(write=write)):
+            op.close()
+            if fast is not None:
+                fast.close()
+            return empty
+        threads = self._threads
+        mine = None if threads is None else threads.claim(owner)
+        if mine is None:
+            return _PORTAL
+        liveness = self.liveness if takes is not None or gives is not None else None
+        fresh = False
+        try:
+            if takes is not None and liveness is not None:
+                fresh = await self.portal.arun(liveness.hold(*takes))
+            if mine.closed:  # closed meanwhile: nothing ran but the hold, undone below
+                raise DatabaseClosed
+            async with mine.use() as driver:
+                result = await self._pg_statements(driver, op, write=write, fast=fast)
+        except BaseException:
+            if fresh and takes is not None and liveness is not None:
+                self.portal.call_soon(liveness.drop, *takes)
+            raise
+        finally:
+            mine.release()
+            if fast is not None:
+                fast.close()
+        if gives is not None and liveness is not None:
+            self.portal.call_soon(liveness.drop, *gives)
+        return result
+
+    async def _pg_statements(
+        self, driver: Any, op: Op[T], *, write: bool, fast: Op[Any] | None
+    ) -> T:
+        """``op`` on an asyncpg connection in autocommit: ``fast`` (one statement that
+        commits by itself) first when given, and a read as it is (at READ COMMITTED each
+        statement sees what was committed before it); otherwise, or when ``fast``
+        answers None (its guard refused, nothing written), in a transaction."""
+        if fast is not None:
+            done = await drive_asyncpg(driver, fast)
+            if done is not None:
+                op.close()
+                return done  # type: ignore[no-any-return]
+        elif not write and self._pg_isolation is None:
+            return await drive_asyncpg(driver, op)
+        transaction = driver.transaction(isolation=self._pg_isolation)
+        await transaction.start()
+        try:
+            result = await drive_asyncpg(driver, op)
+        except Exception:
+            # (cancelled half way: the connection is left in the transaction, and the
+            # ThreadConnection closes it)
+            with contextlib.suppress(Exception):
+                await transaction.rollback()
+            raise
+        await transaction.commit()
+        return result
+
     async def dispose(self) -> None:
         engine, self.engine = self.engine, None
         self._schema_ready = False
@@ -560,7 +656,13 @@ class Database:
         fast: Op[Any] | None = None,
     ) -> T:
         try:
-            if self.dialect == "sqlite" and on_owned_loop():
+            if self._thread_path and (owner := thread_loop()) is not None:
+                done = await self._execute_on_thread(
+                    owner, op, write=write, takes=takes, gives=gives, empty=empty, fast=fast
+                )
+                if done is not _PORTAL:
+                    return done  # type: ignore[no-any-return]
+            elif self.dialect == "sqlite" and on_owned_loop():
                 # aiosqlite's connection takes calls from any loop (each result comes
                 # back to the loop that asked): callers on flowkit's own loops (a sync
                 # kickoff) skip the portal, which only does the one-time start (engine,
@@ -584,7 +686,7 @@ class Database:
             return await self.portal.arun(
                 self.execute(op, write=write, takes=takes, gives=gives, empty=empty, fast=fast)
             )
-        except PortalStopped:
+        except (PortalStopped, ClosedUnder):
             if self.closed and self.dialect == "sqlite":
                 raise DatabaseClosed from None
             raise _rules.cut_off(what, self.describe()) from None
@@ -643,6 +745,8 @@ class Database:
             readers = self._readers
         if readers is not None:
             readers.close()
+        if self._threads is not None:
+            self._threads.close()  # each on its own thread's loop, before the portal's
         if self.engine is not None and not self.portal.in_portal_thread():
             self.portal.run(self._drain_then_dispose())
         self.portal.stop()

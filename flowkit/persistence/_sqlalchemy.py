@@ -72,7 +72,9 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
     supports_cas = True
     supports_leases = True
     # SQLite: aiosqlite's connection takes calls from any loop, so a blocking call runs
-    # on the caller's own loop (see FlowPersistence._any_loop); set per URL in __init__.
+    # on the caller's own loop (see FlowPersistence._any_loop); PostgreSQL through asyncpg
+    # too, on a connection the caller's thread owns (or through the portal when it gets
+    # none: see _sql_pg_connections); set per URL in __init__.
     _any_loop = True
     # SQLite file: the blocking forms of the reads are answered on the caller's thread,
     # on a read-only connection (see _sql_sqlite_reads); set per URL in __init__.
@@ -86,7 +88,10 @@ class SQLAlchemyFlowPersistence(FlowPersistence):
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.url = normalise_url(url)
-        self._any_loop = type(self)._any_loop and self._dialect() == "sqlite"
+        self._any_loop = type(self)._any_loop and (
+            self._dialect() == "sqlite"
+            or (self._dialect() == "postgresql" and self.url.get_driver_name() == "asyncpg")
+        )
         if self._dialect() != "sqlite" or sqlite_file(self.url) is None:
             self._inline_ops = frozenset()  # a server, or SQLite in memory
         self.secret_key = secret_key

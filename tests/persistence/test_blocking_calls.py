@@ -148,19 +148,23 @@ class PlainSQLiteSubclass(SQLiteFlowPersistence):
         return "no async operation of its own"
 
 
-def test_only_the_built_in_sqlite_operations_are_taken_to_work_on_any_loop(
+def test_only_the_built_in_sqlite_and_asyncpg_operations_are_taken_to_work_on_any_loop(
     tmp_path: Path,
 ) -> None:
     """The flags follow the async operations: kept by a subclass that adds none, dropped
-    by one that defines or mixes one in, and off for non-SQLite URLs (reads answered on
-    the caller's thread: off for SQLite in memory too)."""
+    by one that defines or mixes one in; on for SQLite and for PostgreSQL through asyncpg
+    (a blocking call runs on the caller's thread's loop, on a connection that thread
+    owns), off for other URLs (reads answered on the caller's thread: only for a SQLite
+    file)."""
     from flowkit.persistence import SQLAlchemyFlowPersistence
 
     assert SQLiteFlowPersistence(tmp_path / "a.db")._any_loop
     assert PlainSQLiteSubclass(tmp_path / "a.db")._any_loop
     assert not SQLiteWithLoopBoundCache(tmp_path / "a.db")._any_loop
     assert not SQLiteWithMixin(tmp_path / "a.db")._any_loop
-    assert not SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._any_loop
+    assert SQLAlchemyFlowPersistence("postgresql+asyncpg://u@localhost/db")._any_loop
+    assert not SQLAlchemyFlowPersistence("postgresql+psycopg://u@localhost/db")._any_loop
+    assert not SQLAlchemyFlowPersistence("mysql+asyncmy://u@localhost/db")._any_loop
     assert not LoopBound()._any_loop
     # Reads answered on the caller's thread: the same rule, and only for a SQLite file.
     reads = {"load_checkpoint", "load_state", "get_run", "history", "list_runs"}
