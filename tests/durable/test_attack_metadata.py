@@ -212,7 +212,9 @@ def test_racing_kickoffs_with_different_labels_keep_every_label(
                 pr.kill()
                 pr.communicate()
     for pr, (out, err) in zip(procs, outs, strict=True):
-        assert pr.returncode == 0 and out.strip() == "done", (out, err)
+        if pr.returncode != 0 or out.strip() != "done":
+            # pytest.fail shows the whole traceback (an assertion message is cut short)
+            pytest.fail(f"a racer failed (exit {pr.returncode}, out {out!r}):\n{err}")
     store = _store(kind, url)
     try:
         run = store.get_run(run_id)
