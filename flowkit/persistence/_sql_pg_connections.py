@@ -121,21 +121,12 @@ class HeldConnections:
 
     @contextlib.asynccontextmanager
     async def _lent(self) -> AsyncIterator[Any]:
-        if self._idle:
-            held = self._idle.pop()
-        else:
-            lent = await self._engine.connect()
-            try:
-                raw = await lent.get_raw_connection()
-            except BaseException:
-                await lent.close()
-                raise
-            held = (lent, raw.driver_connection)
+        held = self._idle.pop() if self._idle else await _open(self._engine)
         lent, driver = held
         try:
             yield driver
         except BaseException as exc:
-            if self._reusable(driver, exc):
+            if reusable(driver, exc, self.connection_errors):
                 await self._give_back(held)
             else:
                 await self._discard(lent)
@@ -145,14 +136,6 @@ class HeldConnections:
                     await self._drop_idle()
             raise
         await self._give_back(held)
-
-    def _reusable(self, driver: Any, exc: BaseException) -> bool:
-        return (
-            isinstance(exc, Exception)  # not cancelled half way
-            and not isinstance(exc, self.connection_errors)
-            and not driver.is_closed()
-            and not driver.is_in_transaction()
-        )
 
     async def _give_back(self, held: tuple[AsyncConnection, Any]) -> None:
         if not self._closed and len(self._idle) < self.keep and not held[1].is_closed():
@@ -193,6 +176,20 @@ def pool_limits(engine: AsyncEngine, engine_kwargs: dict[str, Any]) -> dict[str,
     if isinstance(overflow, int) and overflow >= 0:
         return {"limit": base + overflow, "keep": base + overflow, "timeout": timeout}
     return {"limit": None, "keep": base, "timeout": timeout}
+
+
+def reusable(
+    driver: Any, exc: BaseException, connection_errors: tuple[type[BaseException], ...]
+) -> bool:
+    """Whether an asyncpg connection an operation failed on may serve the next one: the
+    failure was an error of the operation (not a cancellation half way, not a
+    connection error), and the connection is open and out of any transaction."""
+    return (
+        isinstance(exc, Exception)
+        and not isinstance(exc, connection_errors)
+        and not driver.is_closed()
+        and not driver.is_in_transaction()
+    )
 
 
 class ClosedUnder(Exception):
@@ -238,7 +235,7 @@ class ThreadConnection:
         try:
             yield driver
         except BaseException as exc:
-            if not self._home.reusable(driver, exc):
+            if not reusable(driver, exc, self._home.connection_errors):
                 await self._drop(broken=True)
             if self._cut:
                 raise ClosedUnder from exc
@@ -316,24 +313,12 @@ class ThreadConnections:
         """A new unpooled engine (``NullPool``) in autocommit, for one thread."""
         return self._make_engine().execution_options(isolation_level="AUTOCOMMIT")
 
-    def reusable(self, driver: Any, exc: BaseException) -> bool:
-        return (
-            isinstance(exc, Exception)  # not cancelled half way
-            and not isinstance(exc, self.connection_errors)
-            and not driver.is_closed()
-            and not driver.is_in_transaction()
-        )
-
     def forget(self, connection: ThreadConnection) -> None:
         with self._lock:
             self._owned.pop(id(connection), None)
         owner = connection.owner()
         if owner is not None:
             owner.forget(id(connection))
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self._owned)
 
     def close(self) -> None:
         """Close every thread's connection, each on its own loop (see ThreadLoop.call),
